@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make up` (run the service) and `make test` (run the suite).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test lint format bench clean lock
+
+# Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
+$(STAMP): requirements-dev.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
+	@UV=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
+	  [ -x $(BIN)/python ] || $$UV venv --quiet --python $(PY) $(VENV); \
+	  $$UV pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock && \
+	  $$UV pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	@exec $(BIN)/python -m image_pipeline.devstack
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	@$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+# Re-pin after editing pyproject.toml (hashes, no download addresses).
+lock:
+	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 --group dev --generate-hashes -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .imgpipe .pytest_cache

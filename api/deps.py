@@ -1,0 +1,38 @@
+"""Dependencies routes declare in their signatures: settings, a DB session, the object store, the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.auth import authenticate
+from image_pipeline.settings import Settings
+from image_pipeline.storage import ObjectStore
+from image_pipeline.store.cache import StatusCache
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_store(request: Request) -> ObjectStore:
+    return request.app.state.store
+
+
+def get_cache(request: Request) -> StatusCache:
+    return request.app.state.cache
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+CacheDep = Annotated[StatusCache, Depends(get_cache)]
+OwnerDep = Annotated[str, Depends(authenticate)]

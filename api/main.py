@@ -1,0 +1,51 @@
+"""The FastAPI application. Run with `uvicorn --factory api.main:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodySizeLimit
+from api.routes import api_router, files_router
+from image_pipeline.settings import Settings
+from image_pipeline.storage import make_store
+from image_pipeline.store.cache import StatusCache
+from image_pipeline.store.db import make_engine, session_factory, upgrade
+
+log = logging.getLogger("imgpipe.api")
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            upgrade(settings.resolved_database_url)
+        engine = make_engine(settings.resolved_database_url)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        app.state.store = make_store(settings)
+        app.state.cache = StatusCache(settings.redis_url)
+        try:
+            yield
+        finally:
+            app.state.cache.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="image-pipeline",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Upload a CSV of product image URLs; get recompressed JPEGs, progress and a signed webhook.",
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(api_router)
+    app.include_router(files_router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,10 @@
+from fastapi import APIRouter
+
+from api.routes import files, health, requests, uploads
+
+api_router = APIRouter(prefix="/api")
+api_router.include_router(health.router)
+api_router.include_router(uploads.router)
+api_router.include_router(requests.router)
+
+files_router = files.router

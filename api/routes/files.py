@@ -1,0 +1,40 @@
+"""Read-only access to output images (`requests/<id>/images/...`): the default public URL of results.
+
+Request ids are random UUIDs, so an image URL is unguessable; inputs and CSVs are never served here.
+"""
+
+import re
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import StoreDep
+from api.errors import ApiError
+from image_pipeline.storage import ObjectNotFound
+
+router = APIRouter(tags=["files"])
+_PUBLIC = re.compile(r"^requests/[0-9a-f-]{36}/images/\d{7}\.jpg$")
+
+
+@router.get(
+    "/files/{key:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such image"}},
+)
+def get_file(key: str, store: StoreDep) -> StreamingResponse:
+    """One recompressed image."""
+    if not _PUBLIC.match(key):
+        raise ApiError(404, "not found")
+    try:
+        chunks = store.iter_chunks(key)
+        first = next(chunks, b"")
+    except ObjectNotFound as exc:
+        raise ApiError(404, "not found") from exc
+
+    def body():  # noqa: ANN202
+        yield first
+        yield from chunks
+
+    return StreamingResponse(
+        body(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+    )

@@ -1,0 +1,32 @@
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.schemas import DbHealth
+
+router = APIRouter(tags=["health"])
+DB_CHECK_TIMEOUT_S = 3.0
+
+
+def _ping(request: Request) -> None:
+    with request.app.state.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@router.get(
+    "/check_db_connection",
+    response_model=DbHealth,
+    responses={503: {"model": DbHealth, "description": "database unreachable"}},
+)
+@router.get("/check_db_connection/", include_in_schema=False)
+async def check_db_connection(request: Request) -> JSONResponse:
+    """Database health: 200 connected, or 503 within a few seconds when it is down (never a 500 or a hang)."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping, request), DB_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return JSONResponse({"db_status": "unavailable", "detail": f"no answer within {DB_CHECK_TIMEOUT_S:g} s"}, 503)
+    except Exception as exc:  # noqa: BLE001 (any driver error means unavailable)
+        return JSONResponse({"db_status": "unavailable", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}, 503)
+    return JSONResponse({"db_status": "connected"})

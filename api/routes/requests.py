@@ -1,0 +1,60 @@
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import CacheDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.errors import ApiError
+from api.schemas import ErrorResponse, StatusResponse
+from image_pipeline.storage import ObjectNotFound
+from image_pipeline.store.requests import get_request, status_document
+
+router = APIRouter(tags=["requests"])
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}}
+
+
+@router.get("/status/{request_id}", response_model=StatusResponse, responses=NOT_FOUND)
+@router.get("/status/{request_id}/", response_model=StatusResponse, include_in_schema=False)
+def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: CacheDep, settings: SettingsDep) -> dict:
+    """Status and progress of a request: from the cache when it has it, else from the database."""
+    doc = cache.get(request_id)
+    if doc is None:
+        req = get_request(session, request_id)
+        if req is None:
+            raise ApiError(404, f"request {request_id} not found")
+        doc = status_document(req, settings.resolved_api_base_url)
+        cache.set(request_id, doc)
+    if doc.get("owner") != owner:
+        raise ApiError(404, f"request {request_id} not found")
+    return doc
+
+
+@router.get(
+    "/requests/{request_id}/output.csv",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "not finished yet"},
+        200: {"content": {"text/csv": {}}, "description": "the output CSV"},
+    },
+)
+def get_output_csv(request_id: str, owner: OwnerDep, session: SessionDep, store: StoreDep) -> StreamingResponse:
+    """The output CSV: the input columns plus `Output Image Urls`."""
+    req = get_request(session, request_id, owner)
+    if req is None:
+        raise ApiError(404, f"request {request_id} not found")
+    if not req.output_csv_key:
+        raise ApiError(409, f"output not ready: request is {req.status}")
+    try:
+        chunks = store.iter_chunks(req.output_csv_key)
+        first = next(chunks, b"")
+    except ObjectNotFound as exc:
+        raise ApiError(404, "output CSV is no longer stored") from exc
+
+    def body():  # noqa: ANN202
+        yield first
+        yield from chunks
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{request_id}-output.csv"'},
+    )

@@ -1,0 +1,103 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+
+from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.errors import ApiError
+from api.schemas import ErrorResponse, UploadAccepted
+from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
+from image_pipeline.fetch import FetchError, FetchPolicy, check_url
+from image_pipeline.storage import input_key
+from image_pipeline.store.requests import create_request
+
+router = APIRouter(tags=["requests"])
+
+_STATUS_FOR_KIND = {"encoding": 400, "invalid": 422, "too_many_rows": 422}
+
+
+async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
+    problem = url_problem(url)
+    if problem:
+        return problem
+    try:
+        target = await check_url(url, policy)
+    except FetchError as exc:
+        return str(exc)
+    if (
+        not url.lower().startswith("https://")
+        and (target.host, target.port) not in policy.allow
+        and (target.address, target.port) not in policy.allow
+    ):
+        return "webhook URLs must use https"
+    return None
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses={
+        400: {"model": ErrorResponse, "description": "not UTF-8 / unreadable"},
+        401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse, "description": "file too large"},
+        415: {"model": ErrorResponse, "description": "not a CSV text file"},
+        422: {"model": ErrorResponse, "description": "CSV or webhook_url invalid: every problem with its row/column"},
+    },
+)
+async def upload(
+    owner: OwnerDep,
+    settings: SettingsDep,
+    session: SessionDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="CSV: S.No.,Product Name,Input Image Urls")],
+    webhook_url: Annotated[str | None, Form(description="Where the final, signed event is POSTed")] = None,
+) -> UploadAccepted:
+    """Validate a CSV of product image URLs and queue it for processing (202); nothing is stored if refused."""
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            f"upload is larger than {settings.max_upload_bytes:,} bytes",
+            [{"row": 0, "column": "file", "message": "the limit is IMGPIPE_MAX_UPLOAD_BYTES"}],
+        )
+    limits = CsvLimits(
+        max_rows=settings.max_rows,
+        max_urls_per_row=settings.max_urls_per_row,
+        max_cell_chars=settings.max_cell_chars,
+        max_url_chars=settings.max_url_chars,
+        max_errors=settings.max_reported_errors,
+    )
+    parsed = parse_csv(data, limits)
+    if not parsed.ok:
+        binary = parsed.errors[0].message.startswith("file is binary")
+        code = 415 if binary else _STATUS_FOR_KIND[parsed.kind]
+        more = " (more problems not shown)" if parsed.truncated else ""
+        raise ApiError(
+            code, f"CSV refused: {len(parsed.errors)} problem(s){more}", [e.as_dict() for e in parsed.errors]
+        )
+    webhook_url = (webhook_url or "").strip() or None
+    if webhook_url:
+        problem = await _check_webhook(webhook_url, FetchPolicy.from_settings(settings))
+        if problem:
+            raise ApiError(422, "webhook_url refused", [{"row": 0, "column": "webhook_url", "message": problem}])
+
+    request_id = str(uuid.uuid4())
+    key = input_key(request_id)
+    # Stored before the row exists, so the sensor never sees a request without its CSV.
+    store.put(key, data, "text/csv; charset=utf-8")
+    create_request(
+        session,
+        request_id=request_id,
+        owner=owner,
+        input_key=key,
+        webhook_url=webhook_url,
+        filename=(file.filename or "")[:255] or None,
+        row_count=len(parsed.rows),
+        url_count=parsed.url_count,
+    )
+    return UploadAccepted(
+        request_id=request_id,
+        message=f"accepted: {len(parsed.rows)} products, {parsed.url_count} images",
+        status_url=f"{settings.resolved_api_base_url}/api/status/{request_id}",
+    )

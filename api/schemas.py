@@ -1,0 +1,58 @@
+"""Request and response models: the HTTP contract other clients are written against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorItem(BaseModel):
+    row: int = Field(description="1-based line of the CSV (the header is row 1); 0 = the whole file/request")
+    column: str | None = Field(description="The column (or field) at fault, if any")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[ErrorItem] = []
+
+
+class UploadAccepted(BaseModel):
+    request_id: str
+    message: str
+    status_url: str
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "request_id": "3f6c2b1e-5d0a-4c1b-9a43-2e8f0c7d9b11",
+                    "message": "accepted: 3 products, 7 images",
+                    "status_url": "http://127.0.0.1:8000/api/status/3f6c2b1e-5d0a-4c1b-9a43-2e8f0c7d9b11",
+                }
+            ]
+        }
+    }
+
+
+class Progress(BaseModel):
+    total: int
+    done: int
+    failed: int
+
+
+class StatusResponse(BaseModel):
+    request_id: str
+    status: Literal["pending", "processing", "completed", "partially_failed", "failed"]
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    output_csv_url: str | None
+    error: str | None = None
+
+
+class DbHealth(BaseModel):
+    db_status: Literal["connected", "unavailable"]
+    detail: str | None = None

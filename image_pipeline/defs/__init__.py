@@ -1,0 +1,1 @@
+"""Dagster definitions: thin assets, sensors and resources over the plain-Python domain."""

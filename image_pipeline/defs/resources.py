@@ -1,0 +1,110 @@
+"""The one resource the pipeline needs: connections and limits, built from `Settings` (IMGPIPE_*)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
+
+from image_pipeline.csv_input import CsvLimits
+from image_pipeline.fetch import FetchPolicy
+from image_pipeline.pipeline import PipelineContext
+from image_pipeline.processing import ProcessOptions
+from image_pipeline.settings import Settings, parse_allow
+
+
+class ImagePipelineResource(dg.ConfigurableResource):
+    """App database, object storage (S3 via dagster-aws, or a local directory), status cache, fetch limits."""
+
+    database_url: str
+    s3: S3Resource
+    s3_bucket: str | None = None
+    local_objects_dir: str = ".imgpipe/objects"
+    public_base_url: str
+    api_base_url: str
+    redis_url: str | None = None
+    webhook_secret: str | None = None
+    jpeg_quality: int = 50
+    max_image_pixels: int = 50_000_000
+    fetch_allow: str = ""
+    fetch_concurrency: int = 32
+    per_host_concurrency: int = 8
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 15.0
+    fetch_total_timeout: float = 60.0
+    fetch_max_bytes: int = 25 * 1024 * 1024
+    fetch_max_redirects: int = 5
+    max_rows: int = 10_000
+    max_urls_per_row: int = 50
+
+    _ctx: PipelineContext | None = PrivateAttr(default=None)
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            allow=parse_allow(self.fetch_allow),
+            connect_timeout=self.fetch_connect_timeout,
+            read_timeout=self.fetch_read_timeout,
+            total_timeout=self.fetch_total_timeout,
+            max_bytes=self.fetch_max_bytes,
+            max_redirects=self.fetch_max_redirects,
+        )
+
+    def context(self) -> PipelineContext:
+        """Connections are made once per process and reused by every step of the run."""
+        if self._ctx is None:
+            from image_pipeline.storage import LocalStore, S3Store
+            from image_pipeline.store.cache import StatusCache
+            from image_pipeline.store.db import make_engine, session_factory
+
+            store = (
+                S3Store(self.s3.get_client(), self.s3_bucket, self.public_base_url)
+                if self.s3_bucket
+                else LocalStore(self.local_objects_dir, self.public_base_url)
+            )
+            self._ctx = PipelineContext(
+                sessions=session_factory(make_engine(self.database_url)),
+                store=store,
+                cache=StatusCache(self.redis_url),
+                policy=self.fetch_policy(),
+                options=ProcessOptions(
+                    quality=self.jpeg_quality,
+                    max_pixels=self.max_image_pixels,
+                    concurrency=self.fetch_concurrency,
+                    per_host=self.per_host_concurrency,
+                ),
+                limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
+                api_base_url=self.api_base_url.rstrip("/"),
+                webhook_secret=self.webhook_secret,
+            )
+        return self._ctx
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment. Secrets go through `dg.EnvVar` so the UI never shows them."""
+    s = settings or Settings()
+    return {
+        "pipeline": ImagePipelineResource(
+            database_url=s.resolved_database_url,
+            s3=S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+            s3_bucket=s.s3_bucket,
+            local_objects_dir=str(s.objects_dir),
+            public_base_url=s.resolved_public_base_url,
+            api_base_url=s.resolved_api_base_url,
+            redis_url=s.redis_url,
+            webhook_secret=dg.EnvVar("IMGPIPE_WEBHOOK_SECRET") if os.environ.get("IMGPIPE_WEBHOOK_SECRET") else None,
+            jpeg_quality=s.jpeg_quality,
+            max_image_pixels=s.max_image_pixels,
+            fetch_allow=s.fetch_allow,
+            fetch_concurrency=s.fetch_concurrency,
+            per_host_concurrency=s.per_host_concurrency,
+            fetch_connect_timeout=s.fetch_connect_timeout,
+            fetch_read_timeout=s.fetch_read_timeout,
+            fetch_total_timeout=s.fetch_total_timeout,
+            fetch_max_bytes=s.fetch_max_bytes,
+            fetch_max_redirects=s.fetch_max_redirects,
+            max_rows=s.max_rows,
+            max_urls_per_row=s.max_urls_per_row,
+        )
+    }

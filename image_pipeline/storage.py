@@ -1,0 +1,199 @@
+"""Object storage: S3 (AWS, MinIO, any S3-compatible endpoint) or, on the embedded default, a directory.
+
+Keys are deterministic (`requests/<id>/...`), so re-running a request overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from image_pipeline.settings import Settings
+
+
+class ObjectNotFound(KeyError):
+    """The object does not exist."""
+
+
+def input_key(request_id: str) -> str:
+    return f"requests/{request_id}/input.csv"
+
+
+def rows_key(request_id: str) -> str:
+    return f"requests/{request_id}/rows.json"
+
+
+def image_key(request_id: str, index: int) -> str:
+    return f"requests/{request_id}/images/{index:07d}.jpg"
+
+
+def manifest_key(request_id: str) -> str:
+    return f"requests/{request_id}/manifest.jsonl"
+
+
+def output_csv_key(request_id: str) -> str:
+    return f"requests/{request_id}/output.csv"
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root (`..`, absolute paths, empty parts)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise ValueError(f"invalid object key: {key!r}")
+    return key
+
+
+class ObjectStore(Protocol):
+    public_base_url: str
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int | None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]: ...
+
+    def public_url(self, key: str) -> str: ...
+
+
+class LocalStore:
+    """Objects as files under `root`; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path, public_base_url: str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.public_base_url = public_base_url.rstrip("/")
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete_prefix(self, prefix: str) -> int:
+        base = self.root / check_key(prefix.rstrip("/"))
+        n = 0
+        if base.is_dir():
+            for p in sorted(base.rglob("*"), reverse=True):
+                if p.is_file():
+                    p.unlink()
+                    n += 1
+                else:
+                    p.rmdir()
+            base.rmdir()
+        return n
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        try:
+            f = self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        with f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def public_url(self, key: str) -> str:
+        return f"{self.public_base_url}/{check_key(key)}"
+
+
+class S3Store:
+    """Objects in an S3 bucket through one shared boto3 client (boto3 clients are thread-safe)."""
+
+    def __init__(self, client, bucket: str, public_base_url: str) -> None:  # noqa: ANN001 (boto3 client)
+        self.client, self.bucket = client, bucket
+        self.public_base_url = public_base_url.rstrip("/")
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectNotFound(key) from exc
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=check_key(key))["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def delete_prefix(self, prefix: str) -> int:
+        n = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=check_key(prefix.rstrip("/")) + "/"):
+            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objs:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objs, "Quiet": True})
+                n += len(objs)
+        return n
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectNotFound(key) from exc
+        yield from body.iter_chunks(chunk_size)
+
+    def public_url(self, key: str) -> str:
+        return f"{self.public_base_url}/{check_key(key)}"
+
+
+def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
+    """One boto3 S3 client with a connection pool big enough for concurrent uploads."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            max_pool_connections=max_pool,
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        ),
+    )
+
+
+def make_store(settings: Settings, client=None) -> ObjectStore:  # noqa: ANN001
+    """The configured store: S3 when `IMGPIPE_S3_BUCKET` is set, else the local objects directory."""
+    if settings.s3_bucket:
+        client = client or make_s3_client(settings.s3_endpoint_url, settings.s3_region)
+        return S3Store(client, settings.s3_bucket, settings.resolved_public_base_url)
+    return LocalStore(settings.objects_dir, settings.resolved_public_base_url)

@@ -1,0 +1,190 @@
+"""Reads and writes of requests and per-URL results. Plain functions over a SQLAlchemy Session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from image_pipeline.store.models import (
+    FAILED,
+    FINAL_STATUSES,
+    PENDING,
+    PROCESSING,
+    ImageRequest,
+    ImageResult,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class UrlResult:
+    """Outcome of one URL as the pipeline reports it."""
+
+    idx: int
+    row: int
+    url: str
+    status: str  # "done" | "failed"
+    error: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    width: int | None = None
+    height: int | None = None
+    output_key: str | None = None
+    kept_original: bool = False
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def create_request(
+    session: Session,
+    *,
+    request_id: str,
+    owner: str,
+    input_key: str,
+    webhook_url: str | None,
+    filename: str | None,
+    row_count: int,
+    url_count: int,
+) -> ImageRequest:
+    req = ImageRequest(
+        id=request_id,
+        owner=owner,
+        input_key=input_key,
+        webhook_url=webhook_url,
+        filename=filename,
+        row_count=row_count,
+        url_count=url_count,
+        status=PENDING,
+    )
+    session.add(req)
+    session.commit()
+    return req
+
+
+def get_request(session: Session, request_id: str, owner: str | None = None) -> ImageRequest | None:
+    q = select(ImageRequest).where(ImageRequest.id == request_id)
+    if owner is not None:
+        q = q.where(ImageRequest.owner == owner)
+    return session.scalars(q).first()
+
+
+def pending_requests(session: Session, limit: int = 500) -> Sequence[ImageRequest]:
+    """Requests not yet picked up by a run, oldest first (indexed on status, seq)."""
+    q = select(ImageRequest).where(ImageRequest.status == PENDING).order_by(ImageRequest.seq).limit(limit)
+    return session.scalars(q).all()
+
+
+def mark_processing(session: Session, request_id: str, *, row_count: int, url_count: int) -> None:
+    session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id)
+        .values(status=PROCESSING, row_count=row_count, url_count=url_count, error=None, updated_at=utcnow())
+    )
+    session.commit()
+
+
+def completed_indices(session: Session, request_id: str) -> dict[int, ImageResult]:
+    """Results already recorded as done (a retried run skips them)."""
+    rows = session.scalars(
+        select(ImageResult).where(ImageResult.request_id == request_id, ImageResult.status == "done")
+    ).all()
+    return {r.idx: r for r in rows}
+
+
+def record_results(session: Session, request_id: str, results: Iterable[UrlResult]) -> None:
+    """Upsert a batch of per-URL results, then refresh the request's counters from them."""
+    batch = [dict(r.as_dict(), request_id=request_id, updated_at=utcnow()) for r in results]
+    if batch:
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(ImageResult).values(batch)
+        cols = {c: stmt.excluded[c] for c in batch[0] if c not in ("request_id", "idx")}
+        session.execute(stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols))
+    refresh_counts(session, request_id)
+    session.commit()
+
+
+def refresh_counts(session: Session, request_id: str) -> None:
+    agg = session.execute(
+        select(
+            func.count().filter(ImageResult.status == "done"),
+            func.count().filter(ImageResult.status == "failed"),
+            func.coalesce(func.sum(ImageResult.bytes_in).filter(ImageResult.status == "done"), 0),
+            func.coalesce(func.sum(ImageResult.bytes_out).filter(ImageResult.status == "done"), 0),
+        ).where(ImageResult.request_id == request_id)
+    ).one()
+    session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id)
+        .values(done_count=agg[0], failed_count=agg[1], bytes_in=agg[2], bytes_out=agg[3], updated_at=utcnow())
+    )
+
+
+def results_for(session: Session, request_id: str) -> list[ImageResult]:
+    return list(
+        session.scalars(select(ImageResult).where(ImageResult.request_id == request_id).order_by(ImageResult.idx)).all()
+    )
+
+
+def finish(
+    session: Session, request_id: str, status: str, *, output_csv_key: str | None = None, error: str | None = None
+) -> None:
+    assert status in FINAL_STATUSES
+    values: dict = {"status": status, "updated_at": utcnow(), "error": error}
+    if output_csv_key:
+        values["output_csv_key"] = output_csv_key
+    session.execute(update(ImageRequest).where(ImageRequest.id == request_id).values(**values))
+    session.commit()
+
+
+def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:
+    """Mark a request failed unless it already reached a final status; True if this call changed it."""
+    res = session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id, ImageRequest.status.not_in(FINAL_STATUSES))
+        .values(status=FAILED, error=reason, updated_at=utcnow())
+    )
+    session.commit()
+    return bool(res.rowcount)
+
+
+def claim_final_event(session: Session, request_id: str) -> bool:
+    """Atomically mark the final webhook as owed by this caller (so it is sent once, not twice)."""
+    res = session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id, ImageRequest.final_event_sent.is_(False))
+        .values(final_event_sent=True)
+    )
+    session.commit()
+    return bool(res.rowcount)
+
+
+def _iso(dt: datetime) -> str:
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).isoformat()  # SQLite hands back naive UTC
+
+
+def status_document(req: ImageRequest, api_base_url: str) -> dict:
+    """The public status of a request, as `GET /api/status/{id}` returns it (and the cache stores it)."""
+    output = (
+        f"{api_base_url}/api/requests/{req.id}/output.csv"
+        if req.output_csv_key and req.status in FINAL_STATUSES
+        else None
+    )
+    return {
+        "request_id": req.id,
+        "status": req.status,
+        "progress": {"total": req.url_count, "done": req.done_count, "failed": req.failed_count},
+        "created_at": _iso(req.created_at),
+        "updated_at": _iso(req.updated_at),
+        "output_csv_url": output,
+        "error": req.error,
+        "owner": req.owner,
+    }

@@ -1,0 +1,155 @@
+"""Webhook events: the final answer a caller gets for a request, signed per the Standard Webhooks spec.
+
+Headers `webhook-id`, `webhook-timestamp`, `webhook-signature` (v1, HMAC-SHA256 over
+`id.timestamp.body`) are produced by the `standardwebhooks` package. Deliveries use the SSRF-safe
+fetcher, never follow redirects, and every attempt is recorded in `webhook_attempts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from image_pipeline.csv_input import ProductRow
+from image_pipeline.fetch import FetchError, FetchPolicy, fetch, make_client
+from image_pipeline.store.models import ImageRequest, ImageResult, WebhookAttempt
+
+MAX_PRODUCTS_IN_EVENT = 1000
+
+
+def event_type_for(status: str) -> str:
+    return f"request.{status}"
+
+
+def event_id_for(request_id: str, event_type: str) -> str:
+    """Stable per (request, event): every retry of one event carries the same `webhook-id`."""
+    return "msg_" + hashlib.sha256(f"{request_id}:{event_type}".encode()).hexdigest()[:32]
+
+
+def products_of(rows: list[ProductRow], results: dict[int, ImageResult], public_url) -> list[dict]:  # noqa: ANN001
+    """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors."""
+    out, idx = [], 0
+    for row in rows:
+        outputs, errors = [], []
+        for url in row.urls:
+            r = results.get(idx)
+            if r is not None and r.status == "done" and r.output_key:
+                outputs.append(public_url(r.output_key))
+            else:
+                outputs.append(None)
+                errors.append({"url": url, "error": r.error if r else "not processed"})
+            idx += 1
+        out.append(
+            {
+                "serial": row.serial,
+                "name": row.name,
+                "input_urls": list(row.urls),
+                "output_urls": outputs,
+                "errors": errors,
+            }
+        )
+    return out
+
+
+def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: str) -> dict:
+    """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products}}`."""
+    products = products or []
+    output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key else None
+    return {
+        "type": event_type_for(req.status),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "request_id": req.id,
+        "status": req.status,
+        "data": {
+            "counts": {
+                "total": req.url_count,
+                "done": req.done_count,
+                "failed": req.failed_count,
+                "rows": req.row_count,
+                "bytes_in": req.bytes_in,
+                "bytes_out": req.bytes_out,
+            },
+            "output_csv_url": output,
+            "status_url": f"{api_base_url}/api/status/{req.id}",
+            "error": req.error,
+            "products": products[:MAX_PRODUCTS_IN_EVENT],
+            "products_truncated": len(products) > MAX_PRODUCTS_IN_EVENT,
+        },
+    }
+
+
+def signed_headers(secret: str | None, event_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    now = now or datetime.now(UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+    }
+    if secret:
+        from standardwebhooks.webhooks import Webhook
+
+        headers["webhook-signature"] = Webhook(secret).sign(event_id, now, body)
+    return headers
+
+
+@dataclass
+class Attempt:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+async def deliver(url: str, event: dict, event_id: str, secret: str | None, policy: FetchPolicy) -> Attempt:
+    """One POST of one event (no redirects followed); never raises for network problems."""
+    body = json.dumps(event, separators=(",", ":"))
+    start = time.monotonic()
+    async with make_client(policy, max_connections=2) as client:
+        try:
+            resp = await fetch(
+                client,
+                url,
+                policy,
+                method="POST",
+                content=body.encode(),
+                headers=signed_headers(secret, event_id, body),
+                follow_redirects=False,
+            )
+            code, err = resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except FetchError as exc:
+            code, err = None, str(exc)
+    return Attempt(code, err, int((time.monotonic() - start) * 1000))
+
+
+def deliver_and_record(
+    session,
+    req: ImageRequest,
+    event: dict,
+    secret: str | None,  # noqa: ANN001
+    policy: FetchPolicy,
+) -> Attempt | None:
+    """Send `event` to the request's webhook (if any) and record the attempt."""
+    if not req.webhook_url:
+        return None
+    event_id = event_id_for(req.id, event["type"])
+    attempt = asyncio.run(deliver(req.webhook_url, event, event_id, secret, policy))
+    session.add(
+        WebhookAttempt(
+            request_id=req.id,
+            event_id=event_id,
+            event_type=event["type"],
+            url=req.webhook_url,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
+        )
+    )
+    session.commit()
+    return attempt
