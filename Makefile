@@ -23,6 +23,7 @@ up: $(STAMP)
 	@exec $(BIN)/python -m image_pipeline.devstack
 
 test: $(STAMP)
+	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,0 +1,41 @@
+import dagster as dg
+
+from image_pipeline.defs.partitions import request_partitions_def
+from image_pipeline.defs.sensors import upload_sensor
+from tests.helpers import csv_bytes
+
+
+def evaluate(resources, instance, cursor=None):  # noqa: ANN001, ANN201
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
+        return upload_sensor(ctx)
+
+
+def test_no_pending_uploads_skips(resources, instance, settings) -> None:  # noqa: ANN001
+    from image_pipeline.store.db import make_engine
+    from image_pipeline.store.models import ImageRequest
+
+    engine = make_engine(settings.resolved_database_url)
+    with engine.begin() as c:  # other tests' pending rows would show up here
+        c.execute(ImageRequest.__table__.update().values(status="completed"))
+    engine.dispose()
+    result = evaluate(resources, instance)
+    assert not result.run_requests and result.skip_reason
+
+
+def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submit, settings) -> None:  # noqa: ANN001
+    test_no_pending_uploads_skips(resources, instance, settings)
+    a = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]))
+    b = submit(csv_bytes([("1", "B", ["https://x.example/b.jpg", "https://x.example/c.jpg"])]))
+    result = evaluate(resources, instance)
+    assert [r.partition_key for r in result.run_requests] == [a, b]
+    assert [r.run_key for r in result.run_requests] == [a, b]
+    assert result.run_requests[1].tags["imgpipe/urls"] == "2"
+    [add] = result.dynamic_partitions_requests
+    assert add.partitions_def_name == request_partitions_def.name and list(add.partition_keys) == [a, b]
+    assert int(result.cursor) > 0
+
+    # Once the partitions exist, the next tick offers the still-pending runs again (the run_key dedupes
+    # them) but does not add the partitions twice.
+    instance.add_dynamic_partitions(request_partitions_def.name, [a, b])
+    again = evaluate(resources, instance, cursor=result.cursor)
+    assert [r.run_key for r in again.run_requests] == [a, b] and not again.dynamic_partitions_requests
