@@ -1,10 +1,11 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
-from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.deps import SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.ratelimit import limit_uploads
 from api.schemas import ErrorResponse, UploadAccepted
 from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
 from image_pipeline.fetch import FetchError, FetchPolicy, check_url
@@ -43,10 +44,11 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
         413: {"model": ErrorResponse, "description": "file too large"},
         415: {"model": ErrorResponse, "description": "not a CSV text file"},
         422: {"model": ErrorResponse, "description": "CSV or webhook_url invalid: every problem with its row/column"},
+        429: {"model": ErrorResponse, "description": "upload rate limit of this key reached (see Retry-After)"},
     },
 )
 async def upload(
-    owner: OwnerDep,
+    owner: Annotated[str, Depends(limit_uploads)],
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
