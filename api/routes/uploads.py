@@ -18,19 +18,14 @@ _STATUS_FOR_KIND = {"encoding": 400, "invalid": 422, "too_many_rows": 422}
 
 
 async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
+    """Why `url` cannot receive webhooks (same SSRF rules as downloads, https unless allowed), or None."""
     problem = url_problem(url)
     if problem:
         return problem
     try:
-        target = await check_url(url, policy)
+        await check_url(url, policy, require_https=True)
     except FetchError as exc:
         return str(exc)
-    if (
-        not url.lower().startswith("https://")
-        and (target.host, target.port) not in policy.allow
-        and (target.address, target.port) not in policy.allow
-    ):
-        return "webhook URLs must use https"
     return None
 
 
