@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -162,8 +163,13 @@ class Fetched:
     elapsed: float
 
 
-def make_client(policy: FetchPolicy, max_connections: int = 64) -> httpx.AsyncClient:
-    """The shared client: keep-alive pool, no automatic redirects (we re-check every hop), no proxies."""
+def make_client(
+    policy: FetchPolicy, max_connections: int = 64, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The shared client: keep-alive pool, no automatic redirects (we re-check every hop), no proxies.
+
+    `verify`: certificate checking (default: the certifi bundle); an SSLContext to trust a private CA.
+    """
     timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(
@@ -171,6 +177,7 @@ def make_client(policy: FetchPolicy, max_connections: int = 64) -> httpx.AsyncCl
         limits=limits,
         follow_redirects=False,
         trust_env=False,
+        verify=verify,
         headers={"User-Agent": policy.user_agent},
     )
 

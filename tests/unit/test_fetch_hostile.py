@@ -325,3 +325,98 @@ def test_webhook_delivery_never_follows_a_redirect(canary) -> None:  # noqa: ANN
         assert posts == ["/hook"] and canary.connections == 0
     finally:
         server.close()
+
+
+# --- TLS: the connection goes to the pinned IP, but SNI, certificate name and Host stay the URL's host ---
+
+
+def _tls_files(tmp_path, hostname: str):  # noqa: ANN001, ANN202
+    """A private CA and a server certificate for `hostname` (written as PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem, cert_pem, key_pem = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_pem, cert_pem, key_pem
+
+
+@pytest.mark.parametrize("cert_host,ok", [("images.test", True), ("other.test", False)])
+def test_https_is_pinned_with_sni_and_host_of_the_url(tmp_path, cert_host: str, ok: bool) -> None:  # noqa: ANN001
+    import ssl
+
+    ca_pem, cert_pem, key_pem = _tls_files(tmp_path, cert_host)
+    seen: dict[str, str | None] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a) -> None:  # noqa: ANN002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen["host"] = self.headers.get("Host")
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"secure")
+
+    server = _Server(Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_pem, key_pem)
+    ctx.sni_callback = lambda sock, name, _ctx: seen.__setitem__("sni", name)
+    server.httpd.socket = ctx.wrap_socket(server.httpd.socket, server_side=True)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def go() -> bytes:
+        policy = FetchPolicy(allow=frozenset({("images.test", server.port)}))
+        async with make_client(policy, verify=ssl.create_default_context(cafile=str(ca_pem))) as client:
+            return (await fetch(client, f"https://images.test:{server.port}/a.jpg", policy, resolve=resolve)).body
+
+    try:
+        if ok:
+            assert asyncio.run(go()) == b"secure"
+            assert seen == {"sni": "images.test", "host": f"images.test:{server.port}"}
+        else:
+            with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                asyncio.run(go())
+            assert seen.get("sni") == "images.test" and "host" not in seen
+    finally:
+        server.close()
