@@ -102,8 +102,8 @@ def recompress(
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # animated GIF/WebP: the first frame
+            # Animated GIF/WebP: `open` stands on the first frame, which is the one we keep. Frames are
+            # never counted (`n_frames` walks the whole file: a GIF of a million frames would be a DoS).
             if max_dimension and max(w, h) > max_dimension and fmt == "JPEG":
                 img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
             img.load()

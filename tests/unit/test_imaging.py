@@ -264,3 +264,12 @@ def test_an_already_small_jpeg_is_kept_only_without_metadata() -> None:
     img.save(buf, "JPEG", quality=20, comment=b"lat=51.5 secret", xmp=b"<x:xmpmeta>GPS secret</x:xmpmeta>")
     out = recompress(buf.getvalue(), quality=60)
     assert not out.kept_original and b"secret" not in out.data
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animation_keeps_its_first_frame(fmt: str) -> None:
+    frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r, g, b = decode(recompress(buf.getvalue()).data).getpixel((20, 20))
+    assert r > 200 and g < 60 and b < 60
