@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors, security
 from api.limits import BodySizeLimit
-from api.ratelimit import UploadRateLimiter
+from api.ratelimit import UploadGate, UploadRateLimiter
 from api.routes import api_router, files_router
 from image_pipeline.settings import Settings
 from image_pipeline.storage import make_store
@@ -50,5 +50,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(api_router)
     app.include_router(files_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadGate)  # key + rate limit checked before the body is read (outside the size limit)
     security.install(app, settings)  # outermost: headers on every answer, the 413 above included
     return app

@@ -3,6 +3,10 @@
 Built on the `limits` library's moving window: counted in Redis when `IMGPIPE_REDIS_URL` is set (so
 every API process shares one count per key), in process memory otherwise. Redis is a cache here too:
 when it is unreachable the limit is not enforced (and a warning is logged) rather than refusing work.
+
+`UploadGate` applies the key check and the limit to `POST /api/upload` before the body is read, so a
+caller without a valid key, or over its limit, cannot make the server receive and parse megabytes first
+(FastAPI parses a form body before it runs a route's dependencies).
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ import logging
 import math
 import time
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import authenticate
 from api.errors import ApiError
 
 log = logging.getLogger("imgpipe.api.ratelimit")
 _DISABLED = ("", "off", "0")
+UPLOAD_PATH = "/api/upload"
 
 
 class UploadRateLimiter:
@@ -53,14 +61,53 @@ class UploadRateLimiter:
 
 
 def limit_uploads(request: Request) -> str:
-    """Dependency for the upload route: the caller's owner id, or 429 with Retry-After."""
+    """The caller's owner id after counting this upload; 401 (bad key) or 429 (over the limit) otherwise."""
     owner = authenticate(request)
-    wait = request.app.state.upload_limiter.retry_after(owner)
+    limiter: UploadRateLimiter = request.app.state.upload_limiter
+    wait = limiter.retry_after(owner)
     if wait is not None:
         raise ApiError(
             429,
-            f"too many uploads: the limit is {request.app.state.upload_limiter.spec} per API key",
+            f"too many uploads: the limit is {limiter.spec} per API key",
             [{"row": 0, "column": None, "message": f"retry after {wait} s (IMGPIPE_UPLOAD_RATE_LIMIT)"}],
             headers={"Retry-After": str(wait)},
         )
     return owner
+
+
+def upload_owner(request: Request) -> str:
+    """Dependency of the upload route: the owner `UploadGate` established (or the same checks, done now)."""
+    owner = request.scope.get("state", {}).get("upload_owner")
+    return owner if owner is not None else limit_uploads(request)
+
+
+class UploadGate:
+    """Pure ASGI middleware: authenticate and rate-limit uploads before a byte of their body is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != UPLOAD_PATH:
+            await self.app(scope, receive, send)
+            return
+        try:
+            owner = await run_in_threadpool(limit_uploads, Request(scope))
+        except ApiError as exc:
+            await self._refuse(exc.status_code, {"detail": exc.detail, "errors": exc.errors}, exc.headers, scope, send)
+            return
+        except HTTPException as exc:
+            await self._refuse(exc.status_code, {"detail": exc.detail, "errors": []}, exc.headers, scope, send)
+            return
+        scope.setdefault("state", {})["upload_owner"] = owner
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(code: int, body: dict, headers: dict | None, scope: Scope, send: Send) -> None:
+        # The unread body stays on the wire: close the connection rather than read it.
+        response = JSONResponse(body, code, headers={**(headers or {}), "Connection": "close"})
+
+        async def no_body() -> dict:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
-from api.ratelimit import limit_uploads
+from api.ratelimit import upload_owner
 from api.schemas import ErrorResponse, UploadAccepted
 from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
 from image_pipeline.fetch import FetchError, FetchPolicy, check_url
@@ -43,7 +43,7 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
     },
 )
 async def upload(
-    owner: Annotated[str, Depends(limit_uploads)],
+    owner: Annotated[str, Depends(upload_owner)],
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,

@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from image_pipeline.settings import Settings
 from tests.api.conftest import AUTH
 from tests.api.test_upload import count_requests
 from tests.helpers import free_port
@@ -106,12 +108,13 @@ def test_many_problems_are_capped_and_said_so(make_settings, bucket) -> None:  #
 
 
 @pytest.fixture
-def live_api(make_settings, bucket) -> Iterator[tuple[str, int]]:  # noqa: ANN001
+def live_api(make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:  # noqa: ANN001
     """The app under a real uvicorn on loopback, so request bodies really stream."""
     import uvicorn
 
     port = free_port()
-    app = create_app(make_settings(s3_bucket=bucket, max_upload_bytes=100_000))
+    settings = make_settings(s3_bucket=bucket, max_upload_bytes=100_000, upload_rate_limit="1/minute")
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -119,14 +122,14 @@ def live_api(make_settings, bucket) -> Iterator[tuple[str, int]]:  # noqa: ANN00
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield "127.0.0.1", port
+    yield "127.0.0.1", port, settings
     server.should_exit = True
     thread.join(timeout=30)
 
 
 def test_oversized_chunked_upload_is_refused_while_streaming(live_api) -> None:  # noqa: ANN001
     """No Content-Length to check: the body is counted as it arrives and the 413 comes long before the end."""
-    host, port = live_api
+    host, port, _ = live_api
     boundary = "xBOUNDARYx"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
@@ -165,3 +168,40 @@ def test_oversized_chunked_upload_is_refused_while_streaming(live_api) -> None: 
     body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
     assert "larger than 100,000 bytes" in body["detail"]
     assert sent < total_planned // 4, f"sent {sent:,} of {total_planned:,} bytes before the 413"
+
+
+def _headers_only(host: str, port: int, key: str) -> bytes:
+    """Send an upload's headers and no body; return whatever the server answers meanwhile."""
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(
+            (
+                f"POST /api/upload HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 90000\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        while not response.rstrip().endswith(b"}"):
+            data = sock.recv(65536)  # a server waiting for the body would time out here
+            if not data:
+                break
+            response += data
+    return response
+
+
+def test_bad_key_and_rate_limit_are_answered_before_the_body_is_sent(live_api) -> None:  # noqa: ANN001
+    from tests.api.test_access import new_db_key
+
+    host, port, settings = live_api
+    r = _headers_only(host, port, "not-a-key")
+    assert r.startswith(b"HTTP/1.1 401 ") and b"invalid API key" in r
+
+    key = new_db_key(settings)
+    ok = httpx.post(
+        f"http://{host}:{port}/api/upload",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": ("p.csv", HEADER + "1,A,https://x.example/a.jpg\n")},
+        timeout=60,
+    )
+    assert ok.status_code == 202, ok.text
+    r = _headers_only(host, port, key)
+    assert r.startswith(b"HTTP/1.1 429 ") and b"retry-after: " in r.lower()
