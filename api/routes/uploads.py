@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 from typing import Annotated
 
@@ -23,9 +24,12 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
     if problem:
         return problem
     try:
-        await check_url(url, policy, require_https=True)
+        async with asyncio.timeout(policy.connect_timeout):  # a slow DNS answer must not hold the upload
+            await check_url(url, policy, require_https=True)
     except FetchError as exc:
         return str(exc)
+    except TimeoutError:
+        return f"the host did not resolve within {policy.connect_timeout:g} s"
     return None
 
 
