@@ -1,32 +1,47 @@
-"""Bearer API keys. The tenant ("owner") of a request is derived from the key that created it."""
+"""Bearer API keys. The tenant ("owner") of a request is derived from the key that created it.
+
+Keys come from two places: the `IMGPIPE_API_KEYS` env list (simple deployments; compared in constant
+time against every entry) and the `api_keys` table (`imgpipe keys create/revoke`; stored hashed).
+Either way the owner id is `key_` + the first 24 hex digits of the key's SHA-256, so a key keeps
+its requests when it moves from the env list into the database.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fastapi import HTTPException, Request, status
 
+from image_pipeline.store.api_keys import find_active_key, key_hash, owner_for_hash
+
+MAX_KEY_CHARS = 256
+
 
 def owner_of(key: str) -> str:
     """A stable, non-reversible tenant id for a key (the key itself is never stored)."""
-    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return owner_for_hash(key_hash(key))
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def authenticate(request: Request) -> str:
-    """The caller's owner id; 401 when the bearer key is missing or unknown (compared in constant time)."""
+    """The caller's owner id; 401 when the bearer key is missing, unknown or revoked."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer API key (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("missing bearer API key (Authorization: Bearer <key>)")
+    if len(token) > MAX_KEY_CHARS:
+        raise _unauthorized("invalid API key")
     ok = False
     for known in request.app.state.settings.api_key_list:
         ok |= hmac.compare_digest(known.encode(), token.encode())
-    if not ok:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-    return owner_of(token)
+    if ok:
+        return owner_of(token)
+    with request.app.state.sessions() as session:
+        row = find_active_key(session, token)
+    if row is None:
+        raise _unauthorized("invalid API key")
+    return owner_for_hash(row.hash)

@@ -104,6 +104,14 @@ class _Collector:
 
 def decode_csv_bytes(data: bytes) -> tuple[str | None, CsvError | None]:
     """Decode an upload as UTF-8 (BOM allowed). Returns (text, None) or (None, error)."""
+    for bom, name in (
+        (b"\xff\xfe\x00\x00", "UTF-32"),
+        (b"\x00\x00\xfe\xff", "UTF-32"),
+        (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"),
+    ):
+        if data.startswith(bom):  # Excel's "Unicode text": a text file, just not in the encoding we take
+            return None, CsvError(0, None, f"file is {name} text; save it as CSV UTF-8")
     if b"\x00" in data[:8192]:
         return None, CsvError(0, None, "file is binary, not a CSV text file")
     try:

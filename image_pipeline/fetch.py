@@ -4,7 +4,8 @@ Every hop: only http/https, only allowed ports, no userinfo; the host is resolve
 if ANY address is not globally routable; the connection then goes to the address that was checked
 (Host header and TLS SNI keep the original name), so DNS rebinding cannot swap it. Redirects are
 followed by hand, re-checking each hop. Bodies are counted while streaming (Content-Length is not
-trusted) and cut at a byte limit and a total deadline.
+trusted) and cut at a byte limit and a total deadline. Compressed bodies (gzip/deflate) are decoded
+here, never more than the byte limit at a time, so a gzip bomb costs at most that much memory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -103,8 +106,13 @@ class Target:
     extensions: dict = field(default_factory=dict)
 
 
-async def check_url(url: str, policy: FetchPolicy, resolve: Resolver = system_resolve) -> Target:
-    """Validate one hop and pin its address. Raises FetchError with the reason."""
+async def check_url(
+    url: str, policy: FetchPolicy, resolve: Resolver = system_resolve, *, require_https: bool = False
+) -> Target:
+    """Validate one hop and pin its address. Raises FetchError with the reason.
+
+    `require_https` (webhooks): plain http is refused unless the host:port pair is in the allow list.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -132,6 +140,8 @@ async def check_url(url: str, policy: FetchPolicy, resolve: Resolver = system_re
             raise FetchError(f"refused: {host} resolves to a {problem}")
     if port not in policy.ports and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):
         raise FetchError(f"port {port} is not allowed (only {', '.join(map(str, sorted(policy.ports)))})")
+    if require_https and scheme != "https" and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):
+        raise FetchError("webhook URLs must use https")
     address = addresses[0]
     netloc_ip = f"[{address}]" if ":" in address else address
     pinned = urlunsplit((scheme, f"{netloc_ip}:{port}", parts.path or "/", parts.query, ""))
@@ -153,8 +163,13 @@ class Fetched:
     elapsed: float
 
 
-def make_client(policy: FetchPolicy, max_connections: int = 64) -> httpx.AsyncClient:
-    """The shared client: keep-alive pool, no automatic redirects (we re-check every hop), no proxies."""
+def make_client(
+    policy: FetchPolicy, max_connections: int = 64, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The shared client: keep-alive pool, no automatic redirects (we re-check every hop), no proxies.
+
+    `verify`: certificate checking (default: the certifi bundle); an SSLContext to trust a private CA.
+    """
     timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.AsyncClient(
@@ -162,8 +177,60 @@ def make_client(policy: FetchPolicy, max_connections: int = 64) -> httpx.AsyncCl
         limits=limits,
         follow_redirects=False,
         trust_env=False,
+        verify=verify,
         headers={"User-Agent": policy.user_agent},
     )
+
+
+class _BoundedDecoder:
+    """Undo a gzip/deflate Content-Encoding while never producing more than `limit` bytes in total.
+
+    httpx would inflate each network chunk in full (a 64 KiB chunk of a gzip bomb is 64 MiB); here
+    `max_length` stops zlib at the limit, so memory stays bounded by the limit whatever the ratio.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        codings = [c.strip() for c in encoding.lower().split(",") if c.strip() and c.strip() != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise FetchError(f"unsupported Content-Encoding {encoding!r} (identity, gzip or deflate only)")
+        self.coding = codings[0] if codings else None
+        self.limit, self.total = limit, 0
+        self._z = None
+        if self.coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._deflate_first = self.coding == "deflate"
+
+    def _count(self, data: bytes) -> bytes:
+        self.total += len(data)
+        if self.total > self.limit:
+            raise FetchError(f"response exceeds the limit of {self.limit:,} bytes")
+        return data
+
+    def feed(self, raw: bytes) -> bytes:
+        if self.coding is None:
+            return self._count(raw)
+        if self._deflate_first:  # "deflate" is zlib-wrapped by the spec, raw deflate in practice: try both
+            self._deflate_first = False
+            probe = zlib.decompressobj()
+            try:
+                out = probe.decompress(raw, self.limit + 1)
+            except zlib.error:
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+            else:
+                self._z = probe
+                return self._count(out)
+        return self._inflate(raw)
+
+    def finish(self) -> bytes:
+        return self._count(self._z.flush()) if self._z is not None else b""
+
+    def _inflate(self, raw: bytes) -> bytes:
+        assert self._z is not None
+        try:
+            out = self._z.decompress(raw, self.limit - self.total + 1)
+        except zlib.error as exc:
+            raise FetchError(f"corrupt {self.coding} body: {exc}") from exc
+        return self._count(out)
 
 
 async def _send(
@@ -177,7 +244,7 @@ async def _send(
     req = client.build_request(
         method,
         target.pinned_url,
-        headers={**(headers or {}), **target.headers},
+        headers={"Accept-Encoding": "gzip, deflate", **(headers or {}), **target.headers},
         content=content,
         extensions=target.extensions,
     )
@@ -186,12 +253,11 @@ async def _send(
         declared = resp.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > policy.max_bytes:
             raise FetchError(f"response is {int(declared):,} bytes, over the limit of {policy.max_bytes:,}")
-        chunks, total = [], 0
-        async for chunk in resp.aiter_bytes():  # decoded bytes: gzip/br bombs are bounded too
-            total += len(chunk)
-            if total > policy.max_bytes:
-                raise FetchError(f"response exceeds the limit of {policy.max_bytes:,} bytes")
-            chunks.append(chunk)
+        decoder = _BoundedDecoder(resp.headers.get("content-encoding", ""), policy.max_bytes)
+        chunks = []
+        async for raw in resp.aiter_raw():  # raw bytes: counted (and decoded) here, not by httpx
+            chunks.append(decoder.feed(raw))
+        chunks.append(decoder.finish())
         return resp, b"".join(chunks)
     finally:
         await resp.aclose()
@@ -207,6 +273,7 @@ async def fetch(
     headers: dict[str, str] | None = None,
     follow_redirects: bool = True,
     resolve: Resolver = system_resolve,
+    require_https: bool = False,
 ) -> Fetched:
     """Fetch `url` under `policy`. Raises FetchError (refused, too big, too slow, network error)."""
     start = time.monotonic()
@@ -214,7 +281,7 @@ async def fetch(
         async with asyncio.timeout(policy.total_timeout):
             current = url
             for _hop in range(policy.max_redirects + 1):
-                target = await check_url(current, policy, resolve)
+                target = await check_url(current, policy, resolve, require_https=require_https)
                 resp, body = await _send(client, method, target, policy, content, headers)
                 if follow_redirects and resp.status_code in REDIRECTS and "location" in resp.headers:
                     current = urljoin(current, resp.headers["location"])

@@ -93,14 +93,17 @@ def recompress(
         raise ImageError(_describe_unknown(data))
     try:
         with warnings.catch_warnings():
+            # Pillow's own guard uses the same limit (IMGPIPE_MAX_IMAGE_PIXELS; one value per process),
+            # and its decompression-bomb warnings are errors here, not log lines.
+            Image.MAX_IMAGE_PIXELS = max_pixels
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=[fmt])
             # Refuse before decoding a pixel: the header's declared size is all we trust.
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # animated GIF/WebP: the first frame
+            # Animated GIF/WebP: `open` stands on the first frame, which is the one we keep. Frames are
+            # never counted (`n_frames` walks the whole file: a GIF of a million frames would be a DoS).
             if max_dimension and max(w, h) > max_dimension and fmt == "JPEG":
                 img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
             img.load()
@@ -109,7 +112,9 @@ def recompress(
             if max_dimension and max(img.size) > max_dimension:
                 img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
             out = io.BytesIO()
-            img.save(out, "JPEG", quality=quality)  # no exif/icc passed: metadata stripped
+            # Metadata stripped: no exif/icc passed, and `info` emptied (Pillow re-writes a JPEG comment from it).
+            img.info = {}
+            img.save(out, "JPEG", quality=quality)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -132,8 +137,9 @@ def struct_error() -> type[Exception]:
 
 
 def _is_plain_jpeg(data: bytes) -> bool:
-    """Safe to keep as-is: RGB/greyscale JPEG without EXIF (so no orientation to apply, no GPS to leak)."""
+    """Safe to keep as-is: RGB/greyscale JPEG with no metadata at all (no EXIF orientation to apply, no
+    GPS, XMP, ICC, Photoshop or comment segments to leak): only the JFIF APP0 header is tolerated."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        return img.mode in ("RGB", "L") and "exif" not in img.info
+        return img.mode in ("RGB", "L") and all(marker == "APP0" for marker, _ in img.applist)

@@ -52,6 +52,28 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
     webhook_timeout: float = Field(10.0, gt=0)
 
+    # --- Access control and API hardening (issue 4) ---
+    upload_rate_limit: str = Field(
+        "60/minute",
+        description="Uploads per API key, in `limits` notation ('60/minute', '10/second;500/hour'); 'off' disables.",
+    )
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
+    hsts_seconds: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age on https; 0 = off.")
+
+    @field_validator("upload_rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, v: str) -> str:
+        v = v.strip()
+        if v.lower() not in ("", "off", "0"):
+            from limits import parse_many
+
+            parse_many(v)  # raises ValueError on a malformed limit
+        return v
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
     @field_validator("api_keys", "fetch_allow")
     @classmethod
     def _strip(cls, v: str) -> str:

@@ -121,6 +121,7 @@ async def deliver(url: str, event: dict, event_id: str, secret: str | None, poli
                 content=body.encode(),
                 headers=signed_headers(secret, event_id, body),
                 follow_redirects=False,
+                require_https=True,  # checked at upload too; re-checked here (settings may have changed)
             )
             code, err = resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
         except FetchError as exc:

@@ -131,6 +131,7 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # n
             "api_keys": "test-key-1,test-key-2",
             "webhook_secret": WEBHOOK_SECRET,
             "api_base_url": "http://testserver",
+            "upload_rate_limit": "off",  # tests that exercise the limit set their own
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

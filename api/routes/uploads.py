@@ -1,10 +1,12 @@
+import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
-from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.deps import SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.ratelimit import upload_owner
 from api.schemas import ErrorResponse, UploadAccepted
 from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
 from image_pipeline.fetch import FetchError, FetchPolicy, check_url
@@ -17,19 +19,17 @@ _STATUS_FOR_KIND = {"encoding": 400, "invalid": 422, "too_many_rows": 422}
 
 
 async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
+    """Why `url` cannot receive webhooks (same SSRF rules as downloads, https unless allowed), or None."""
     problem = url_problem(url)
     if problem:
         return problem
     try:
-        target = await check_url(url, policy)
+        async with asyncio.timeout(policy.connect_timeout):  # a slow DNS answer must not hold the upload
+            await check_url(url, policy, require_https=True)
     except FetchError as exc:
         return str(exc)
-    if (
-        not url.lower().startswith("https://")
-        and (target.host, target.port) not in policy.allow
-        and (target.address, target.port) not in policy.allow
-    ):
-        return "webhook URLs must use https"
+    except TimeoutError:
+        return f"the host did not resolve within {policy.connect_timeout:g} s"
     return None
 
 
@@ -43,10 +43,11 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
         413: {"model": ErrorResponse, "description": "file too large"},
         415: {"model": ErrorResponse, "description": "not a CSV text file"},
         422: {"model": ErrorResponse, "description": "CSV or webhook_url invalid: every problem with its row/column"},
+        429: {"model": ErrorResponse, "description": "upload rate limit of this key reached (see Retry-After)"},
     },
 )
 async def upload(
-    owner: OwnerDep,
+    owner: Annotated[str, Depends(upload_owner)],
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,

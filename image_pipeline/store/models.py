@@ -99,3 +99,20 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class ApiKey(Base):
+    """A bearer key created with `imgpipe keys create`. Only its SHA-256 is stored, never the key itself.
+
+    `owner` (the tenant id of every request made with the key) is derived from the hash, the same way
+    as for keys in `IMGPIPE_API_KEYS`, so moving a key from the env list into the database keeps its requests.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)  # first characters, to recognise a key
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)  # sha256 hex of the whole key
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

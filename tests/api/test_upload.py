@@ -87,6 +87,13 @@ def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # 
         ("http://127.0.0.1:9/hook", "refused"),
         ("ftp://x.example/h", "http"),
         ("http://169.254.169.254/latest", "refused"),
+        ("https://[::ffff:127.0.0.1]/hook", "refused"),
+        ("https://2130706433/hook", "refused"),
+        ("https://100.64.0.1/hook", "refused"),
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "refused"),
+        ("http://93.184.216.34/hook", "must use https"),  # public, but plain http
+        ("https://user:pw@93.184.216.34/hook", "credentials"),
+        ("https://93.184.216.34:8443/hook", "port 8443 is not allowed"),
     ):
         r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", GOOD)}, data={"webhook_url": url})
         assert r.status_code == 422, url

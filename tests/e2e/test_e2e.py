@@ -27,8 +27,11 @@ KEY = "e2e-key"
 
 
 @pytest.fixture
-def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
+    # An app database of its own: the session's shared one holds pending requests of other tests,
+    # which the daemon's sensor would queue (and process) ahead of this test's request.
+    app_db = create_pg_database("imgpipe_e2e_app")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -37,7 +40,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
         os.environ,
         DAGSTER_HOME=str(home),
         IMGPIPE_DAGSTER_PG_URL=dagster_pg,
-        IMGPIPE_DATABASE_URL=pg_url,
+        IMGPIPE_DATABASE_URL=app_db,
         IMGPIPE_REDIS_URL=redis_url,
         IMGPIPE_S3_BUCKET=bucket,
         IMGPIPE_S3_ENDPOINT_URL=s3_endpoint,
@@ -87,6 +90,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             except subprocess.TimeoutExpired:
                 p.kill()
         drop_pg_database(dagster_pg)
+        drop_pg_database(app_db)
 
 
 def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001
