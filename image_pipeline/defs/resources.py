@@ -38,6 +38,8 @@ class ImagePipelineResource(dg.ConfigurableResource):
     fetch_max_redirects: int = 5
     max_rows: int = 10_000
     max_urls_per_row: int = 50
+    chunk_size: int = 1000
+    fanout_threshold: int = 1000
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -106,5 +108,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             fetch_max_redirects=s.fetch_max_redirects,
             max_rows=s.max_rows,
             max_urls_per_row=s.max_urls_per_row,
+            chunk_size=s.chunk_size,
+            fanout_threshold=s.fanout_threshold,
         )
     }
