@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_concurrent_chunks: int = Field(0, ge=0, description="Chunk steps per run at once (0 = executor default).")
     celery_broker_url: str = "pyamqp://guest@127.0.0.1//"
     celery_backend_url: str = "rpc://"
+    celery_queue: str = Field("dagster", description="Celery queue the chunk steps go to (workers: -q).")
     dagster_pg_url: str | None = Field(None, description="Dagster run/event storage (dagster.yaml reads it).")
 
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
