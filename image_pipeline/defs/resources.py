@@ -84,6 +84,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                     max_pixels=self.max_image_pixels,
                     concurrency=self.fetch_concurrency,
                     per_host=self.per_host_concurrency,
+                    per_host_redis_url=self.redis_url,
                 ),
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
