@@ -38,7 +38,11 @@ class Stack:
 
 @contextmanager
 def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str]] | None = None) -> Iterator[Stack]:
-    """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon."""
+    """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon.
+
+    The stack gets its own app database and Dagster database: requests other tests left pending in the
+    session's database must not be picked up by this daemon."""
+    app_pg = create_pg_database("imgpipe_e2e_app")
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -49,6 +53,7 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         DAGSTER_HOME=str(home),
         IMGPIPE_DAGSTER_PG_URL=dagster_pg,
+        IMGPIPE_DATABASE_URL=app_pg,
         IMGPIPE_API_KEYS=KEY,
         IMGPIPE_API_PORT=str(api_port),
         IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
@@ -96,6 +101,7 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
                 _signal_group(p, signal.SIGKILL)
                 p.wait()
         drop_pg_database(dagster_pg)
+        drop_pg_database(app_pg)
 
 
 def _signal_group(p: subprocess.Popen, sig: int) -> None:

@@ -19,9 +19,8 @@ from tests.helpers import csv_bytes, make_image
 
 
 @pytest.fixture
-def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     env = {
-        "IMGPIPE_DATABASE_URL": pg_url,
         "IMGPIPE_REDIS_URL": redis_url,
         "IMGPIPE_S3_BUCKET": bucket,
         "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,

@@ -32,7 +32,6 @@ def require_rabbitmq() -> None:
 
 def test_large_request_runs_its_chunks_on_celery_workers(
     tmp_path,
-    pg_url,
     redis_url,
     s3_endpoint,
     bucket,
@@ -42,7 +41,6 @@ def test_large_request_runs_its_chunks_on_celery_workers(
     require_rabbitmq()
     queue = f"imgpipe-test-{uuid.uuid4().hex[:8]}"  # this test's own queue: nothing else picks its tasks
     env = {
-        "IMGPIPE_DATABASE_URL": pg_url,
         "IMGPIPE_REDIS_URL": redis_url,
         "IMGPIPE_S3_BUCKET": bucket,
         "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,
