@@ -7,11 +7,9 @@ that was already stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from image_pipeline.csv_input import CsvLimits, ProductRow, parse_csv
 from image_pipeline.csv_output import render_output_csv
 from image_pipeline.fetch import FetchPolicy
-from image_pipeline.processing import ProcessOptions, process_items, work_items
+from image_pipeline.processing import ProcessOptions
 from image_pipeline.storage import ObjectNotFound, ObjectStore, input_key, output_csv_key, rows_key
 from image_pipeline.store import requests as repo
 from image_pipeline.store.cache import StatusCache
@@ -116,75 +114,38 @@ class ProgressRecorder:
             self.ctx.publish_status(s, self.request_id)
 
 
-@dataclass
-class CompressSummary:
-    total: int
-    done: int
-    failed: int
-    skipped: int
-    bytes_in: int
-    bytes_out: int
-    kept_original: int
-    errors: list[tuple[str, str]]
-
-
-def compress_request(
-    ctx: PipelineContext, request_id: str, on_progress: Callable[[ProgressRecorder], None] | None = None
-) -> CompressSummary:
-    """Fetch and recompress every URL not already done; record each outcome. Never raises per URL."""
-    rows = load_rows(ctx, request_id)
-    with ctx.sessions() as s:
-        already = repo.completed_indices(s, request_id)
-    # A retried run skips what a previous attempt stored (the object must really be there).
-    skip = {i for i, r in already.items() if r.output_key and ctx.store.exists(r.output_key)}
-    recorder = ProgressRecorder(ctx, request_id)
-    errors: list[tuple[str, str]] = []
-
-    def on_result(r: repo.UrlResult) -> None:
-        recorder(r)
-        if r.status == "failed" and len(errors) < 50:
-            errors.append((r.url, r.error or ""))
-
-    asyncio.run(
-        process_items(
-            work_items(rows, skip),
-            request_id=request_id,
-            store=ctx.store,
-            policy=ctx.policy,
-            opts=ctx.options,
-            on_result=on_result,
-        )
-    )
-    recorder.flush()
+def request_counts(ctx: PipelineContext, request_id: str):  # noqa: ANN201 (ImageRequest)
+    """The request row with its counters (done, failed, bytes in/out), detached from the session."""
     with ctx.sessions() as s:
         req = repo.get_request(s, request_id)
-        assert req is not None
-        return CompressSummary(
-            total=req.url_count,
-            done=req.done_count,
-            failed=req.failed_count,
-            skipped=len(skip),
-            bytes_in=req.bytes_in,
-            bytes_out=req.bytes_out,
-            kept_original=recorder.kept,
-            errors=errors,
-        )
+        if req is None:
+            raise RequestFailed(f"request {request_id} is not in the database")
+        s.expunge(req)
+        return req
 
 
 def write_output(ctx: PipelineContext, request_id: str) -> tuple[str, str]:
-    """Write the output CSV (last, so its presence means the request is complete); set the final status."""
-    rows = load_rows(ctx, request_id)
-    with ctx.sessions() as s:
-        results = {r.idx: r for r in repo.results_for(s, request_id)}
+    """Write the output CSV from the chunk manifests, in input order, one manifest in memory at a time
+    (written last, so its presence means the request is complete); set the final status."""
+    from image_pipeline.chunks import iter_manifest_results, load_plan
 
-    def url_of(idx: int) -> str | None:
-        r = results.get(idx)
-        return ctx.store.public_url(r.output_key) if r and r.status == "done" and r.output_key else None
+    rows = load_rows(ctx, request_id)
+    results = iter_manifest_results(ctx, load_plan(ctx, request_id))
+    done = 0
+
+    def url_of(idx: int) -> str | None:  # called once per URL, in input order
+        nonlocal done
+        r = next(results)
+        if r["idx"] != idx:
+            raise RequestFailed(f"chunk manifests are out of order at URL {idx} (found {r['idx']})")
+        if r["status"] == "done" and r["output_key"]:
+            done += 1
+            return ctx.store.public_url(r["output_key"])
+        return None
 
     key = output_csv_key(request_id)
     ctx.store.put(key, render_output_csv(rows, url_of), "text/csv; charset=utf-8")
     total = sum(len(r.urls) for r in rows)
-    done = sum(1 for r in results.values() if r.status == "done")
     status = COMPLETED if done == total else (FAILED if done == 0 else PARTIALLY_FAILED)
     error = None if status == COMPLETED else f"{total - done} of {total} images failed"
     with ctx.sessions() as s:

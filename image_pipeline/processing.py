@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from image_pipeline.fetch import FetchError, FetchPolicy, fetch, make_client
+from image_pipeline.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.imaging import ImageError, recompress
 from image_pipeline.storage import ObjectStore, image_key
 from image_pipeline.store.requests import UrlResult
@@ -35,6 +35,7 @@ class ProcessOptions:
     max_dimension: int | None = None
     concurrency: int = 32
     per_host: int = 8
+    per_host_redis_url: str | None = None  # set: the per-host limit holds across runs and machines
     encode_workers: int = 0  # 0 = one per core
 
 
@@ -56,14 +57,14 @@ async def _process_one(
     client,
     policy: FetchPolicy,  # noqa: ANN001
     opts: ProcessOptions,
-    host_limits: dict[str, asyncio.Semaphore],
+    host_limits: HostLimiter,
     codec_pool: Executor,
     io_pool: Executor,
 ) -> UrlResult:
     loop = asyncio.get_running_loop()
     host = (urlsplit(item.url).hostname or "").lower()
     try:
-        async with host_limits[host]:
+        async with host_limits.hold(host):
             fetched = await fetch(client, item.url, policy)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
@@ -105,7 +106,8 @@ async def process_items(
     tasks or images in memory at once.
     """
     workers = opts.encode_workers or os.cpu_count() or 2
-    host_limits: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(opts.per_host))
+    # A slot is held for one download at most, which the fetch deadline bounds.
+    host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, policy.total_timeout + 30)
     iterator = iter(items)
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="codec") as codec_pool,
@@ -129,4 +131,7 @@ async def process_items(
                         )
                     )
 
-            await asyncio.gather(*(worker() for _ in range(opts.concurrency)))
+            try:
+                await asyncio.gather(*(worker() for _ in range(opts.concurrency)))
+            finally:
+                await host_limits.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,18 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(32, gt=0)
     per_host_concurrency: int = Field(8, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+
+    # Scale-out (docs/scale-out.md): chunked fan-out and the Dagster executor that runs the chunks.
+    chunk_size: int = Field(1000, gt=0, description="URLs per chunk step of compressed_images.")
+    fanout_threshold: int = Field(
+        1000, gt=0, description="Requests with fewer URLs are one chunk, run in-process whatever `executor` is."
+    )
+    executor: Literal["in_process", "multiprocess", "celery", "k8s", "ecs", "docker"] = "in_process"
+    max_concurrent_chunks: int = Field(0, ge=0, description="Chunk steps per run at once (0 = executor default).")
+    celery_broker_url: str = "pyamqp://guest@127.0.0.1//"
+    celery_backend_url: str = "rpc://"
+    celery_queue: str = Field("dagster", description="Celery queue the chunk steps go to (workers: -q).")
+    dagster_pg_url: str | None = Field(None, description="Dagster run/event storage (dagster.yaml reads it).")
 
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
     webhook_timeout: float = Field(10.0, gt=0)

@@ -31,10 +31,6 @@ def image_key(request_id: str, index: int) -> str:
     return f"requests/{request_id}/images/{index:07d}.jpg"
 
 
-def manifest_key(request_id: str) -> str:
-    return f"requests/{request_id}/manifest.jsonl"
-
-
 def output_csv_key(request_id: str) -> str:
     return f"requests/{request_id}/output.csv"
 

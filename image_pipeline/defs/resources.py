@@ -38,6 +38,9 @@ class ImagePipelineResource(dg.ConfigurableResource):
     fetch_max_redirects: int = 5
     max_rows: int = 10_000
     max_urls_per_row: int = 50
+    chunk_size: int = 1000
+    fanout_threshold: int = 1000
+    executor: str = "in_process"
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -50,6 +53,14 @@ class ImagePipelineResource(dg.ConfigurableResource):
             max_bytes=self.fetch_max_bytes,
             max_redirects=self.fetch_max_redirects,
         )
+
+    def job_for(self, url_count: int) -> str:
+        """Small requests run in-process (lowest latency); large ones on the configured executor."""
+        from image_pipeline.defs.jobs import FANOUT_JOB_NAME, process_request_job
+
+        if self.executor != "in_process" and url_count >= self.fanout_threshold:
+            return FANOUT_JOB_NAME
+        return process_request_job.name
 
     def context(self) -> PipelineContext:
         """Connections are made once per process and reused by every step of the run."""
@@ -73,6 +84,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                     max_pixels=self.max_image_pixels,
                     concurrency=self.fetch_concurrency,
                     per_host=self.per_host_concurrency,
+                    per_host_redis_url=self.redis_url,
                 ),
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
@@ -84,10 +96,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment. Secrets go through `dg.EnvVar` so the UI never shows them."""
     s = settings or Settings()
-    return {
+    s3 = S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region)
+    resources: dict[str, dg.ConfigurableResource] = {
         "pipeline": ImagePipelineResource(
             database_url=s.resolved_database_url,
-            s3=S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+            s3=s3,
             s3_bucket=s.s3_bucket,
             local_objects_dir=str(s.objects_dir),
             public_base_url=s.resolved_public_base_url,
@@ -106,5 +119,14 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             fetch_max_redirects=s.fetch_max_redirects,
             max_rows=s.max_rows,
             max_urls_per_row=s.max_urls_per_row,
+            chunk_size=s.chunk_size,
+            fanout_threshold=s.fanout_threshold,
+            executor=s.executor,
         )
     }
+    if s.executor != "in_process" and s.s3_bucket:
+        # Steps on other processes/machines hand each other their (small) outputs through S3.
+        from dagster_aws.s3 import S3PickleIOManager
+
+        resources["io_manager"] = S3PickleIOManager(s3_resource=s3, s3_bucket=s.s3_bucket, s3_prefix="dagster-io")
+    return resources

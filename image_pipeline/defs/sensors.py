@@ -3,7 +3,7 @@ run dies before it could (so the caller always hears back)."""
 
 import dagster as dg
 
-from image_pipeline.defs.jobs import process_request_job
+from image_pipeline.defs.jobs import REQUEST_JOBS
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
 
@@ -19,7 +19,7 @@ def run_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str
     }
 
 
-@dg.sensor(job=process_request_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(jobs=REQUEST_JOBS, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
 def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineResource) -> dg.SensorResult:
     """New uploads -> a dynamic partition each + one run each (`run_key` = request_id, so never twice).
 
@@ -41,7 +41,12 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineRe
     cursor = str(max(last_seq, int(context.cursor or 0)))
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=r.id, run_key=r.id, tags=run_tags(r.id, r.owner, r.row_count, r.url_count))
+            dg.RunRequest(
+                partition_key=r.id,
+                run_key=r.id,
+                job_name=pipeline.job_for(r.url_count),
+                tags=run_tags(r.id, r.owner, r.row_count, r.url_count),
+            )
             for r in pending
         ],
         dynamic_partitions_requests=[request_partitions_def.build_add_request(new_keys)] if new_keys else [],
@@ -50,7 +55,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineRe
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=[process_request_job], default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
+    monitored_jobs=REQUEST_JOBS, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
 )
 def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: ImagePipelineResource) -> None:
     """A run failed: mark its request failed with the reason and send the final webhook (once)."""

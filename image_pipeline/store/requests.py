@@ -39,6 +39,10 @@ class UrlResult:
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
+    @classmethod
+    def from_row(cls, r: ImageResult) -> UrlResult:
+        return cls(**{f: getattr(r, f) for f in cls.__dataclass_fields__})
+
 
 def create_request(
     session: Session,
@@ -88,11 +92,16 @@ def mark_processing(session: Session, request_id: str, *, row_count: int, url_co
     session.commit()
 
 
-def completed_indices(session: Session, request_id: str) -> dict[int, ImageResult]:
-    """Results already recorded as done (a retried run skips them)."""
-    rows = session.scalars(
-        select(ImageResult).where(ImageResult.request_id == request_id, ImageResult.status == "done")
-    ).all()
+def completed_indices(
+    session: Session, request_id: str, start: int = 0, stop: int | None = None
+) -> dict[int, ImageResult]:
+    """Results already recorded as done for URL indices `start` .. `stop - 1` (a retry skips them)."""
+    q = select(ImageResult).where(
+        ImageResult.request_id == request_id, ImageResult.status == "done", ImageResult.idx >= start
+    )
+    if stop is not None:
+        q = q.where(ImageResult.idx < stop)
+    rows = session.scalars(q).all()
     return {r.idx: r for r in rows}
 
 

@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,78 +13,21 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.storage import make_s3_client
-from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
-from tests.helpers import csv_bytes, free_port, make_image
-
-ROOT = Path(__file__).resolve().parents[2]
-KEY = "e2e-key"
+from tests.conftest import WEBHOOK_SECRET
+from tests.e2e.stack import KEY, running_stack
+from tests.helpers import csv_bytes, make_image
 
 
 @pytest.fixture
 def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
-    dagster_pg = create_pg_database("imgpipe_e2e_dagster")
-    # An app database of its own: the session's shared one holds pending requests of other tests,
-    # which the daemon's sensor would queue (and process) ahead of this test's request.
-    app_db = create_pg_database("imgpipe_e2e_app")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    api_port = free_port()
-    env = dict(
-        os.environ,
-        DAGSTER_HOME=str(home),
-        IMGPIPE_DAGSTER_PG_URL=dagster_pg,
-        IMGPIPE_DATABASE_URL=app_db,
-        IMGPIPE_REDIS_URL=redis_url,
-        IMGPIPE_S3_BUCKET=bucket,
-        IMGPIPE_S3_ENDPOINT_URL=s3_endpoint,
-        IMGPIPE_API_KEYS=KEY,
-        IMGPIPE_API_PORT=str(api_port),
-        IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        IMGPIPE_DATA_DIR=str(tmp_path / "data"),
-        IMGPIPE_FETCH_ALLOW=f"{image_server.allow},{webhook_receiver.allow}",
-    )
-    bin_dir = Path(sys.executable).parent
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port)],
-            env=env,
-            cwd=ROOT,
-            stdout=open(logs / "api.log", "wb"),
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
-            env=env,
-            cwd=ROOT,
-            stdout=open(logs / "daemon.log", "wb"),
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    api = f"http://127.0.0.1:{api_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{api}/api/check_db_connection", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, (logs / "api.log").read_text()[-2000:]
-        time.sleep(0.3)
-    try:
-        yield api, logs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        drop_pg_database(dagster_pg)
-        drop_pg_database(app_db)
+    env = {
+        "IMGPIPE_REDIS_URL": redis_url,
+        "IMGPIPE_S3_BUCKET": bucket,
+        "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,
+        "IMGPIPE_FETCH_ALLOW": f"{image_server.allow},{webhook_receiver.allow}",
+    }
+    with running_stack(tmp_path, env) as stack:
+        yield stack.api, stack.logs
 
 
 def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001

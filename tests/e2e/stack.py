@@ -1,0 +1,111 @@
+"""The product as real processes for end-to-end tests: uvicorn API + dagster-daemon (sensor, run queue,
+run workers) on PostgreSQL run/event storage (the repo's dagster.yaml), plus any extra processes a test
+needs (e.g. Celery workers). Everything is started in its own process group and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+KEY = "e2e-key"
+
+
+@dataclass
+class Stack:
+    api: str
+    env: dict[str, str]
+    logs: Path
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+@contextmanager
+def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str]] | None = None) -> Iterator[Stack]:
+    """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon.
+
+    The stack gets its own app database and Dagster database: requests other tests left pending in the
+    session's database must not be picked up by this daemon."""
+    app_pg = create_pg_database("imgpipe_e2e_app")
+    dagster_pg = create_pg_database("imgpipe_e2e_dagster")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    api_port = free_port()
+    full_env = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        DAGSTER_HOME=str(home),
+        IMGPIPE_DAGSTER_PG_URL=dagster_pg,
+        IMGPIPE_DATABASE_URL=app_pg,
+        IMGPIPE_API_KEYS=KEY,
+        IMGPIPE_API_PORT=str(api_port),
+        IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        IMGPIPE_DATA_DIR=str(tmp_path / "data"),
+        **env,
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = {
+        "api": [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port)],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
+        **(extra or {}),
+    }
+    procs = []
+    try:
+        for name, cmd in commands.items():
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=full_env,
+                    cwd=ROOT,
+                    stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115 (closed with the process)
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own group: children (celery's pool) are stopped too
+                )
+            )
+        stack = Stack(f"http://127.0.0.1:{api_port}", full_env, logs)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{stack.api}/api/check_db_connection", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, stack.log_tail("api")
+            time.sleep(0.3)
+        yield stack
+    finally:
+        for p in procs:
+            _signal_group(p, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                _signal_group(p, signal.SIGKILL)
+                p.wait()
+        drop_pg_database(dagster_pg)
+        drop_pg_database(app_pg)
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass

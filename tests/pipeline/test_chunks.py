@@ -1,0 +1,98 @@
+"""Chunked fan-out of compressed_images: chunks, manifests, order, per-chunk re-runs, event-log size."""
+
+import csv
+import io
+import json
+
+import dagster as dg
+
+from image_pipeline.chunks import chunk_manifest_key, plan_key
+from image_pipeline.defs.assets import request_assets
+from image_pipeline.defs.resources import build_resources
+from image_pipeline.storage import make_store
+from tests.helpers import csv_bytes, make_image
+from tests.pipeline.test_assets import db_request, run_partition
+
+
+def chunked(settings, size: int):  # noqa: ANN001, ANN201
+    s = settings.model_copy(update={"chunk_size": size, "fanout_threshold": size})
+    return s, build_resources(s)
+
+
+def serve(image_server, n: int, prefix: str = "c") -> list[str]:  # noqa: ANN001
+    return [image_server.add(f"/{prefix}/{i}.png", make_image("PNG", (40 + i, 30), seed=i)) for i in range(n)]
+
+
+def test_request_is_split_into_chunks_in_input_order(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
+    s, resources = chunked(settings, 5)
+    urls = serve(image_server, 12)
+    rid = submit(csv_bytes([(str(i), f"P{i}", urls[i : i + 3]) for i in range(0, 12, 3)]))
+    result = run_partition(rid, resources, instance)
+    assert result.success
+
+    store = make_store(s)
+    plan = json.loads(store.get(plan_key(rid)))
+    assert [(c["start"], c["count"]) for c in plan] == [(0, 5), (5, 5), (10, 2)]
+    manifests = [[json.loads(x) for x in store.get(chunk_manifest_key(rid, n)).splitlines()] for n in range(3)]
+    assert [r["idx"] for m in manifests for r in m] == list(range(12))
+
+    chunk_steps = [
+        e for e in result.get_step_success_events() if (e.step_key or "").startswith("compressed_images.compress")
+    ]
+    assert len(chunk_steps) == 3
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    meta = mats["compressed_images"].materialization.metadata
+    assert meta["chunks"].value == 3 and meta["done"].value == 12
+
+    req, results = db_request(s, rid)
+    assert req.status == "completed"
+    assert [r.width for r in results] == [40 + i for i in range(12)]
+    out = list(csv.reader(io.StringIO(store.get(req.output_csv_key).decode())))
+    outputs = [u for line in out[1:] for u in line[3].split(", ")]
+    assert outputs == [store.public_url(r.output_key) for r in results]
+
+
+def test_small_request_is_one_chunk(settings, resources, instance, submit, image_server) -> None:  # noqa: ANN001
+    rid = submit(csv_bytes([("1", "A", serve(image_server, 3))]))
+    assert run_partition(rid, resources, instance).success
+    assert len(json.loads(make_store(settings).get(plan_key(rid)))) == 1
+
+
+def test_rerun_redoes_only_the_chunk_without_a_manifest(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
+    s, resources = chunked(settings, 4)
+    urls = serve(image_server, 10)
+    rid = submit(csv_bytes([("1", "A", urls[:5]), ("2", "B", urls[5:])]))
+    assert run_partition(rid, resources, instance).success
+    store = make_store(s)
+    before = {r.idx: store.get(r.output_key) for r in db_request(s, rid)[1]}
+
+    # The middle chunk (URLs 4..7) loses its manifest and its images: only it is fetched again.
+    store.client.delete_object(Bucket=s.s3_bucket, Key=chunk_manifest_key(rid, 1))
+    for idx in range(4, 8):
+        store.client.delete_object(Bucket=s.s3_bucket, Key=f"requests/{rid}/images/{idx:07d}.jpg")
+    hits = len(image_server.hits)
+    result = dg.materialize(request_assets, partition_key=rid, resources=resources, instance=instance)
+    assert result.success
+    assert sorted(image_server.hits[hits:]) == sorted(f"/c/{i}.png" for i in range(4, 8))
+    meta = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    assert meta["compressed_images"].materialization.metadata["skipped_already_stored"].value == 6
+    after = {r.idx: store.get(r.output_key) for r in db_request(s, rid)[1]}
+    assert after.keys() == before.keys() and len(after) == 10  # same keys, nothing duplicated
+    listed = store.client.list_objects_v2(Bucket=s.s3_bucket, Prefix=f"requests/{rid}/images/")
+    assert listed["KeyCount"] == 10
+
+
+def test_event_log_grows_with_chunks_not_urls(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+    """No per-URL events: 3 chunks of 2 URLs and 3 chunks of 8 URLs write the same number of events."""
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
+    counts = []
+    for size, prefix in ((2, "small"), (8, "big")):
+        _, resources = chunked(settings, size)
+        urls = serve(image_server, 3 * size, prefix)
+        rid = submit(csv_bytes([(str(i), f"P{i}", [u]) for i, u in enumerate(urls)]))
+        result = run_partition(rid, resources, instance)
+        assert result.success
+        counts.append(len(instance.get_records_for_run(result.run_id, limit=100_000).records))
+    assert counts[0] == counts[1]

@@ -1,0 +1,74 @@
+"""Every Dagster instance config we ship loads: storage, run coordinator, concurrency limits, run
+monitoring and (for ECS) the run launcher, resolved against an ECS API (moto server)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.e2e.stack import ROOT
+
+PROBE = """
+import json, dagster as dg
+i = dg.DagsterInstance.get()
+c = i.get_concurrency_config()
+print(json.dumps({
+    "launcher": type(i.run_launcher).__name__,
+    "task_definition": getattr(i.run_launcher, "task_definition", None),
+    "coordinator": type(i.run_coordinator).__name__,
+    "max_runs": c.run_queue_config.max_concurrent_runs,
+    "tag_limits": [t["key"] for t in c.run_queue_config.tag_concurrency_limits],
+    "pool_limit": c.pool_config.default_pool_limit,
+    "free_slots": i.run_monitoring_settings.get("free_slots_after_run_end_seconds"),
+}))
+"""
+
+
+def load_instance(yaml_path, tmp_path, env: dict[str, str]) -> dict:  # noqa: ANN001
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(yaml_path, home / "dagster.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={"PATH": "/usr/bin:/bin", "DAGSTER_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def dagster_pg():  # noqa: ANN201
+    url = create_pg_database("imgpipe_instance_cfg")
+    yield url
+    drop_pg_database(url)
+
+
+def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+    got = load_instance(ROOT / "dagster.yaml", tmp_path, {"IMGPIPE_DAGSTER_PG_URL": dagster_pg})
+    assert got["coordinator"] == "QueuedRunCoordinator" and got["launcher"] == "DefaultRunLauncher"
+    assert got["max_runs"] == 8 and got["tag_limits"] == ["imgpipe/owner", "imgpipe/request_id"]
+    assert got["pool_limit"] == 8 and got["free_slots"] == 30
+
+
+def test_embedded_instance(tmp_path) -> None:  # noqa: ANN001
+    got = load_instance(ROOT / "deploy/embedded/dagster.yaml", tmp_path, {})
+    assert got["coordinator"] == "QueuedRunCoordinator" and got["free_slots"] == 30
+
+
+def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -> None:  # noqa: ANN001
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    ecs = boto3.client("ecs", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in aws.items() if "KEY" in k})
+    arn = ecs.register_task_definition(
+        family="imgpipe-code",
+        containerDefinitions=[{"name": "run", "image": "image-pipeline:latest", "memory": 512}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    env = {**aws, "AWS_ENDPOINT_URL": s3_endpoint, "IMGPIPE_DAGSTER_PG_URL": dagster_pg}
+    got = load_instance(ROOT / "deploy/ecs/dagster.yaml", tmp_path, {**env, "IMGPIPE_ECS_TASK_DEFINITION": arn})
+    assert got["launcher"] == "EcsRunLauncher" and got["task_definition"] == arn
+    assert got["pool_limit"] == 32 and got["free_slots"] == 60
