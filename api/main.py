@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodySizeLimit
 from api.routes import api_router, files_router
+from api.routes.pages import router as page_router
+from api.routes.pages import static_files
 from image_pipeline.settings import Settings
 from image_pipeline.storage import make_store
 from image_pipeline.store.cache import StatusCache
@@ -47,5 +49,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     errors.install(app)
     app.include_router(api_router)
     app.include_router(files_router)
+    app.include_router(page_router)
+    app.mount("/static", static_files, name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app
