@@ -87,18 +87,12 @@
   function showChosen() {
     const f = chosenFile();
     $("drop-label").textContent = f ? "Chosen: " + f.name + " (" + fmtBytes(f.size) + ")" :
-      "Drop a CSV file here, or press Enter to choose one";
+      "Drop a CSV file here";
   }
 
   function initUpload() {
     const zone = $("drop-zone");
-    zone.addEventListener("click", () => $("csv-file").click());
-    zone.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") {
-        ev.preventDefault();
-        $("csv-file").click();
-      }
-    });
+    $("choose-file").addEventListener("click", () => $("csv-file").click());
     zone.addEventListener("dragover", (ev) => {
       ev.preventDefault();
       zone.classList.add("over");
@@ -144,7 +138,7 @@
     const file = chosenFile();
     if (!file) {
       say("Choose a CSV file first.");
-      $("drop-zone").focus();
+      $("choose-file").focus();
       return;
     }
     const form = new FormData();
@@ -156,7 +150,7 @@
     try {
       const { res, body } = await api("/api/upload", { method: "POST", body: form });
       if (res.status === 202 && body) {
-        say("Accepted: " + body.message + ".");
+        say(body.message.charAt(0).toUpperCase() + body.message.slice(1) + ".");
         openRequest(body.request_id);
         loadRecent();
       } else {
