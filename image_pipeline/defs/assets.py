@@ -3,6 +3,7 @@
 import dagster as dg
 
 from image_pipeline import pipeline as steps
+from image_pipeline.defs import checks
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
 
@@ -52,6 +53,7 @@ def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineReso
     kinds={"s3", "jpeg"},
     deps=[validated_csv],
     code_version="1",
+    check_specs=checks.check_specs,
 )
 def compressed_images(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """Every input URL downloaded and recompressed to JPEG in object storage; one result per URL."""
@@ -72,7 +74,8 @@ def compressed_images(context: dg.AssetExecutionContext, pipeline: ImagePipeline
         meta["ratio"] = dg.MetadataValue.float(round(ratio, 4))
     if summary.errors:
         meta["errors"] = dg.MetadataValue.md(_md_table(["URL", "error"], [list(e) for e in summary.errors[:20]]))
-    return dg.MaterializeResult(metadata=meta)
+    check_results = checks.evaluate(ctx, context.partition_key, pipeline.check_decode_sample)
+    return dg.MaterializeResult(metadata=meta, check_results=check_results)
 
 
 @dg.asset(

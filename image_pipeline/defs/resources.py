@@ -38,6 +38,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
     fetch_max_redirects: int = 5
     max_rows: int = 10_000
     max_urls_per_row: int = 50
+    # schedules and asset checks (issue 7)
+    retry_lookback_hours: int = 24
+    retry_max_attempts: int = 3
+    retention_days: int | None = None
+    check_decode_sample: int = 200
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -106,5 +111,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             fetch_max_redirects=s.fetch_max_redirects,
             max_rows=s.max_rows,
             max_urls_per_row=s.max_urls_per_row,
+            retry_lookback_hours=s.retry_lookback_hours,
+            retry_max_attempts=s.retry_max_attempts,
+            retention_days=s.retention_days,
+            check_decode_sample=s.check_decode_sample,
         )
     }
