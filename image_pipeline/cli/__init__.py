@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from image_pipeline.cli import db
+from image_pipeline.cli import db, requests, serve
 
 # Each module exposes `register(subparsers)`; handlers are set with `parser.set_defaults(func=...)`.
-COMMAND_MODULES: list[Callable[[argparse._SubParsersAction], None]] = [db.register]
+COMMAND_MODULES: list[Callable[[argparse._SubParsersAction], None]] = [db.register, requests.register, serve.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
