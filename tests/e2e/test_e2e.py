@@ -19,6 +19,7 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.storage import make_s3_client
+from image_pipeline.store.db import upgrade
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes, free_port, make_image
 
@@ -27,8 +28,11 @@ KEY = "e2e-key"
 
 
 @pytest.fixture
-def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
+    # An app database of its own: requests other tests left pending must not queue ahead of ours.
+    pg_url = create_pg_database("imgpipe_e2e_app")
+    upgrade(pg_url)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -87,6 +91,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             except subprocess.TimeoutExpired:
                 p.kill()
         drop_pg_database(dagster_pg)
+        drop_pg_database(pg_url)
 
 
 def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001
