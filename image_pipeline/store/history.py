@@ -13,14 +13,22 @@ from sqlalchemy.orm import Session
 
 from image_pipeline.csv_input import CsvLimits, ProductRow, parse_csv
 from image_pipeline.storage import ObjectNotFound, ObjectStore, rows_key
-from image_pipeline.store.models import ImageRequest
-from image_pipeline.store.requests import results_for, status_document
+from image_pipeline.store.models import ImageRequest, ImageResult
+from image_pipeline.store.requests import status_document
 
 
 def recent_requests(session: Session, owner: str, limit: int = 20) -> Sequence[ImageRequest]:
     """The owner's newest requests first (indexed on owner; `seq` orders them)."""
     q = select(ImageRequest).where(ImageRequest.owner == owner).order_by(ImageRequest.seq.desc()).limit(limit)
     return session.scalars(q).all()
+
+
+def results_between(session: Session, request_id: str, first: int, last: int) -> dict[int, ImageResult]:
+    """Results with `first <= idx < last` (one page of a large request, on the primary key)."""
+    q = select(ImageResult).where(
+        ImageResult.request_id == request_id, ImageResult.idx >= first, ImageResult.idx < last
+    )
+    return {r.idx: r for r in session.scalars(q)}
 
 
 def summary_document(req: ImageRequest, api_base_url: str) -> dict:
@@ -60,7 +68,9 @@ def results_document(
     URLs the pipeline has not reached yet are listed as `pending`.
     """
     rows = product_rows(store, req, limits)
-    results = {r.idx: r for r in results_for(session, req.id)}
+    first = sum(len(r.urls) for r in rows[:offset])
+    last = first + sum(len(r.urls) for r in rows[offset : offset + limit])
+    results = results_between(session, req.id, first, last)
     to_url = public_url or store.public_url
     products, idx = [], 0
     for n, row in enumerate(rows):
