@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.limits import BodySizeLimit
 from api.routes import api_router, files_router
 from api.routes.pages import router as page_router
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     errors.install(app)
+    openapi.install(app)
     app.include_router(api_router)
     app.include_router(files_router)
     app.include_router(page_router)

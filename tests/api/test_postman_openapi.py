@@ -53,6 +53,8 @@ def test_every_route_documents_errors_and_examples() -> None:
             where = f"{method.upper()} {path}"
             assert op.get("summary") and op.get("description"), where
             errors = {code: r for code, r in op["responses"].items() if int(code) >= 400}
+            if "401" in errors:
+                assert op["security"] == [{"bearerApiKey": []}], where
             assert errors, f"{where} documents no error response"
             for code, r in errors.items():
                 ref = r["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -66,6 +68,9 @@ def test_every_route_documents_errors_and_examples() -> None:
                 elif ctype == "text/csv":
                     assert content.get("example"), where
     assert components["ErrorResponse"]["examples"]
+    assert schema["components"]["securitySchemes"]["bearerApiKey"]["scheme"] == "bearer"
+    secured = {p for p, ops in schema["paths"].items() for op in ops.values() if "security" in op}
+    assert "/api/upload" in secured and "/api/check_db_connection" not in secured
 
 
 def test_collection_runs_against_the_api(client, settings, image_server) -> None:  # noqa: ANN001
