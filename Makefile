@@ -20,7 +20,8 @@ $(STAMP): requirements-dev.lock pyproject.toml
 install: $(STAMP)
 
 # The browser test drives Debian's chromium (Playwright never downloads a browser): install it when missing.
-CHROMIUM := /usr/bin/chromium
+# IMGPIPE_TEST_CHROMIUM points the test (and this check) at another Chromium build, e.g. a CI image's Chrome.
+CHROMIUM := $(or $(IMGPIPE_TEST_CHROMIUM),/usr/bin/chromium)
 chromium:
 	@[ -x $(CHROMIUM) ] || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -24,7 +25,7 @@ from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import csv_bytes, free_port, make_image
 from tests.live_api import ROOT, live_api
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("IMGPIPE_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium by default
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
