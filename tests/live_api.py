@@ -58,3 +58,14 @@ def live_api(settings: Settings, log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill what is left of a process started with `start_new_session=True` (e.g. the code server a
+    dagster daemon or webserver spawned, which outlives its parent)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import free_port
-from tests.live_api import ROOT
+from tests.live_api import ROOT, kill_group
 
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
 
@@ -26,7 +26,9 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: 
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([IMGPIPE, "serve"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [IMGPIPE, "serve"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 180
             api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
@@ -50,6 +52,9 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: 
                 time.sleep(0.2)
         finally:
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(60)
+            try:
+                code = proc.wait(60)
+            finally:
+                kill_group(proc)
     assert code == 0, log.read_text()[-3000:]
     assert f"Web page   {api}/" in log.read_text()

@@ -22,6 +22,7 @@ from image_pipeline.storage import make_s3_client
 from image_pipeline.store.db import upgrade
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes, free_port, make_image
+from tests.live_api import kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "e2e-key"
@@ -61,6 +62,7 @@ def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiv
             cwd=ROOT,
             stdout=open(logs / "api.log", "wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         ),
         subprocess.Popen(
             [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
@@ -68,6 +70,7 @@ def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiv
             cwd=ROOT,
             stdout=open(logs / "daemon.log", "wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         ),
     ]
     api = f"http://127.0.0.1:{api_port}"
@@ -90,6 +93,7 @@ def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiv
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+            kill_group(p)  # the daemon's code server outlives it
         drop_pg_database(dagster_pg)
         drop_pg_database(pg_url)
 

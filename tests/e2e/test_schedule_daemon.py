@@ -19,6 +19,7 @@ from image_pipeline.store.db import make_engine, session_factory, upgrade
 from image_pipeline.store.requests import create_request, get_request
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes, make_image
+from tests.live_api import kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
         cwd=ROOT,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
     def wait_status(wanted: str, timeout: float) -> None:
@@ -104,6 +106,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
             daemon.wait(30)
         except subprocess.TimeoutExpired:
             daemon.kill()
+        kill_group(daemon)
         engine.dispose()
         drop_pg_database(dagster_pg)
         drop_pg_database(app_pg)
