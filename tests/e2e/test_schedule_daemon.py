@@ -89,14 +89,15 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
         wait_status("partially_failed", 180)  # the upload sensor's run: the flaky image 404s
         image_server.add("/s/flaky.jpg", make_image(seed=2))
         wait_status("completed", 240)  # the schedule's retry run fetched it
-        assert image_server.hits.count("/s/flaky.jpg") == 2 and image_server.hits.count("/s/good.jpg") == 1
+        assert image_server.hits.count("/s/flaky.jpg") >= 2 and image_server.hits.count("/s/good.jpg") == 1
 
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", dagster_pg)
         with dg.DagsterInstance.get() as instance:
             runs = instance.get_runs(dg.RunsFilter(tags={"imgpipe/request_id": rid}))
             triggers = sorted(r.tags.get("imgpipe/trigger", "upload") for r in runs)
-            assert triggers == ["retry", "upload"], triggers  # one run from the upload, one retry
+            # one run from the upload, then retries (a tick may land before the image appears)
+            assert triggers.count("upload") == 1 and "retry" in triggers, triggers
             retry_run = next(r for r in runs if r.tags.get("imgpipe/trigger") == "retry")
             assert retry_run.tags["dagster/schedule_name"] == "retry_failed_images"
             assert retry_run.tags["dagster/partition"] == rid
