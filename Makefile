@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench clean lock
+.PHONY: install up test lint format bench clean lock chromium
 
 # Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -19,10 +19,20 @@ $(STAMP): requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
+# The browser test drives Debian's chromium (Playwright never downloads a browser): install it when missing.
+# IMGPIPE_TEST_CHROMIUM points the test (and this check) at another Chromium build, e.g. a CI image's Chrome.
+CHROMIUM := $(or $(IMGPIPE_TEST_CHROMIUM),/usr/bin/chromium)
+chromium:
+	@[ -x $(CHROMIUM) ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; \
+	  else echo "chromium missing and not root: install it with apt-get install -y chromium" >&2; exit 1; fi; \
+	  echo "installing chromium (apt-get) for the browser test"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 up: $(STAMP)
 	@exec $(BIN)/python -m image_pipeline.devstack
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

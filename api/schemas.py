@@ -18,6 +18,21 @@ class ErrorResponse(BaseModel):
     detail: str
     errors: list[ErrorItem] = []
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "detail": "CSV refused: 2 problem(s)",
+                    "errors": [
+                        {"row": 3, "column": "Product Name", "message": "empty cell"},
+                        {"row": 4, "column": "Input Image Urls", "message": "not an absolute http(s) URL: 'ftp://x'"},
+                    ],
+                },
+                {"detail": "invalid API key", "errors": []},
+            ]
+        }
+    }
+
 
 class UploadAccepted(BaseModel):
     request_id: str
@@ -52,7 +67,32 @@ class StatusResponse(BaseModel):
     output_csv_url: str | None
     error: str | None = None
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "request_id": "3f6c2b1e-5d0a-4c1b-9a43-2e8f0c7d9b11",
+                    "status": "processing",
+                    "progress": {"total": 7, "done": 4, "failed": 1},
+                    "created_at": "2026-11-25T07:30:21+00:00",
+                    "updated_at": "2026-11-25T07:30:30+00:00",
+                    "output_csv_url": None,
+                    "error": None,
+                }
+            ]
+        }
+    }
+
 
 class DbHealth(BaseModel):
     db_status: Literal["connected", "unavailable"]
     detail: str | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"db_status": "connected", "detail": None},
+                {"db_status": "unavailable", "detail": "no answer within 3 s"},
+            ]
+        }
+    }

@@ -3,8 +3,9 @@
 A request's URLs are cut into chunks of `chunk_size` (in input order). The plan and every chunk's URL
 list are objects in storage, so a chunk step needs only its key: steps pass keys, never image bytes.
 A chunk writes its images and then a manifest (one JSON line per URL, in order); a manifest's presence
-means the chunk is done, so re-running a request skips finished chunks, and a retried chunk skips the
-URLs whose results and objects are already stored (deterministic keys: nothing is duplicated).
+means the chunk is done, so re-running a request skips chunks that finished without failures, and a
+retried chunk skips the URLs whose results and objects are already stored (deterministic keys:
+nothing is duplicated); only failed or unfinished URLs are fetched again.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ def read_manifest(ctx: PipelineContext, chunk: Chunk) -> list[dict]:
 def process_chunk(ctx: PipelineContext, chunk: Chunk) -> ChunkSummary:
     """Fetch and recompress one chunk's URLs (those not already done), then write its manifest."""
     if ctx.store.exists(chunk.manifest_key):
-        return _summary_of(chunk.number, read_manifest(ctx, chunk), skipped=chunk.count)
+        earlier = read_manifest(ctx, chunk)
+        if all(r["status"] == "done" for r in earlier):
+            return _summary_of(chunk.number, earlier, skipped=chunk.count)
+        # A finished chunk with failed URLs (a "retry failed images" run): only those are tried again.
     try:
         items = [WorkItem(*t) for t in json.loads(ctx.store.get(chunk.urls_key))]
     except ObjectNotFound as exc:

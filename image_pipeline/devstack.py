@@ -138,6 +138,7 @@ def main() -> int:
 def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:
     _say("")
     _say("image-pipeline is up")
+    _say(f"  Web page   {api}/")
     _say(f"  API        {api}   (OpenAPI docs: {api}/docs)")
     _say(f"  Dagster UI {ui}")
     _say(f"  API key    {key}")

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
+    # --- the experience (issue 7): CLI client, schedules, asset checks ---
+    api_url: str | None = Field(None, description="API the imgpipe CLI talks to; default the API's own base URL.")
+    api_key: str | None = Field(None, description="Bearer key the imgpipe CLI sends.")
+    retry_schedule_cron: str = Field("15 * * * *", description="When 'retry failed images' runs.")
+    retry_lookback_hours: int = Field(24, gt=0, description="Requests finished this recently are retried.")
+    retry_max_attempts: int = Field(3, ge=0, description="Retry runs per request at most.")
+    retention_days: int | None = Field(None, gt=0, description="Delete requests older than this; unset = keep.")
+    retention_schedule_cron: str = Field("30 3 * * *", description="When the retention schedule runs.")
+    check_decode_sample: int = Field(200, gt=0, description="Outputs decoded by the JPEG asset check per request.")
+
     @field_validator("api_keys", "fetch_allow")
     @classmethod
     def _strip(cls, v: str) -> str:
@@ -114,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def resolved_api_base_url(self) -> str:
         return (self.api_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def resolved_api_url(self) -> str:
+        """Where the CLI sends its requests."""
+        return (self.api_url or self.resolved_api_base_url).rstrip("/")
 
     @property
     def resolved_public_base_url(self) -> str:

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import StoreDep
 from api.errors import ApiError
+from api.schemas import ErrorResponse
 from image_pipeline.storage import ObjectNotFound
 
 router = APIRouter(tags=["files"])
@@ -19,7 +20,11 @@ _PUBLIC = re.compile(r"^requests/[0-9a-f-]{36}/images/\d{7}\.jpg$")
 @router.get(
     "/files/{key:path}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such image"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "the JPEG"},
+        404: {"model": ErrorResponse, "description": "no such image"},
+        422: {"model": ErrorResponse, "description": "invalid path"},
+    },
 )
 def get_file(key: str, store: StoreDep) -> StreamingResponse:
     """One recompressed image."""

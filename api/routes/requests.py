@@ -3,12 +3,13 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import CacheDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.responses import AUTH_ERRORS
 from api.schemas import ErrorResponse, StatusResponse
 from image_pipeline.storage import ObjectNotFound
 from image_pipeline.store.requests import get_request, status_document
 
 router = APIRouter(tags=["requests"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}
 
 
 @router.get("/status/{request_id}", response_model=StatusResponse, responses=NOT_FOUND)
@@ -33,7 +34,15 @@ def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: Cac
     responses={
         **NOT_FOUND,
         409: {"model": ErrorResponse, "description": "not finished yet"},
-        200: {"content": {"text/csv": {}}, "description": "the output CSV"},
+        200: {
+            "content": {
+                "text/csv": {
+                    "example": "S.No.,Product Name,Input Image Urls,Output Image Urls\r\n"
+                    "1,SKU1,https://example.com/a.jpg,http://127.0.0.1:8000/files/requests/3f6c.../images/0000000.jpg\r\n"
+                }
+            },
+            "description": "the output CSV",
+        },
     },
 )
 def get_output_csv(request_id: str, owner: OwnerDep, session: SessionDep, store: StoreDep) -> StreamingResponse:

@@ -39,7 +39,7 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
     response_model=UploadAccepted,
     responses={
         400: {"model": ErrorResponse, "description": "not UTF-8 / unreadable"},
-        401: {"model": ErrorResponse},
+        401: {"model": ErrorResponse, "description": "missing or invalid bearer API key"},
         413: {"model": ErrorResponse, "description": "file too large"},
         415: {"model": ErrorResponse, "description": "not a CSV text file"},
         422: {"model": ErrorResponse, "description": "CSV or webhook_url invalid: every problem with its row/column"},

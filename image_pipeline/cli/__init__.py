@@ -6,10 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from image_pipeline.cli import db, keys
+from image_pipeline.cli import db, keys, requests, serve
 
 # Each module exposes `register(subparsers)`; handlers are set with `parser.set_defaults(func=...)`.
-COMMAND_MODULES: list[Callable[[argparse._SubParsersAction], None]] = [db.register, keys.register]
+COMMAND_MODULES: list[Callable[[argparse._SubParsersAction], None]] = [
+    db.register,
+    keys.register,
+    requests.register,
+    serve.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from image_pipeline import pipeline as steps
+from image_pipeline.defs import checks
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
 
@@ -78,9 +79,13 @@ def compress_chunk(context: dg.OpExecutionContext, pipeline: ImagePipelineResour
     return summary.as_dict()
 
 
-@dg.op
+_CHECK_OUTS = {spec.get_python_identifier(): dg.Out(dg.Nothing, is_required=False) for spec in checks.check_specs}
+
+
+@dg.op(out={"result": dg.Out(), **_CHECK_OUTS})
 def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, summaries: list[dict]):  # noqa: ANN201
-    """Request-level counts (from the app DB, the source of truth) as the asset's metadata."""
+    """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
+    asset checks of this partition."""
     ctx = pipeline.context()
     req = _run_step(context, ctx, steps.request_counts)
     errors = [e for s in sorted(summaries, key=lambda s: s["number"]) for e in s["errors"]]
@@ -99,7 +104,8 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineReso
         meta["ratio"] = dg.MetadataValue.float(round(req.bytes_out / req.bytes_in, 4))
     if errors:
         meta["errors"] = dg.MetadataValue.md(_md_table(["URL", "error"], [list(e) for e in errors[:20]]))
-    return dg.Output(None, metadata=meta)
+    yield dg.Output(None, output_name="result", metadata=meta)
+    yield from checks.evaluate(ctx, context.partition_key, pipeline.check_decode_sample)
 
 
 @dg.graph_asset(
@@ -109,13 +115,15 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineReso
     kinds={"s3", "jpeg"},
     ins={"validated_csv": dg.AssetIn(dagster_type=dg.Nothing)},
     code_version="2",
+    check_specs=checks.check_specs,
 )
 def compressed_images(validated_csv):  # noqa: ANN001, ANN201
     """Every input URL downloaded and recompressed to JPEG in object storage; one result per URL.
 
     A graph: plan -> one `compress_chunk` step per chunk (fanned out by the executor, capped by the
     `image_chunks` pool) -> summary. Small requests are a single chunk."""
-    return summarize_chunks(plan_image_chunks(validated_csv).map(compress_chunk).collect())
+    outs = summarize_chunks(plan_image_chunks(validated_csv).map(compress_chunk).collect())
+    return {"result": outs.result, **{name: getattr(outs, name) for name in _CHECK_OUTS}}
 
 
 @dg.asset(

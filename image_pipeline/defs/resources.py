@@ -41,6 +41,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
     chunk_size: int = 1000
     fanout_threshold: int = 1000
     executor: str = "in_process"
+    # schedules and asset checks (issue 7)
+    retry_lookback_hours: int = 24
+    retry_max_attempts: int = 3
+    retention_days: int | None = None
+    check_decode_sample: int = 200
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -122,6 +127,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             chunk_size=s.chunk_size,
             fanout_threshold=s.fanout_threshold,
             executor=s.executor,
+            retry_lookback_hours=s.retry_lookback_hours,
+            retry_max_attempts=s.retry_max_attempts,
+            retention_days=s.retention_days,
+            check_decode_sample=s.check_decode_sample,
         )
     }
     if s.executor != "in_process" and s.s3_bucket:

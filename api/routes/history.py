@@ -1,0 +1,52 @@
+"""The caller's recent requests and one request's per-URL results (what the web page and CLI show)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.errors import ApiError
+from api.responses import AUTH_ERRORS, NOT_FOUND
+from api.view_schemas import RequestList, RequestResults
+from image_pipeline.csv_input import CsvLimits
+from image_pipeline.store.history import recent_requests, results_document, summary_document
+from image_pipeline.store.requests import get_request
+
+router = APIRouter(tags=["requests"])
+
+
+@router.get("/requests", response_model=RequestList, responses=AUTH_ERRORS)
+def list_requests(
+    owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many, newest first")] = 20,
+) -> dict:
+    """This key's most recent requests with their status and progress, newest first."""
+    base = settings.resolved_api_base_url
+    return {"requests": [summary_document(r, base) for r in recent_requests(session, owner, limit)]}
+
+
+@router.get("/requests/{request_id}/results", response_model=RequestResults, responses={**AUTH_ERRORS, **NOT_FOUND})
+def get_results(
+    request_id: str,
+    owner: OwnerDep,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, description="First product (0-based)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Products per page")] = 100,
+) -> dict:
+    """Every input URL of a page of products: pending/done/failed, the error in words, bytes, output URL."""
+    req = get_request(session, request_id, owner)
+    if req is None:
+        raise ApiError(404, f"request {request_id} not found")
+    limits = CsvLimits(
+        max_rows=settings.max_rows,
+        max_urls_per_row=settings.max_urls_per_row,
+        max_cell_chars=settings.max_cell_chars,
+        max_url_chars=settings.max_url_chars,
+    )
+    return results_document(
+        session, store, req, api_base_url=settings.resolved_api_base_url, limits=limits, offset=offset, limit=limit
+    )

@@ -1,0 +1,126 @@
+"""Two schedules: "retry failed images" over recent requests, and retention (off unless configured).
+
+Retrying re-runs the request's partition: its chunks skip URLs already stored, so only the
+failed ones are fetched again. The same works by hand from the UI: select partitions of
+`process_request_job` and launch a backfill.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from image_pipeline.defs.jobs import process_request_job
+from image_pipeline.defs.partitions import request_partitions_def
+from image_pipeline.defs.resources import ImagePipelineResource
+from image_pipeline.defs.sensors import run_tags
+from image_pipeline.settings import Settings
+
+RETRY_TAG = "imgpipe/retry_attempt"
+TRIGGER_TAG = "imgpipe/trigger"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+class PurgeConfig(dg.Config):
+    before: str  # ISO timestamp: requests created before it are deleted
+
+
+def _now(context: dg.ScheduleEvaluationContext) -> datetime:
+    t = context.scheduled_execution_time or datetime.now(UTC)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def retry_run_requests(
+    context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """One run per recent request with failed URLs, unless it is running or used up its attempts."""
+    from image_pipeline.store.maintenance import retry_candidates
+
+    since = _now(context) - timedelta(hours=pipeline.retry_lookback_hours)
+    with pipeline.context().sessions() as s:
+        candidates = retry_candidates(s, since)
+    instance, runs = context.instance, []
+    for req in candidates:
+        if not instance.has_dynamic_partition(request_partitions_def.name, req.id):
+            continue
+        if instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition": req.id}, statuses=_ACTIVE)):
+            continue
+        attempts = instance.get_runs_count(dg.RunsFilter(tags={"imgpipe/request_id": req.id, TRIGGER_TAG: "retry"}))
+        if attempts >= pipeline.retry_max_attempts:
+            continue
+        tags = run_tags(req.id, req.owner, req.row_count, req.url_count)
+        tags.update({TRIGGER_TAG: "retry", RETRY_TAG: str(attempts + 1)})
+        runs.append(dg.RunRequest(partition_key=req.id, run_key=f"retry:{req.id}:{attempts + 1}", tags=tags))
+    return runs or dg.SkipReason(f"no request with failed images to retry since {since.isoformat()}")
+
+
+@dg.op(description="Delete requests created before the cut-off: objects, rows, cache entries, partitions.")
+def purge_expired_requests(
+    context: dg.OpExecutionContext, config: PurgeConfig, pipeline: ImagePipelineResource
+) -> dg.Output[dict]:
+    from image_pipeline.retention import purge_expired
+
+    before = datetime.fromisoformat(config.before)
+    summary = purge_expired(pipeline.context(), before)
+    for rid in summary.request_ids:
+        if context.instance.has_dynamic_partition(request_partitions_def.name, rid):
+            context.instance.delete_dynamic_partition(request_partitions_def.name, rid)
+    context.log.info(f"purged {summary.requests} requests and {summary.objects} objects created before {before}")
+    return dg.Output(
+        summary.as_dict(),
+        metadata={
+            "before": dg.MetadataValue.text(before.isoformat()),
+            "requests": dg.MetadataValue.int(summary.requests),
+            "objects": dg.MetadataValue.int(summary.objects),
+        },
+    )
+
+
+@dg.job(
+    description="Retention: delete requests older than IMGPIPE_RETENTION_DAYS.", executor_def=dg.in_process_executor
+)
+def purge_expired_job() -> None:
+    purge_expired_requests()
+
+
+def retention_run_request(
+    context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource
+) -> dg.RunRequest | dg.SkipReason:
+    if not pipeline.retention_days:
+        return dg.SkipReason("retention is off (set IMGPIPE_RETENTION_DAYS to delete old requests)")
+    before = (_now(context) - timedelta(days=pipeline.retention_days)).replace(microsecond=0)
+    return dg.RunRequest(
+        run_key=f"retention:{before.isoformat()}",
+        run_config=dg.RunConfig(ops={"purge_expired_requests": PurgeConfig(before=before.isoformat())}),
+        tags={TRIGGER_TAG: "retention"},
+    )
+
+
+def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinition]:
+    s = settings or Settings()
+
+    @dg.schedule(
+        name="retry_failed_images",
+        job=process_request_job,
+        cron_schedule=s.retry_schedule_cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Re-run recent requests that have failed images (only the failed URLs are fetched again).",
+    )
+    def retry_failed_images(context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource):  # noqa: ANN202
+        return retry_run_requests(context, pipeline)
+
+    @dg.schedule(
+        name="retention",
+        job=purge_expired_job,
+        cron_schedule=s.retention_schedule_cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Delete requests older than IMGPIPE_RETENTION_DAYS (skips when it is unset).",
+    )
+    def retention(context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource):  # noqa: ANN202
+        return retention_run_request(context, pipeline)
+
+    return [retry_failed_images, retention]

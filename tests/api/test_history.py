@@ -1,0 +1,69 @@
+"""The read-only views: a key's recent requests and one request's per-URL results, and the web page shell."""
+
+from image_pipeline import pipeline as steps
+from image_pipeline.defs.resources import build_resources
+from tests.api.conftest import AUTH, OTHER
+from tests.helpers import csv_bytes, make_image
+
+
+def upload(client, csv: bytes, name: str = "p.csv") -> str:  # noqa: ANN001
+    r = client.post("/api/upload", headers=AUTH, files={"file": (name, csv, "text/csv")})
+    assert r.status_code == 202, r.text
+    return r.json()["request_id"]
+
+
+def test_recent_requests_are_per_key_and_newest_first(client) -> None:  # noqa: ANN001
+    first = upload(client, csv_bytes([("1", "A", ["https://img.example/a.jpg"])]), "first.csv")
+    second = upload(client, csv_bytes([("1", "B", ["https://img.example/b.jpg"])]), "second.csv")
+    mine = client.get("/api/requests", headers=AUTH).json()["requests"]
+    ids = [r["request_id"] for r in mine]
+    assert ids.index(second) < ids.index(first)
+    by_id = {r["request_id"]: r for r in mine}
+    assert by_id[first]["filename"] == "first.csv" and by_id[first]["status"] == "pending"
+    assert by_id[first]["progress"] == {"total": 1, "done": 0, "failed": 0} and "owner" not in by_id[first]
+    others = client.get("/api/requests", headers=OTHER).json()["requests"]
+    assert not {first, second} & {r["request_id"] for r in others}
+    assert len(client.get("/api/requests?limit=1", headers=AUTH).json()["requests"]) == 1
+    assert client.get("/api/requests?limit=0", headers=AUTH).status_code == 422
+    assert client.get("/api/requests").status_code == 401
+
+
+def test_results_list_pending_urls_then_outcomes(client, settings, image_server) -> None:  # noqa: ANN001
+    good = image_server.add("/h/ok.jpg", make_image("JPEG", (400, 300)))
+    missing = image_server.url("/h/missing.jpg")
+    rid = upload(client, csv_bytes([("1", "<b>Shoe</b>", [good, missing]), ("2", "Hat", [good])]))
+
+    before = client.get(f"/api/requests/{rid}/results", headers=AUTH)
+    assert before.status_code == 200, before.text
+    doc = before.json()
+    assert doc["total_products"] == 2 and [p["name"] for p in doc["products"]] == ["<b>Shoe</b>", "Hat"]
+    assert [i["status"] for p in doc["products"] for i in p["images"]] == ["pending"] * 3
+    assert doc["products"][0]["row"] == 2 and doc["products"][1]["images"][0]["index"] == 2
+
+    ctx = build_resources(settings)["pipeline"].context()
+    steps.validate_request(ctx, rid)
+    steps.compress_request(ctx, rid)
+    steps.write_output(ctx, rid)
+
+    doc = client.get(f"/api/requests/{rid}/results", headers=AUTH).json()
+    assert doc["status"] == "partially_failed" and doc["progress"] == {"total": 3, "done": 2, "failed": 1}
+    ok, bad = doc["products"][0]["images"]
+    assert ok["status"] == "done" and ok["output_url"].startswith("http://testserver/files/requests/")
+    assert 0 < ok["bytes_out"] < ok["bytes_in"]
+    assert bad["status"] == "failed" and "404" in bad["error"] and bad["output_url"] is None
+    assert doc["bytes_in"] == 2 * ok["bytes_in"] and doc["output_csv_url"]
+
+    page = client.get(f"/api/requests/{rid}/results?offset=1&limit=1", headers=AUTH).json()
+    assert [p["serial"] for p in page["products"]] == ["2"] and page["total_products"] == 2
+    assert client.get(f"/api/requests/{rid}/results", headers=OTHER).status_code == 404
+
+
+def test_page_and_its_script_are_served(client) -> None:  # noqa: ANN001
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<label for="csv-file">' in page.text and '<label for="api-key">' in page.text
+    assert "/static/app.js" in page.text
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "textContent" in js.text and "innerHTML" not in js.text
+    assert client.get("/static/app.css").status_code == 200

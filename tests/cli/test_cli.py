@@ -1,0 +1,137 @@
+"""`imgpipe submit/status/download` against a real uvicorn API (the pipeline steps complete the request)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from api.auth import owner_of
+from image_pipeline import pipeline as steps
+from image_pipeline.cli import main
+from image_pipeline.defs.resources import build_resources
+from image_pipeline.store.db import make_engine, session_factory
+from image_pipeline.store.requests import pending_requests
+from tests.helpers import csv_bytes, free_port, make_image
+from tests.live_api import ROOT, live_api
+
+KEY = "cli-key"
+IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
+
+
+@pytest.fixture
+def api(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+    port = free_port()
+    settings = make_settings(
+        s3_bucket=bucket,
+        api_keys=KEY,
+        api_port=port,
+        api_base_url=f"http://127.0.0.1:{port}",
+        fetch_allow=image_server.allow,
+    )
+    with live_api(settings, tmp_path / "api.log") as base:
+        monkeypatch.setenv("IMGPIPE_API_URL", base)
+        monkeypatch.setenv("IMGPIPE_API_KEY", KEY)
+        monkeypatch.chdir(tmp_path)
+        yield base, settings
+
+
+def pending_ids(settings) -> set[str]:  # noqa: ANN001
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        ids = {r.id for r in pending_requests(s) if r.owner == owner_of(KEY)}
+    engine.dispose()
+    return ids
+
+
+def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:  # noqa: ANN001
+    """The id of the CLI's new upload (the session's database is shared, so older ones are excluded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mine = pending_ids(settings) - known
+        if mine:
+            return mine.pop()
+        time.sleep(0.2)
+    raise AssertionError("the CLI's upload never reached the database")
+
+
+def process(settings, rid: str) -> None:  # noqa: ANN001
+    ctx = build_resources(settings)["pipeline"].context()
+    steps.validate_request(ctx, rid)
+    steps.compress_request(ctx, rid)
+    steps.write_output(ctx, rid)
+
+
+def test_submit_wait_status_download(api, image_server, tmp_path, capsys) -> None:  # noqa: ANN001
+    base, settings = api
+    urls = [image_server.add(f"/cli/{i}.jpg", make_image(seed=i)) for i in range(3)]
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_bytes(csv_bytes([("1", "Shoe", urls[:2]), ("2", "Hat", urls[2:])]))
+
+    # The console script, as a user runs it: env gives the URL and key; --wait shows a progress bar.
+    env = dict(os.environ, IMGPIPE_API_URL=base, IMGPIPE_API_KEY=KEY)
+    known = pending_ids(settings)
+    proc = subprocess.Popen(
+        [IMGPIPE, "submit", str(csv_path), "--wait", "--interval", "0.3"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rid = wait_for_pending(settings, known)
+    process(settings, rid)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.splitlines()[0] == f"{rid}  accepted: 2 products, 3 images"
+    assert f"{rid}  completed  3 done, 0 failed of 3" in out and f"imgpipe download {rid}" in out
+    assert "3/3" in err  # the progress bar reached the end
+
+    assert main(["status", rid]) == 0
+    assert "completed  3 done, 0 failed of 3" in capsys.readouterr().out
+    assert main(["status", rid, "--json"]) == 0
+    assert '"status": "completed"' in capsys.readouterr().out
+
+    assert main(["download", rid]) == 0
+    default = tmp_path / f"{rid}-output.csv"
+    rows = list(csv.reader(io.StringIO(default.read_text(encoding="utf-8-sig"))))
+    assert rows[0][-1] == "Output Image Urls" and len(rows[1][3].split(", ")) == 2
+    assert main(["download", rid, "-o", str(tmp_path / "x.csv")]) == 0
+    assert (tmp_path / "x.csv").read_bytes() == default.read_bytes()
+    assert f"wrote {tmp_path / 'x.csv'}" in capsys.readouterr().out
+
+
+def test_refusals_are_explained(api, tmp_path, capsys) -> None:  # noqa: ANN001
+    base, settings = api
+    bad = tmp_path / "bad.csv"
+    bad.write_text("S.No.,Product Name,Input Image Urls\n1,,https://example.com/a.jpg\n1,Cap,ftp://example.com/b\n")
+    assert main(["submit", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "CSV refused" in err and "row 2, Product Name:" in err and "row 3, Input Image Urls:" in err
+
+    good = tmp_path / "good.csv"
+    good.write_bytes(csv_bytes([("1", "A", ["https://img.example/a.jpg"])]))
+    assert main(["submit", str(good), "--api-key", "wrong"]) == 1
+    assert "invalid API key (HTTP 401)" in capsys.readouterr().err
+
+    assert main(["submit", str(good)]) == 0
+    rid = capsys.readouterr().out.split()[0]
+    assert main(["download", rid]) == 1
+    assert "output not ready: request is pending (HTTP 409)" in capsys.readouterr().err
+    assert not (tmp_path / f"{rid}-output.csv").exists()
+    assert main(["status", "00000000-0000-0000-0000-000000000000"]) == 1
+    assert "not found (HTTP 404)" in capsys.readouterr().err
+    assert main(["status", rid, "--api-url", f"http://127.0.0.1:{free_port()}"]) == 1
+    assert "cannot reach the API" in capsys.readouterr().err
+    assert main(["submit", str(tmp_path / "nope.csv")]) == 1
+
+
+def test_console_script_is_installed() -> None:
+    r = subprocess.run([IMGPIPE, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and all(c in r.stdout for c in ("submit", "status", "download", "serve"))

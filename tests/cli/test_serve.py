@@ -1,0 +1,60 @@
+"""`imgpipe serve` runs the stack like `make up` (embedded defaults) and stops cleanly on SIGTERM."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import free_port
+from tests.live_api import ROOT, kill_group
+
+IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
+
+
+def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: ANN001
+    api_port, ui_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
+    env.update(
+        IMGPIPE_DATA_DIR=str(tmp_path / "data"),
+        IMGPIPE_API_PORT=str(api_port),
+        IMGPIPE_UI_PORT=str(ui_port),
+        IMGPIPE_API_KEYS="serve-key",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [IMGPIPE, "serve"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 180
+            api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
+            up = set()
+            while up != {"api", "ui"}:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "stack not up:\n" + log.read_text()[-3000:]
+                for name, url in (("api", f"{api}/api/check_db_connection"), ("ui", f"{ui}/server_info")):
+                    try:
+                        if httpx.get(url, timeout=2).status_code == 200:
+                            up.add(name)
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.5)
+            page = httpx.get(f"{api}/")
+            assert page.status_code == 200 and "Upload and process" in page.text
+            listing = httpx.get(f"{api}/api/requests", headers={"Authorization": "Bearer serve-key"})
+            assert listing.status_code == 200 and listing.json() == {"requests": []}
+            while "Web page" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(60)
+            finally:
+                kill_group(proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert f"Web page   {api}/" in log.read_text()
