@@ -177,3 +177,11 @@ def load_plan(ctx: PipelineContext, request_id: str) -> list[Chunk]:
     if plan is None:
         raise RequestFailed(f"request {request_id} has no chunk plan (compressed_images did not run)")
     return plan
+
+
+def compress_request(
+    ctx: PipelineContext, request_id: str, chunk_size: int = 1000, fanout_threshold: int = 1000
+) -> list[ChunkSummary]:
+    """Every chunk of a request, one after the other in this process (what the in-process executor does
+    with the graph; tests and the benchmark call it without Dagster)."""
+    return [process_chunk(ctx, c) for c in plan_chunks(ctx, request_id, chunk_size, fanout_threshold)]

@@ -1,6 +1,7 @@
 """The read-only views: a key's recent requests and one request's per-URL results, and the web page shell."""
 
 from image_pipeline import pipeline as steps
+from image_pipeline.chunks import compress_request
 from image_pipeline.defs.resources import build_resources
 from tests.api.conftest import AUTH, OTHER
 from tests.helpers import csv_bytes, make_image
@@ -42,7 +43,7 @@ def test_results_list_pending_urls_then_outcomes(client, settings, image_server)
 
     ctx = build_resources(settings)["pipeline"].context()
     steps.validate_request(ctx, rid)
-    steps.compress_request(ctx, rid)
+    compress_request(ctx, rid)
     steps.write_output(ctx, rid)
 
     doc = client.get(f"/api/requests/{rid}/results", headers=AUTH).json()

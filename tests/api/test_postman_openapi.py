@@ -7,6 +7,7 @@ from pathlib import Path
 
 from api.main import create_app
 from image_pipeline import pipeline as steps
+from image_pipeline.chunks import compress_request
 from image_pipeline.defs.resources import build_resources
 from tests.helpers import csv_bytes, make_image
 
@@ -101,7 +102,7 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
     assert send("Output CSV").status_code == 409
 
     ctx = build_resources(settings)["pipeline"].context()
-    for step in (steps.validate_request, steps.compress_request, steps.write_output):
+    for step in (steps.validate_request, compress_request, steps.write_output):
         step(ctx, variables["requestId"])
 
     assert send("Status and progress").json()["status"] == "completed"

@@ -14,6 +14,7 @@ import pytest
 
 from api.auth import owner_of
 from image_pipeline import pipeline as steps
+from image_pipeline.chunks import compress_request
 from image_pipeline.cli import main
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.store.db import make_engine, session_factory
@@ -64,7 +65,7 @@ def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:  # 
 def process(settings, rid: str) -> None:  # noqa: ANN001
     ctx = build_resources(settings)["pipeline"].context()
     steps.validate_request(ctx, rid)
-    steps.compress_request(ctx, rid)
+    compress_request(ctx, rid)
     steps.write_output(ctx, rid)
 
 
