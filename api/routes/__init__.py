@@ -1,10 +1,11 @@
 from fastapi import APIRouter
 
-from api.routes import files, health, requests, uploads
+from api.routes import files, health, requests, uploads, webhooks
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
 api_router.include_router(uploads.router)
 api_router.include_router(requests.router)
+api_router.include_router(webhooks.router)
 
 files_router = files.router

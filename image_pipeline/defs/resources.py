@@ -12,7 +12,8 @@ from image_pipeline.csv_input import CsvLimits
 from image_pipeline.fetch import FetchPolicy
 from image_pipeline.pipeline import PipelineContext
 from image_pipeline.processing import ProcessOptions
-from image_pipeline.settings import Settings, parse_allow
+from image_pipeline.settings import Settings, parse_allow, parse_retry_schedule
+from image_pipeline.webhook_delivery import RetryPolicy
 
 
 class ImagePipelineResource(dg.ConfigurableResource):
@@ -38,6 +39,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
     fetch_max_redirects: int = 5
     max_rows: int = 10_000
     max_urls_per_row: int = 50
+    # webhook delivery (issue 5)
+    webhook_timeout: float = 10.0
+    webhook_retry_schedule: str = "5,30,120,600,1800,3600*23"
+    webhook_retry_jitter: float = 0.2
+    webhook_retry_batch: int = 20
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -77,6 +83,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
                 webhook_secret=self.webhook_secret,
+                retry=RetryPolicy(
+                    tuple(parse_retry_schedule(self.webhook_retry_schedule)),
+                    self.webhook_retry_jitter,
+                    self.webhook_timeout,
+                ),
             )
         return self._ctx
 
@@ -106,5 +117,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             fetch_max_redirects=s.fetch_max_redirects,
             max_rows=s.max_rows,
             max_urls_per_row=s.max_urls_per_row,
+            webhook_timeout=s.webhook_timeout,
+            webhook_retry_schedule=s.webhook_retry_schedule,
+            webhook_retry_jitter=s.webhook_retry_jitter,
+            webhook_retry_batch=s.webhook_retry_batch,
         )
     }
