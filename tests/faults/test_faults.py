@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -34,10 +35,11 @@ FINAL = ("completed", "partially_failed", "failed")
 def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     created: list[tuple[Stack, str]] = []
 
-    def make(database_url: str, redis_url: str) -> Stack:
+    def make(database_url: str, redis_url: str, **env: str) -> Stack:
         dagster_pg = create_pg_database("imgpipe_fault_dagster")
         logs = tmp_path / "logs"
         logs.mkdir(exist_ok=True)
+        extra_env = env
         env = make_env(
             tmp_path,
             database_url=database_url,
@@ -48,6 +50,7 @@ def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver)
             allow=f"{image_server.allow},{webhook_receiver.allow}",
         )
         stack = Stack(env, logs)
+        stack.env.update(extra_env)
         created.append((stack, dagster_pg))
         return stack
 
@@ -214,7 +217,10 @@ def test_redis_flushed_and_down_api_killed_and_input_vanished(
         assert final["status"] == "completed" and final["progress"] == {"total": 8, "done": 8, "failed": 0}
         req, _ = db_rows(app_db, rid)
         doc = status_document(req, stack.env.get("IMGPIPE_API_BASE_URL") or stack.api)
-        assert {k: v for k, v in doc.items() if k != "owner"} == final
+        for k in ("request_id", "status", "progress", "output_csv_url", "error"):
+            assert doc[k] == final[k], k
+        for k in ("created_at", "updated_at"):
+            assert datetime.fromisoformat(doc[k]) == datetime.fromisoformat(final[k].replace("Z", "+00:00")), k
         assert len(stored_images(s3_endpoint, bucket, rid)) == 8
 
         failed = stack.wait_status(lost_input, lambda s: s["status"] in FINAL, 120)
@@ -232,17 +238,19 @@ def test_webhook_retries_survive_a_daemon_restart(
     stack_factory, app_db, image_server, webhook_receiver, redis_url
 ) -> None:  # noqa: ANN001
     webhook_receiver.responses = [500, 500, 200]
-    stack = stack_factory(app_db, redis_url)
+    # The first retry is due ~8 s after the first attempt: time to kill the daemon before it is sent.
+    stack = stack_factory(app_db, redis_url, IMGPIPE_WEBHOOK_RETRY_SCHEDULE="8,1")
     stack.start_api()
     stack.start_daemon()
     url = image_server.add("/wh/a.jpg", make_image(seed=5))
     rid = stack.upload(one_request_csv([url]), webhook_receiver.url)
     webhook_receiver.wait_for(1, timeout=180)
+    wait_until(lambda: [d["attempt_count"] for d in stack.webhooks(rid)["deliveries"]] == [1], 60, "attempt not logged")
     stack.kill_daemon()  # the first attempt failed (500); nothing that sends webhooks is running now
 
     [d] = stack.webhooks(rid)["deliveries"]
     assert d["state"] == "pending" and d["attempt_count"] == 1 and d["next_attempt_at"]
-    time.sleep(3)
+    time.sleep(12)  # past the retry's due time: nobody sends it while no daemon runs
     assert len(webhook_receiver.deliveries) == 1
 
     stack.start_daemon()  # a new daemon finds the schedule in the database
