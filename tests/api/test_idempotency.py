@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from image_pipeline.storage import make_s3_client
-from image_pipeline.store.db import make_engine, session_factory
+from image_pipeline.store.db import make_engine, session_factory, upgrade
 from image_pipeline.store.models import ImageRequest, utcnow
 from image_pipeline.store.requests import create_request
 from tests.api.conftest import AUTH, OTHER
+from tests.conftest import create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes
+
+
+@pytest.fixture(scope="module")
+def own_db() -> Iterator[str]:
+    """These tests leave pending requests behind: keep them out of the shared database that the
+    end-to-end daemon drains."""
+    url = create_pg_database("imgpipe_idem")
+    upgrade(url)
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture
+def settings(make_settings, bucket, webhook_receiver, own_db):  # noqa: ANN001, ANN201
+    return make_settings(s3_bucket=bucket, fetch_allow=webhook_receiver.allow, database_url=own_db)
+
 
 CSV = csv_bytes([("1", "Shoe", ["https://img.example/a.jpg"])])
 OTHER_CSV = csv_bytes([("1", "Shoe", ["https://img.example/b.jpg"])])

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,25 +189,3 @@ def make_env(
         IMGPIPE_WEBHOOK_RETRY_SCHEDULE="1,1,2",
         IMGPIPE_WEBHOOK_TIMEOUT="3",
     )
-
-
-class Background:
-    """Polls a function in a thread and keeps every answer (e.g. status during an outage)."""
-
-    def __init__(self, fn: Callable[[], object], every_s: float = 0.5) -> None:
-        self.fn, self.every_s, self.seen, self.errors = fn, every_s, [], []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.seen.append(self.fn())
-            except Exception as exc:  # noqa: BLE001
-                self.errors.append(exc)
-            self._stop.wait(self.every_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join(10)

@@ -10,7 +10,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -77,10 +77,15 @@ def stored_images(s3_endpoint: str, bucket: str, rid: str) -> list[str]:
     return sorted(o["Key"] for o in listed.get("Contents", []))
 
 
-def final_webhooks(receiver, rid: str, settle_s: float = 4.0) -> list:  # noqa: ANN001
-    """The deliveries for `rid` after waiting a little for any duplicate to show up."""
+def final_webhooks(receiver, rid: str, settle_s: float = 3.0, timeout: float = 120) -> list:  # noqa: ANN001
+    """The deliveries for `rid`: waits for the first, then a little longer for any duplicate to show up."""
+
+    def mine() -> list:
+        return [d for d in list(receiver.deliveries) if d.json()["request_id"] == rid]
+
+    wait_until(lambda: bool(mine()), timeout, f"no webhook for {rid}")
     time.sleep(settle_s)
-    return [d for d in receiver.deliveries if d.json()["request_id"] == rid]
+    return mine()
 
 
 def db_rows(url: str, rid: str) -> tuple[ImageRequest, list[ImageResult]]:
@@ -138,7 +143,7 @@ def test_sigkill_of_the_run_worker_mid_request(
 
     final = stack.wait_status(rid, lambda s: s["status"] in FINAL, 300)
     assert final["status"] == "completed" and final["progress"] == {"total": 12, "done": 12, "failed": 0}
-    webhook_receiver.wait_for(1, timeout=120)
+    final_webhooks(webhook_receiver, rid, settle_s=0)
     wait_until(lambda: all(r.is_finished for r in dagster_runs(stack, rid, monkeypatch)), 60, "runs not finished")
     runs = dagster_runs(stack, rid, monkeypatch)
     assert [r.status for r in runs] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS], stack.tail()
@@ -250,7 +255,8 @@ def test_webhook_retries_survive_a_daemon_restart(
 
     [d] = stack.webhooks(rid)["deliveries"]
     assert d["state"] == "pending" and d["attempt_count"] == 1 and d["next_attempt_at"]
-    time.sleep(12)  # past the retry's due time: nobody sends it while no daemon runs
+    due = datetime.fromisoformat(d["next_attempt_at"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 2)  # past due: nobody sends it now
     assert len(webhook_receiver.deliveries) == 1
 
     stack.start_daemon()  # a new daemon finds the schedule in the database
