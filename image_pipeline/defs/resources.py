@@ -57,6 +57,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
             max_redirects=self.fetch_max_redirects,
         )
 
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            tuple(parse_retry_schedule(self.webhook_retry_schedule)), self.webhook_retry_jitter, self.webhook_timeout
+        )
+
     def context(self) -> PipelineContext:
         """Connections are made once per process and reused by every step of the run."""
         if self._ctx is None:
@@ -83,11 +88,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
                 webhook_secret=self.webhook_secret,
-                retry=RetryPolicy(
-                    tuple(parse_retry_schedule(self.webhook_retry_schedule)),
-                    self.webhook_retry_jitter,
-                    self.webhook_timeout,
-                ),
+                retry=self.retry_policy(),
             )
         return self._ctx
 

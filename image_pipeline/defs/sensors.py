@@ -78,16 +78,21 @@ def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePip
     It launches no runs: a delivery is one HTTP POST, and its attempt is logged in the app database
     (`GET /api/requests/{id}/webhooks`). A tick takes at most about one webhook timeout.
     """
+    from image_pipeline.store.db import make_engine, session_factory
     from image_pipeline.webhook_delivery import send_due
 
-    ctx = pipeline.context()
-    sent = send_due(
-        ctx.sessions,
-        secret=ctx.webhook_secret,
-        fetch_policy=ctx.policy,
-        policy=ctx.retry,
-        limit=pipeline.webhook_retry_batch,
-    )
+    # Only the database is needed (no object store or cache clients): this runs every 2 s.
+    engine = make_engine(pipeline.database_url)
+    try:
+        sent = send_due(
+            session_factory(engine),
+            secret=pipeline.webhook_secret,
+            fetch_policy=pipeline.fetch_policy(),
+            policy=pipeline.retry_policy(),
+            limit=pipeline.webhook_retry_batch,
+        )
+    finally:
+        engine.dispose()
     if not sent:
         return dg.SkipReason("no webhook deliveries due")
     for s in sent:

@@ -180,17 +180,6 @@ def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:
     return bool(res.rowcount)
 
 
-def claim_final_event(session: Session, request_id: str) -> bool:
-    """Atomically mark the final webhook as owed by this caller (so it is sent once, not twice)."""
-    res = session.execute(
-        update(ImageRequest)
-        .where(ImageRequest.id == request_id, ImageRequest.final_event_sent.is_(False))
-        .values(final_event_sent=True)
-    )
-    session.commit()
-    return bool(res.rowcount)
-
-
 def _iso(dt: datetime) -> str:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).isoformat()  # SQLite hands back naive UTC
 
