@@ -29,6 +29,8 @@ KEY = "e2e-key"
 @pytest.fixture
 def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
+    # Its own app database: the daemon would otherwise first drain every pending request other tests left.
+    app_pg = create_pg_database("imgpipe_e2e_app")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -37,7 +39,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
         os.environ,
         DAGSTER_HOME=str(home),
         IMGPIPE_DAGSTER_PG_URL=dagster_pg,
-        IMGPIPE_DATABASE_URL=pg_url,
+        IMGPIPE_DATABASE_URL=app_pg,
         IMGPIPE_REDIS_URL=redis_url,
         IMGPIPE_S3_BUCKET=bucket,
         IMGPIPE_S3_ENDPOINT_URL=s3_endpoint,
@@ -87,6 +89,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             except subprocess.TimeoutExpired:
                 p.kill()
         drop_pg_database(dagster_pg)
+        drop_pg_database(app_pg)
 
 
 def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001
