@@ -96,3 +96,31 @@ class DbHealth(BaseModel):
             ]
         }
     }
+
+
+class WebhookAttemptOut(BaseModel):
+    attempt: int | None = Field(description="1 for the first attempt of the delivery, 2 for its first retry, ...")
+    at: datetime
+    status_code: int | None = Field(description="HTTP status the receiver answered; null on timeout/network error")
+    error: str | None
+    duration_ms: int
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: int
+    event_id: str = Field(description="The `webhook-id` header: the same on every retry and replay of the event")
+    event_type: str
+    url: str
+    state: Literal["pending", "delivered", "failed", "gone"]
+    attempt_count: int
+    next_attempt_at: datetime | None = Field(description="When the next retry is due (pending deliveries)")
+    created_at: datetime
+    finished_at: datetime | None
+    replay_of: int | None = Field(description="The delivery this one replays, if it is a replay")
+    attempts: list[WebhookAttemptOut]
+
+
+class WebhookLog(BaseModel):
+    request_id: str
+    webhook_url: str | None
+    deliveries: list[WebhookDeliveryOut]

@@ -33,6 +33,10 @@ class FetchError(Exception):
     """A URL we refused or could not fetch; the message is shown to the user per URL."""
 
 
+class FetchRefused(FetchError):
+    """The URL breaks the fetch policy (scheme, credentials, port, private address): retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     allow: frozenset[tuple[str, int]] = frozenset()
@@ -117,15 +121,15 @@ async def check_url(
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise FetchError(f"malformed URL: {exc}") from exc
+        raise FetchRefused(f"malformed URL: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise FetchError(f"scheme {parts.scheme!r} is not allowed (http/https only)")
+        raise FetchRefused(f"scheme {parts.scheme!r} is not allowed (http/https only)")
     if parts.username is not None or parts.password is not None:
-        raise FetchError("credentials in URLs (user:pass@) are not allowed")
+        raise FetchRefused("credentials in URLs (user:pass@) are not allowed")
     host = (parts.hostname or "").lower()
     if not host:
-        raise FetchError("URL has no host")
+        raise FetchRefused("URL has no host")
     port = port or (443 if scheme == "https" else 80)
     allowed_pair = (host, port) in policy.allow
     addresses = await resolve(host, port)
@@ -137,11 +141,11 @@ async def check_url(
             continue
         problem = address_problem(ip)
         if problem:
-            raise FetchError(f"refused: {host} resolves to a {problem}")
+            raise FetchRefused(f"refused: {host} resolves to a {problem}")
     if port not in policy.ports and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):
-        raise FetchError(f"port {port} is not allowed (only {', '.join(map(str, sorted(policy.ports)))})")
+        raise FetchRefused(f"port {port} is not allowed (only {', '.join(map(str, sorted(policy.ports)))})")
     if require_https and scheme != "https" and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):
-        raise FetchError("webhook URLs must use https")
+        raise FetchRefused("webhook URLs must use https")
     address = addresses[0]
     netloc_ip = f"[{address}]" if ":" in address else address
     pinned = urlunsplit((scheme, f"{netloc_ip}:{port}", parts.path or "/", parts.query, ""))

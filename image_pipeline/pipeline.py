@@ -8,9 +8,10 @@ that was already stored.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +23,9 @@ from image_pipeline.storage import ObjectNotFound, ObjectStore, input_key, outpu
 from image_pipeline.store import requests as repo
 from image_pipeline.store.cache import StatusCache
 from image_pipeline.store.models import COMPLETED, FAILED, PARTIALLY_FAILED
-from image_pipeline.webhooks import Attempt, build_event, deliver_and_record, products_of
+from image_pipeline.webhook_delivery import RetryPolicy, SentAttempt, enqueue_final_event, send_deliveries
+
+log = logging.getLogger(__name__)
 
 
 class RequestFailed(Exception):
@@ -41,6 +44,7 @@ class PipelineContext:
     limits: CsvLimits
     api_base_url: str
     webhook_secret: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def publish_status(self, session: Session, request_id: str) -> dict | None:
         req = repo.get_request(session, request_id)
@@ -104,14 +108,26 @@ class ProgressRecorder:
                 self._flush()
 
     def flush(self) -> None:
+        """Write what is left; raises if the database is still unreachable (the step's retry policy
+        then re-runs the step, which skips every image already recorded)."""
         with self._lock:
-            self._flush()
+            self._flush(final=True)
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        from sqlalchemy.exc import OperationalError
+
         batch, self.pending, self.last = self.pending, [], time.monotonic()
-        with self.ctx.sessions() as s:
-            repo.record_results(s, self.request_id, batch)
-            self.ctx.publish_status(s, self.request_id)
+        try:
+            with self.ctx.sessions() as s:
+                repo.record_results(s, self.request_id, batch)
+                self.ctx.publish_status(s, self.request_id)
+        except OperationalError:
+            # The database is away (restart, failover): keep the batch and try again with the next
+            # result instead of losing the images already fetched and stored.
+            self.pending = batch + self.pending
+            if final:
+                raise
+            log.warning("progress of %s not recorded yet (database unavailable); will retry", self.request_id)
 
 
 def request_counts(ctx: PipelineContext, request_id: str):  # noqa: ANN201 (ImageRequest)
@@ -154,24 +170,20 @@ def write_output(ctx: PipelineContext, request_id: str) -> tuple[str, str]:
     return key, status
 
 
-def notify(ctx: PipelineContext, request_id: str) -> Attempt | None:
-    """Send the request's final event once (whoever claims it first: the run or the failure sensor)."""
+def notify(ctx: PipelineContext, request_id: str) -> SentAttempt | None:
+    """Queue the request's final event once (whoever claims it first: the run or the failure sensor) and
+    make the first delivery attempt now; later attempts are the retry sensor's (see webhook_delivery)."""
     with ctx.sessions() as s:
-        req = repo.get_request(s, request_id)
-        if req is None or not repo.claim_final_event(s, request_id):
-            return None
-        products = None
-        try:
-            rows = load_rows(ctx, request_id)
-            results = {r.idx: r for r in repo.results_for(s, request_id)}
-            products = products_of(rows, results, ctx.store.public_url)
-        except RequestFailed:
-            pass  # a request that failed before parsing has no products to report
-        event = build_event(req, products, ctx.api_base_url)
-        return deliver_and_record(s, req, event, ctx.webhook_secret, ctx.policy)
+        delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url)
+    if delivery_id is None:
+        return None
+    sent = send_deliveries(
+        ctx.sessions, [delivery_id], secret=ctx.webhook_secret, fetch_policy=ctx.policy, policy=ctx.retry
+    )
+    return sent[0] if sent else None
 
 
-def fail_request(ctx: PipelineContext, request_id: str, reason: str) -> Attempt | None:
+def fail_request(ctx: PipelineContext, request_id: str, reason: str) -> SentAttempt | None:
     """Mark a request failed (unless already final) and send its final event."""
     with ctx.sessions() as s:
         repo.fail_unless_final(s, request_id, reason)

@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(None, gt=0, description="Delete requests older than this; unset = keep.")
     retention_schedule_cron: str = Field("30 3 * * *", description="When the retention schedule runs.")
     check_decode_sample: int = Field(200, gt=0, description="Outputs decoded by the JPEG asset check per request.")
+    # --- Delivery guarantees (issue 5): webhook retries, idempotent uploads ---
+    webhook_retry_schedule: str = Field(
+        "5,30,120,600,1800,3600*23",
+        description="Seconds to wait before each retry of a webhook (`N*k` repeats N k times); "
+        "the number of entries is the number of retries. Default: about 24 h of retries.",
+    )
+    webhook_retry_jitter: float = Field(0.2, ge=0, le=1, description="Each retry delay is scaled by 1 +/- this.")
+    webhook_retry_batch: int = Field(20, gt=0, description="Due deliveries the retry sensor sends per tick.")
+    idempotency_window_hours: float = Field(24.0, gt=0, description="How long an Idempotency-Key is remembered.")
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _check_schedule(cls, v: str) -> str:
+        parse_retry_schedule(v)
+        return v.strip()
 
     @field_validator("api_keys", "fetch_allow")
     @classmethod
@@ -146,6 +161,24 @@ def parse_allow(value: str) -> frozenset[tuple[str, int]]:
                 raise ValueError(f"IMGPIPE_FETCH_ALLOW entry {item!r} must be host:port")
             pairs.add((host.strip("[]").lower(), int(port)))
     return frozenset(pairs)
+
+
+def parse_retry_schedule(value: str) -> list[float]:
+    """`"5,30,120*2"` -> [5, 30, 120, 120]: the delay before each retry, in seconds (empty = no retries)."""
+    delays: list[float] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        seconds, _, times = item.partition("*")
+        try:
+            delay, count = float(seconds), int(times or 1)
+        except ValueError as exc:
+            raise ValueError(f"IMGPIPE_WEBHOOK_RETRY_SCHEDULE entry {item!r} must be seconds or seconds*count") from exc
+        if delay < 0 or count < 1 or count > 1000:
+            raise ValueError(f"IMGPIPE_WEBHOOK_RETRY_SCHEDULE entry {item!r} is out of range")
+        delays += [delay] * count
+    return delays
 
 
 @functools.lru_cache

@@ -2,12 +2,11 @@
 
 Headers `webhook-id`, `webhook-timestamp`, `webhook-signature` (v1, HMAC-SHA256 over
 `id.timestamp.body`) are produced by the `standardwebhooks` package. Deliveries use the SSRF-safe
-fetcher, never follow redirects, and every attempt is recorded in `webhook_attempts`.
+fetcher and never follow redirects. Queueing, retries and the attempt log live in `webhook_delivery.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -15,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from image_pipeline.csv_input import ProductRow
-from image_pipeline.fetch import FetchError, FetchPolicy, fetch, make_client
-from image_pipeline.store.models import ImageRequest, ImageResult, WebhookAttempt
+from image_pipeline.fetch import FetchError, FetchPolicy, FetchRefused, fetch, make_client
+from image_pipeline.store.models import ImageRequest, ImageResult
 
 MAX_PRODUCTS_IN_EVENT = 1000
 
@@ -98,18 +97,24 @@ def signed_headers(secret: str | None, event_id: str, body: str, now: datetime |
 
 @dataclass
 class Attempt:
+    """The outcome of one POST: an HTTP status, or an error (timeout, connection, refused URL)."""
+
     status_code: int | None
     error: str | None
     duration_ms: int
+    refused: bool = False  # the URL breaks the fetch policy: no retry can succeed
 
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def deliver(url: str, event: dict, event_id: str, secret: str | None, policy: FetchPolicy) -> Attempt:
-    """One POST of one event (no redirects followed); never raises for network problems."""
-    body = json.dumps(event, separators=(",", ":"))
+async def deliver(url: str, body: str, event_id: str, secret: str | None, policy: FetchPolicy) -> Attempt:
+    """One signed POST of one event body (no redirects followed); never raises for network problems.
+
+    The signature covers `id.timestamp.body` with a fresh timestamp per attempt (receivers reject stale
+    ones), while `webhook-id` and the body stay the same on every retry.
+    """
     start = time.monotonic()
     async with make_client(policy, max_connections=2) as client:
         try:
@@ -123,34 +128,13 @@ async def deliver(url: str, event: dict, event_id: str, secret: str | None, poli
                 follow_redirects=False,
                 require_https=True,  # checked at upload too; re-checked here (settings may have changed)
             )
-            code, err = resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+            code, err, refused = resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}", False
+        except FetchRefused as exc:
+            code, err, refused = None, str(exc), True
         except FetchError as exc:
-            code, err = None, str(exc)
-    return Attempt(code, err, int((time.monotonic() - start) * 1000))
+            code, err, refused = None, str(exc), False
+    return Attempt(code, err, int((time.monotonic() - start) * 1000), refused)
 
 
-def deliver_and_record(
-    session,
-    req: ImageRequest,
-    event: dict,
-    secret: str | None,  # noqa: ANN001
-    policy: FetchPolicy,
-) -> Attempt | None:
-    """Send `event` to the request's webhook (if any) and record the attempt."""
-    if not req.webhook_url:
-        return None
-    event_id = event_id_for(req.id, event["type"])
-    attempt = asyncio.run(deliver(req.webhook_url, event, event_id, secret, policy))
-    session.add(
-        WebhookAttempt(
-            request_id=req.id,
-            event_id=event_id,
-            event_type=event["type"],
-            url=req.webhook_url,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            duration_ms=attempt.duration_ms,
-        )
-    )
-    session.commit()
-    return attempt
+def event_body(event: dict) -> str:
+    return json.dumps(event, separators=(",", ":"))

@@ -126,9 +126,11 @@ class Delivery:
 
 @dataclass
 class WebhookReceiver:
-    """Records every POST; `responses` (status codes) are answered in order, then 200."""
+    """Records every POST; `responses` are answered in order, then 200. An entry is a status code
+    (3xx answers carry `Location: /elsewhere`) or "hang": hold the request for `hang_s` seconds."""
 
-    responses: list[int] = field(default_factory=list)
+    responses: list[int | str] = field(default_factory=list)
+    hang_s: float = 30.0
     deliveries: list[Delivery] = field(default_factory=list)
     server: _Server | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -150,7 +152,12 @@ class WebhookReceiver:
                     )
                     code = outer.responses.pop(0) if outer.responses else 200
                     outer._cond.notify_all()
+                if code == "hang":
+                    time.sleep(outer.hang_s)
+                    code = 200
                 self.send_response(code)
+                if 300 <= code < 400:
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -1,11 +1,12 @@
 from fastapi import APIRouter
 
-from api.routes import files, health, history, requests, uploads
+from api.routes import files, health, history, requests, uploads, webhooks
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
 api_router.include_router(uploads.router)
 api_router.include_router(requests.router)
 api_router.include_router(history.router)
+api_router.include_router(webhooks.router)
 
 files_router = files.router

@@ -2,8 +2,10 @@ import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile, status
+from sqlalchemy.exc import IntegrityError
 
+from api import idempotency
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.ratelimit import upload_owner
@@ -42,11 +44,16 @@ async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
         401: {"model": ErrorResponse, "description": "missing or invalid bearer API key"},
         413: {"model": ErrorResponse, "description": "file too large"},
         415: {"model": ErrorResponse, "description": "not a CSV text file"},
-        422: {"model": ErrorResponse, "description": "CSV or webhook_url invalid: every problem with its row/column"},
+        422: {
+            "model": ErrorResponse,
+            "description": "CSV or webhook_url invalid (every problem with its row/column), or Idempotency-Key reused",
+        },
         429: {"model": ErrorResponse, "description": "upload rate limit of this key reached (see Retry-After)"},
     },
 )
 async def upload(
+    request: Request,
+    response: Response,
     owner: Annotated[str, Depends(upload_owner)],
     settings: SettingsDep,
     session: SessionDep,
@@ -54,7 +61,10 @@ async def upload(
     file: Annotated[UploadFile, File(description="CSV: S.No.,Product Name,Input Image Urls")],
     webhook_url: Annotated[str | None, Form(description="Where the final, signed event is POSTed")] = None,
 ) -> UploadAccepted:
-    """Validate a CSV of product image URLs and queue it for processing (202); nothing is stored if refused."""
+    """Validate a CSV of product image URLs and queue it for processing (202); nothing is stored if refused.
+
+    With an `Idempotency-Key` header, repeating the same upload returns the original request (see api/idempotency.py).
+    """
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise ApiError(
@@ -62,6 +72,11 @@ async def upload(
             f"upload is larger than {settings.max_upload_bytes:,} bytes",
             [{"row": 0, "column": "file", "message": "the limit is IMGPIPE_MAX_UPLOAD_BYTES"}],
         )
+    webhook_url = (webhook_url or "").strip() or None
+    idem_key = idempotency.key_of(request)
+    digest = idempotency.fingerprint(data, webhook_url) if idem_key else None
+    if idem_key and (previous := idempotency.previous_answer(session, owner, idem_key, digest, settings, response)):
+        return previous
     limits = CsvLimits(
         max_rows=settings.max_rows,
         max_urls_per_row=settings.max_urls_per_row,
@@ -77,7 +92,6 @@ async def upload(
         raise ApiError(
             code, f"CSV refused: {len(parsed.errors)} problem(s){more}", [e.as_dict() for e in parsed.errors]
         )
-    webhook_url = (webhook_url or "").strip() or None
     if webhook_url:
         problem = await _check_webhook(webhook_url, FetchPolicy.from_settings(settings))
         if problem:
@@ -87,16 +101,29 @@ async def upload(
     key = input_key(request_id)
     # Stored before the row exists, so the sensor never sees a request without its CSV.
     store.put(key, data, "text/csv; charset=utf-8")
-    create_request(
-        session,
-        request_id=request_id,
-        owner=owner,
-        input_key=key,
-        webhook_url=webhook_url,
-        filename=(file.filename or "")[:255] or None,
-        row_count=len(parsed.rows),
-        url_count=parsed.url_count,
-    )
+    try:
+        create_request(
+            session,
+            request_id=request_id,
+            owner=owner,
+            input_key=key,
+            webhook_url=webhook_url,
+            filename=(file.filename or "")[:255] or None,
+            row_count=len(parsed.rows),
+            url_count=parsed.url_count,
+            idempotency_key=idem_key,
+            request_hash=digest,
+        )
+    except IntegrityError:
+        if not idem_key:
+            raise
+        # A concurrent upload with the same key won the insert: answer with its request.
+        session.rollback()
+        store.delete_prefix(f"requests/{request_id}/")
+        previous = idempotency.previous_answer(session, owner, idem_key, digest, settings, response)
+        if previous is None:
+            raise
+        return previous
     return UploadAccepted(
         request_id=request_id,
         message=f"accepted: {len(parsed.rows)} products, {parsed.url_count} images",

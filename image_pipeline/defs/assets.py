@@ -9,6 +9,10 @@ from image_pipeline.defs.resources import ImagePipelineResource
 
 OWNERS = ["team:image-pipeline"]
 GROUP = "requests"
+# A step that hits a transient fault (database restarting, S3 hiccup) is re-run in the same run after
+# 2, 4, 8 s (+ jitter); re-running is safe because every step skips what is already stored.
+# `RequestFailed` bypasses this (Failure(allow_retries=False)): retrying cannot bring back a lost input.
+STEP_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -30,7 +34,12 @@ def _run_step(context: dg.AssetExecutionContext, ctx: steps.PipelineContext, fn,
 
 
 @dg.asset(
-    partitions_def=request_partitions_def, group_name=GROUP, owners=OWNERS, kinds={"csv", "python"}, code_version="1"
+    partitions_def=request_partitions_def,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"csv", "python"},
+    code_version="1",
+    retry_policy=STEP_RETRY,
 )
 def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The request's uploaded CSV, parsed with the API's rules: one row per product with its image URLs."""
@@ -133,6 +142,7 @@ def compressed_images(validated_csv):  # noqa: ANN001, ANN201
     kinds={"csv", "s3"},
     deps=[compressed_images],
     code_version="1",
+    retry_policy=STEP_RETRY,
 )
 def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The input columns plus `Output Image Urls`; written last, so its presence means the request is done."""
@@ -156,19 +166,21 @@ def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResourc
     kinds={"webhook"},
     deps=[output_csv],
     code_version="1",
+    retry_policy=STEP_RETRY,
 )
 def request_notification(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
-    """The caller's webhook: the request's final, signed event (sent once; every attempt is logged)."""
+    """The caller's webhook: the final, signed event, queued once and tried now (retries: webhook_retry_sensor)."""
     ctx = pipeline.context()
-    attempt = steps.notify(ctx, context.partition_key)
-    if attempt is None:
-        return dg.MaterializeResult(metadata={"delivery": dg.MetadataValue.text("no webhook or already sent")})
+    sent = steps.notify(ctx, context.partition_key)
+    if sent is None:
+        return dg.MaterializeResult(metadata={"delivery": dg.MetadataValue.text("no webhook or already queued")})
     return dg.MaterializeResult(
         metadata={
-            "delivered": dg.MetadataValue.bool(attempt.delivered),
-            "http_status": dg.MetadataValue.int(attempt.status_code or 0),
-            "error": dg.MetadataValue.text(attempt.error or ""),
-            "duration_ms": dg.MetadataValue.int(attempt.duration_ms),
+            "delivery_id": dg.MetadataValue.int(sent.delivery_id),
+            "state": dg.MetadataValue.text(sent.state),  # "pending" = the retry sensor takes over
+            "http_status": dg.MetadataValue.int(sent.attempt.status_code or 0),
+            "error": dg.MetadataValue.text(sent.attempt.error or ""),
+            "duration_ms": dg.MetadataValue.int(sent.attempt.duration_ms),
         }
     )
 

@@ -12,7 +12,8 @@ from image_pipeline.csv_input import CsvLimits
 from image_pipeline.fetch import FetchPolicy
 from image_pipeline.pipeline import PipelineContext
 from image_pipeline.processing import ProcessOptions
-from image_pipeline.settings import Settings, parse_allow
+from image_pipeline.settings import Settings, parse_allow, parse_retry_schedule
+from image_pipeline.webhook_delivery import RetryPolicy
 
 
 class ImagePipelineResource(dg.ConfigurableResource):
@@ -46,6 +47,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
     retry_max_attempts: int = 3
     retention_days: int | None = None
     check_decode_sample: int = 200
+    # webhook delivery (issue 5)
+    webhook_timeout: float = 10.0
+    webhook_retry_schedule: str = "5,30,120,600,1800,3600*23"
+    webhook_retry_jitter: float = 0.2
+    webhook_retry_batch: int = 20
 
     _ctx: PipelineContext | None = PrivateAttr(default=None)
 
@@ -66,6 +72,11 @@ class ImagePipelineResource(dg.ConfigurableResource):
         if self.executor != "in_process" and url_count >= self.fanout_threshold:
             return FANOUT_JOB_NAME
         return process_request_job.name
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            tuple(parse_retry_schedule(self.webhook_retry_schedule)), self.webhook_retry_jitter, self.webhook_timeout
+        )
 
     def context(self) -> PipelineContext:
         """Connections are made once per process and reused by every step of the run."""
@@ -94,6 +105,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
                 webhook_secret=self.webhook_secret,
+                retry=self.retry_policy(),
             )
         return self._ctx
 
@@ -131,6 +143,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             retry_max_attempts=s.retry_max_attempts,
             retention_days=s.retention_days,
             check_decode_sample=s.check_decode_sample,
+            webhook_timeout=s.webhook_timeout,
+            webhook_retry_schedule=s.webhook_retry_schedule,
+            webhook_retry_jitter=s.webhook_retry_jitter,
+            webhook_retry_batch=s.webhook_retry_batch,
         )
     }
     if s.executor != "in_process" and s.s3_bucket:

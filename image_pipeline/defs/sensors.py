@@ -1,7 +1,9 @@
 """upload_sensor launches one run per accepted upload; request_failure_sensor tells the caller when a
-run dies before it could (so the caller always hears back)."""
+run dies before it could (so the caller always hears back); webhook_retry_sensor re-sends webhooks
+whose retry time has come (the schedule lives in the database, so it survives restarts)."""
 
 import dagster as dg
+from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from image_pipeline.defs.jobs import REQUEST_JOBS
 from image_pipeline.defs.partitions import request_partitions_def
@@ -64,5 +66,45 @@ def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: ImageP
     request_id = context.dagster_run.tags.get("dagster/partition")
     if not request_id:
         return
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        # Run retries (dagster.yaml `run_retries`) will start this request again, e.g. after its worker was
+        # killed: the caller hears about the request when the retry ends, not now.
+        context.log.info(f"run {run.run_id} of {request_id} failed and will be retried; not failing the request")
+        return
     reason = context.failure_event.message or "the processing run failed"
     fail_request(pipeline.context(), request_id, f"processing failed: {reason}")
+
+
+@dg.sensor(minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
+def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineResource) -> dg.SkipReason:
+    """Send due webhook retries (at most `IMGPIPE_WEBHOOK_RETRY_BATCH` per tick, concurrently).
+
+    It launches no runs: a delivery is one HTTP POST, and its attempt is logged in the app database
+    (`GET /api/requests/{id}/webhooks`). A tick takes at most about one webhook timeout.
+    """
+    from image_pipeline.store.db import make_engine, session_factory
+    from image_pipeline.webhook_delivery import send_due
+
+    # Only the database is needed (no object store or cache clients): this runs every 2 s.
+    engine = make_engine(pipeline.database_url)
+    try:
+        sent = send_due(
+            session_factory(engine),
+            secret=pipeline.webhook_secret,
+            fetch_policy=pipeline.fetch_policy(),
+            policy=pipeline.retry_policy(),
+            limit=pipeline.webhook_retry_batch,
+        )
+    finally:
+        engine.dispose()
+    if not sent:
+        return dg.SkipReason("no webhook deliveries due")
+    for s in sent:
+        context.log.info(
+            f"delivery {s.delivery_id}: {s.attempt.status_code or s.attempt.error} -> {s.state}"
+            f" ({s.attempt.duration_ms} ms)"
+        )
+    states = [s.state for s in sent]
+    summary = ", ".join(f"{x}={states.count(x)}" for x in sorted(set(states)))
+    return dg.SkipReason(f"sent {len(sent)} webhook deliveries: {summary}")

@@ -8,6 +8,10 @@ import logging
 
 log = logging.getLogger(__name__)
 TTL_SECONDS = 24 * 3600
+# A document of a request still in progress lives briefly: if Redis was unreachable when a newer one
+# was written (and the stale one could not be deleted either), the stale answer lasts seconds, not a day.
+PROGRESS_TTL_SECONDS = 30
+FINAL = ("completed", "partially_failed", "failed")
 
 
 def _key(request_id: str) -> str:
@@ -42,7 +46,8 @@ class StatusCache:
         if self._redis is None:
             return
         try:
-            self._redis.set(_key(request_id), json.dumps(doc), ex=TTL_SECONDS)
+            ttl = TTL_SECONDS if doc.get("status") in FINAL else PROGRESS_TTL_SECONDS
+            self._redis.set(_key(request_id), json.dumps(doc), ex=ttl)
         except Exception as exc:  # noqa: BLE001
             log.warning("status cache write failed: %s", exc)
             self.forget(request_id)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -59,8 +60,15 @@ class ImageRequest(Base):
     final_event_sent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    # Idempotent uploads: the caller's Idempotency-Key and a fingerprint of what was sent with it. The
+    # unique constraint (NULLs are distinct) is what stops concurrent duplicates, not a prior lookup.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_requests_status_seq", "status", "seq"),)
+    __table_args__ = (
+        Index("ix_requests_status_seq", "status", "seq"),
+        UniqueConstraint("owner", "idempotency_key", name="uq_requests_owner_idempotency_key"),
+    )
 
 
 class ImageResult(Base):
@@ -99,6 +107,47 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        index=True,
+    )
+    attempt_no: Mapped[int | None] = mapped_column(Integer)
+
+
+# States of a webhook delivery: waiting for its next attempt, done, given up, or refused by the receiver (410).
+DELIVERY_PENDING, DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_GONE = "pending", "delivered", "failed", "gone"
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event owed to one webhook URL, with its retry schedule (survives restarts).
+
+    `payload` is the exact body sent on every attempt; `event_id` is its `webhook-id` (the same on every
+    retry and on a replay). A pending row is due when `next_attempt_at <= now`; whoever sends it first
+    pushes `next_attempt_at` forward (a lease) in one conditional UPDATE, so two senders never overlap.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("requests.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=DELIVERY_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    replay_of: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),)
 
 
 class ApiKey(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -54,7 +54,11 @@ def create_request(
     filename: str | None,
     row_count: int,
     url_count: int,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> ImageRequest:
+    """Insert a pending request. With an `idempotency_key` already used by `owner`, the unique constraint
+    raises `sqlalchemy.exc.IntegrityError` (the caller rolls back and answers with the original)."""
     req = ImageRequest(
         id=request_id,
         owner=owner,
@@ -64,6 +68,8 @@ def create_request(
         row_count=row_count,
         url_count=url_count,
         status=PENDING,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
     session.add(req)
     session.commit()
@@ -75,6 +81,24 @@ def get_request(session: Session, request_id: str, owner: str | None = None) -> 
     if owner is not None:
         q = q.where(ImageRequest.owner == owner)
     return session.scalars(q).first()
+
+
+def find_by_idempotency_key(
+    session: Session, owner: str, key: str, window_s: float, now: datetime | None = None
+) -> ImageRequest | None:
+    """The owner's request made with `key` within the window. An older one gives its key up (so the key
+    can be used again) in a conditional UPDATE that racing callers can all run safely."""
+    req = session.scalars(
+        select(ImageRequest).where(ImageRequest.owner == owner, ImageRequest.idempotency_key == key)
+    ).first()
+    if req is None:
+        return None
+    created = req.created_at if req.created_at.tzinfo else req.created_at.replace(tzinfo=UTC)
+    if created >= (now or utcnow()) - timedelta(seconds=window_s):
+        return req
+    session.execute(update(ImageRequest).where(ImageRequest.id == req.id).values(idempotency_key=None))
+    session.commit()
+    return None
 
 
 def pending_requests(session: Session, limit: int = 500) -> Sequence[ImageRequest]:
@@ -160,17 +184,6 @@ def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:
         update(ImageRequest)
         .where(ImageRequest.id == request_id, ImageRequest.status.not_in(FINAL_STATUSES))
         .values(status=FAILED, error=reason, updated_at=utcnow())
-    )
-    session.commit()
-    return bool(res.rowcount)
-
-
-def claim_final_event(session: Session, request_id: str) -> bool:
-    """Atomically mark the final webhook as owed by this caller (so it is sent once, not twice)."""
-    res = session.execute(
-        update(ImageRequest)
-        .where(ImageRequest.id == request_id, ImageRequest.final_event_sent.is_(False))
-        .values(final_event_sent=True)
     )
     session.commit()
     return bool(res.rowcount)
