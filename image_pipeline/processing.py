@@ -36,6 +36,8 @@ class ProcessOptions:
     concurrency: int = 32
     per_host: int = 8
     encode_workers: int = 0  # 0 = one per core
+    encode_pool: str = "thread"  # "thread" (codecs release the GIL) or "process"
+    fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
 
 
 def work_items(rows: Iterable, skip: set[int] | frozenset[int] = frozenset()) -> Iterator[WorkItem]:

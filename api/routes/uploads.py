@@ -1,9 +1,9 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile, status
 
-from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.deps import LauncherDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.schemas import ErrorResponse, UploadAccepted
 from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
@@ -50,6 +50,8 @@ async def upload(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
+    launcher: LauncherDep,
+    background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="CSV: S.No.,Product Name,Input Image Urls")],
     webhook_url: Annotated[str | None, Form(description="Where the final, signed event is POSTed")] = None,
 ) -> UploadAccepted:
@@ -96,6 +98,8 @@ async def upload(
         row_count=len(parsed.rows),
         url_count=parsed.url_count,
     )
+    if launcher is not None:  # after the 202 is sent; a failure here only means the sensor launches it
+        background.add_task(launcher.claim_and_launch, request_id, owner, len(parsed.rows), parsed.url_count)
     return UploadAccepted(
         request_id=request_id,
         message=f"accepted: {len(parsed.rows)} products, {parsed.url_count} images",

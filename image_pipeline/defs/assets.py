@@ -1,13 +1,27 @@
-"""The per-request asset chain: validated_csv -> compressed_images -> output_csv -> request_notification."""
+"""The per-request asset chain: validated_csv -> compressed_images -> output_csv -> request_notification.
+
+The domain steps (`image_pipeline.pipeline`, which pulls in the SQLAlchemy ORM, httpx, Pillow ...) are
+imported inside the assets, so loading the code location (webserver, daemon, sensors) stays light.
+"""
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from image_pipeline import pipeline as steps
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
 
+if TYPE_CHECKING:
+    from image_pipeline.pipeline import PipelineContext
+
 OWNERS = ["team:image-pipeline"]
 GROUP = "requests"
+
+
+def _steps():  # noqa: ANN202
+    from image_pipeline import pipeline
+
+    return pipeline
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -19,8 +33,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _run_step(context: dg.AssetExecutionContext, ctx: steps.PipelineContext, fn, *args):  # noqa: ANN001, ANN202
+def _run_step(context: dg.AssetExecutionContext, ctx: "PipelineContext", fn, *args):  # noqa: ANN001, ANN202
     """Run a domain step; a request-level failure fails the request (and tells the caller) right here."""
+    from image_pipeline import pipeline as steps
+
     try:
         return fn(ctx, context.partition_key, *args)
     except steps.RequestFailed as exc:
@@ -34,7 +50,7 @@ def _run_step(context: dg.AssetExecutionContext, ctx: steps.PipelineContext, fn,
 def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The request's uploaded CSV, parsed with the API's rules: one row per product with its image URLs."""
     ctx = pipeline.context()
-    rows = _run_step(context, ctx, steps.validate_request)
+    rows = _run_step(context, ctx, _steps().validate_request)
     preview = [[r.serial, r.name, len(r.urls), r.urls[0]] for r in rows[:10]]
     return dg.MaterializeResult(
         metadata={
@@ -56,7 +72,7 @@ def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineReso
 def compressed_images(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """Every input URL downloaded and recompressed to JPEG in object storage; one result per URL."""
     ctx = pipeline.context()
-    summary = _run_step(context, ctx, steps.compress_request)
+    summary = _run_step(context, ctx, _steps().compress_request)
     ratio = summary.bytes_out / summary.bytes_in if summary.bytes_in else None
     meta = {
         "total": dg.MetadataValue.int(summary.total),
@@ -86,7 +102,7 @@ def compressed_images(context: dg.AssetExecutionContext, pipeline: ImagePipeline
 def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The input columns plus `Output Image Urls`; written last, so its presence means the request is done."""
     ctx = pipeline.context()
-    key, status = _run_step(context, ctx, steps.write_output)
+    key, status = _run_step(context, ctx, _steps().write_output)
     return dg.MaterializeResult(
         metadata={
             "status": dg.MetadataValue.text(status),
@@ -109,7 +125,7 @@ def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResourc
 def request_notification(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The caller's webhook: the request's final, signed event (sent once; every attempt is logged)."""
     ctx = pipeline.context()
-    attempt = steps.notify(ctx, context.partition_key)
+    attempt = _steps().notify(ctx, context.partition_key)
     if attempt is None:
         return dg.MaterializeResult(metadata={"delivery": dg.MetadataValue.text("no webhook or already sent")})
     return dg.MaterializeResult(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from image_pipeline.store.models import (
@@ -77,6 +77,47 @@ def pending_requests(session: Session, limit: int = 500) -> Sequence[ImageReques
     """Requests not yet picked up by a run, oldest first (indexed on status, seq)."""
     q = select(ImageRequest).where(ImageRequest.status == PENDING).order_by(ImageRequest.seq).limit(limit)
     return session.scalars(q).all()
+
+
+def claim_launches(session: Session, request_ids: Sequence[str], stale_after_s: float) -> list[str]:
+    """Atomically claim the right to launch the run of each pending request; returns the ids won.
+
+    One UPDATE per call: a request is won when it is still pending and unclaimed, or its claim is older
+    than `stale_after_s` (the claimer died or its launch failed without releasing). The API fast path
+    and the upload sensor both claim before launching, so only one of them launches; the sensor's
+    re-offer of stale claims is the safety net (and Dagster's run-key check stops a second run then).
+    """
+    if not request_ids:
+        return []
+    now = utcnow()
+    res = session.execute(
+        update(ImageRequest)
+        .where(
+            ImageRequest.id.in_(list(request_ids)),
+            ImageRequest.status == PENDING,
+            or_(
+                ImageRequest.launch_claimed_at.is_(None),
+                ImageRequest.launch_claimed_at < now - timedelta(seconds=stale_after_s),
+            ),
+        )
+        .values(launch_claimed_at=now)
+        .returning(ImageRequest.id)
+        .execution_options(synchronize_session=False)
+    )
+    won = [row[0] for row in res]
+    session.commit()
+    return won
+
+
+def release_launch(session: Session, request_id: str) -> None:
+    """Give a claim back (the launch failed) so the sensor picks the request up on its next tick."""
+    session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id, ImageRequest.status == PENDING)
+        .values(launch_claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def mark_processing(session: Session, request_id: str, *, row_count: int, url_count: int) -> None:
