@@ -73,6 +73,8 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     api = f"http://{settings.api_host}:{settings.api_port}"
     ui = f"http://127.0.0.1:{settings.ui_port}"
+    # Fast path: the API launches each accepted upload's run through the webserver at once.
+    env.setdefault("IMGPIPE_DAGSTER_URL", ui)
     module = "image_pipeline.defs.definitions"
     commands = {
         "api": [

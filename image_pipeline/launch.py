@@ -56,6 +56,10 @@ class LaunchError(Exception):
     """The webserver refused or could not be reached; the sensor will launch the run instead."""
 
 
+class WebserverUnreachable(LaunchError):
+    """No answer at all (e.g. the webserver is still starting): worth a few retries."""
+
+
 @dataclass(frozen=True)
 class RepoSelector:
     location: str
@@ -103,12 +107,16 @@ class RunLauncher:
         *,
         claim_timeout_s: float = 60.0,
         http_timeout_s: float = 10.0,
+        unreachable_retry_s: float = 15.0,
     ) -> None:
         import httpx
 
         self.graphql_url = dagster_url.rstrip("/") + "/graphql"
         self.sessions = sessions
         self.claim_timeout_s = claim_timeout_s
+        # How long to keep retrying while the webserver does not answer (it starts after the API under
+        # `make up`); kept well under the claim timeout so the sensor never waits on a live claim for long.
+        self.unreachable_retry_s = min(unreachable_retry_s, claim_timeout_s / 2)
         self._client = httpx.AsyncClient(timeout=http_timeout_s)
         self._repo: RepoSelector | None = None
         self._repo_lock = asyncio.Lock()
@@ -121,8 +129,8 @@ class RunLauncher:
 
         try:
             r = await self._client.post(self.graphql_url, json={"query": query, "variables": variables or {}})
-        except httpx.HTTPError as exc:
-            raise LaunchError(f"Dagster webserver unreachable at {self.graphql_url}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise WebserverUnreachable(f"Dagster webserver unreachable at {self.graphql_url}: {exc}") from exc
         if r.status_code != 200:
             raise LaunchError(f"Dagster webserver answered HTTP {r.status_code}: {r.text[:300]}")
         body = r.json()
@@ -165,6 +173,19 @@ class RunLauncher:
             raise LaunchError(f"launchRun: {res['__typename']}: {detail}")
         return res["run"]["runId"]
 
+    async def _launch_with_retry(self, request_id: str, owner: str, rows: int, urls: int) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.unreachable_retry_s
+        delay = 0.25
+        while True:
+            try:
+                return await self.launch_run(request_id, owner, rows, urls)
+            except WebserverUnreachable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def claim(self, request_id: str) -> bool:
         with self.sessions() as s:
             return bool(repo.claim_launches(s, [request_id], self.claim_timeout_s))
@@ -185,7 +206,7 @@ class RunLauncher:
             log.exception("fast path: could not claim request %s; leaving it to the sensor", request_id)
             return None
         try:
-            run_id = await self.launch_run(request_id, owner, rows, urls)
+            run_id = await self._launch_with_retry(request_id, owner, rows, urls)
         except Exception as exc:  # noqa: BLE001
             log.warning("fast path: launch of request %s failed (%s); the sensor will launch it", request_id, exc)
             try:
