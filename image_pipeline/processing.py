@@ -70,7 +70,7 @@ async def _process_one(
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
         out = await loop.run_in_executor(
-            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension
+            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg
         )
         key = image_key(request_id, item.idx)
         await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
@@ -92,6 +92,23 @@ async def _process_one(
     )
 
 
+def codec_executor(opts: ProcessOptions) -> Executor:
+    """The decode/encode pool: one worker per core (or `encode_workers`).
+
+    Threads by default: simplejpeg and Pillow release the GIL while they code, so threads already use
+    every core (see `make bench`), start instantly and work inside Celery prefork children, which may
+    not start processes of their own. `encode_pool="process"` uses spawned processes instead (nothing
+    forked from a multi-threaded run worker); each then starts once per run.
+    """
+    workers = opts.encode_workers or os.cpu_count() or 2
+    if opts.encode_pool == "process":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(workers, thread_name_prefix="codec")
+
+
 async def process_items(
     items: Iterable[WorkItem],
     *,
@@ -106,11 +123,10 @@ async def process_items(
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
     tasks or images in memory at once.
     """
-    workers = opts.encode_workers or os.cpu_count() or 2
     host_limits: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(opts.per_host))
     iterator = iter(items)
     with (
-        ThreadPoolExecutor(workers, thread_name_prefix="codec") as codec_pool,
+        codec_executor(opts) as codec_pool,
         ThreadPoolExecutor(min(opts.concurrency, 32), thread_name_prefix="store") as io_pool,
     ):
         async with make_client(policy, max_connections=opts.concurrency) as client:
