@@ -94,32 +94,69 @@ def _too_many_pixels(w: int, h: int, max_pixels: int) -> ImageError:
     return ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
 
 
+def jpeg_exif(data: bytes) -> bytes | None:
+    """The EXIF payload (APP1 "Exif") of a JPEG, found by walking its marker segments up to the scan.
+
+    No pixel is decoded and no PIL object made: a handful of bytes are read per segment.
+    """
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None  # not at a marker: malformed, let the decoder decide
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+            pos += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: headers are over
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            return data[pos + 10 : pos + 2 + length]
+        pos += 2 + length
+    return None
+
+
+def _exif_orientation(exif: bytes) -> int:
+    try:
+        return int(_load_exif(exif).get(0x0112, 1))
+    except Exception:  # noqa: BLE001 (unreadable EXIF: let Pillow handle the image)
+        return -1
+
+
+def _load_exif(exif: bytes):  # noqa: ANN202
+    from PIL import Image
+
+    e = Image.Exif()
+    e.load(b"Exif\x00\x00" + exif)
+    return e
+
+
 def recompress_fast_jpeg(
     data: bytes, quality: int = 50, max_pixels: int = 50_000_000, max_dimension: int | None = None
 ) -> Recompressed | None:
     """JPEG -> JPEG through simplejpeg; None when this input needs the Pillow path (see module doc)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:  # header only: no pixel decoded
-            w, h = img.size
-            mode = img.mode
-            has_exif = "exif" in img.info
-            orientation = img.getexif().get(0x0112, 1) if has_exif else 1
-    except Exception:  # noqa: BLE001 (anything odd: Pillow decides, and words the error)
-        return None
-    if w * h > max_pixels:
-        raise _too_many_pixels(w, h, max_pixels)
-    if mode not in ("RGB", "L") or orientation not in (1, None) or (max_dimension and max(w, h) > max_dimension):
-        return None
     import simplejpeg
 
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)  # header only: no pixel decoded
+    except ValueError:
+        return None  # odd or corrupt: Pillow decides, and words the error
+    if w * h > max_pixels:
+        raise _too_many_pixels(w, h, max_pixels)
+    if colorspace not in ("YCbCr", "Gray") or (max_dimension and max(w, h) > max_dimension):
+        return None  # CMYK/YCCK/Adobe RGB, or downscaling: Pillow (with DCT scaling)
+    exif = jpeg_exif(data)
+    if exif is not None and _exif_orientation(exif) != 1:
+        return None  # rotate/flip first: Pillow's exif_transpose
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")  # strict: corrupt input goes to Pillow
         encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
     except ValueError:
         return None
-    if len(encoded) >= len(data) and not max_dimension and not has_exif:
+    if len(encoded) >= len(data) and not max_dimension and exif is None:
         return Recompressed(data, w, h, "JPEG", kept_original=True)
     return Recompressed(encoded, w, h, "JPEG")
 

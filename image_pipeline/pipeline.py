@@ -153,6 +153,7 @@ def compress_request(
             policy=ctx.policy,
             opts=ctx.options,
             on_result=on_result,
+            expected=sum(len(r.urls) for r in rows) - len(skip),
         )
     )
     recorder.flush()

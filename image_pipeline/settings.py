@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds after which an unlaunched claim is re-offered by the upload sensor."
     )
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
-    encode_pool: str = Field("thread", pattern="^(thread|process)$", description="thread or process codec pool.")
+    encode_pool: str = Field(
+        "auto", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for large requests."
+    )
     max_dimension: int | None = Field(None, gt=0, description="Downscale larger images to this longest side.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
 
