@@ -136,7 +136,8 @@ def compress_request(
     with ctx.sessions() as s:
         already = repo.completed_indices(s, request_id)
     # A retried run skips what a previous attempt stored (the object must really be there).
-    skip = {i for i, r in already.items() if r.output_key and ctx.store.exists(r.output_key)}
+    skip = {i for i, key in already.items() if key and ctx.store.exists(key)}
+    del already
     recorder = ProgressRecorder(ctx, request_id)
     errors: list[tuple[str, str]] = []
 
@@ -176,7 +177,7 @@ def write_output(ctx: PipelineContext, request_id: str) -> tuple[str, str]:
     """Write the output CSV (last, so its presence means the request is complete); set the final status."""
     rows = load_rows(ctx, request_id)
     with ctx.sessions() as s:
-        results = {r.idx: r for r in repo.results_for(s, request_id)}
+        results = repo.result_outcomes(s, request_id)
 
     def url_of(idx: int) -> str | None:
         r = results.get(idx)
@@ -203,7 +204,7 @@ def notify(ctx: PipelineContext, request_id: str) -> Attempt | None:
         products = None
         try:
             rows = load_rows(ctx, request_id)
-            results = {r.idx: r for r in repo.results_for(s, request_id)}
+            results = repo.result_outcomes(s, request_id)
             products = products_of(rows, results, ctx.store.public_url)
         except RequestFailed:
             pass  # a request that failed before parsing has no products to report

@@ -65,11 +65,11 @@ def test_results_belong_to_their_input_whatever_order_they_finish(server, tmp_pa
 
 
 def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN001
-    good = make_image("JPEG", (200, 150))
+    good = make_image("JPEG", (64, 48))
     server.add("/ok.jpg", good)
     server.add("/page.jpg", b"<!doctype html><html></html>", "text/html")
     server.add("/broken.jpg", good[: len(good) // 3])
-    server.routes["/slow.jpg"] = _delayed(good, 3.0)
+    server.routes["/slow.jpg"] = _delayed(good, 8.0)
 
     def reset(h) -> None:  # noqa: ANN001
         h.connection.close()
@@ -77,11 +77,11 @@ def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN00
     server.routes["/reset.jpg"] = reset
     paths = ["/ok.jpg", "/missing.jpg", "/page.jpg", "/ok.jpg", "/broken.jpg", "/slow.jpg", "/reset.jpg", "/ok.jpg"]
     items = [WorkItem(i, 2, server.url(p)) for i, p in enumerate(paths)]
-    policy = FetchPolicy(allow=parse_allow(server.allow), total_timeout=1.0, read_timeout=1.0)
+    policy = FetchPolicy(allow=parse_allow(server.allow), total_timeout=4.0, read_timeout=4.0)
     results = {r.idx: r for r in _run(items, LocalStore(tmp_path, "http://x"), policy, ProcessOptions())}
     assert [results[i].status for i in range(len(paths))] == [
         "done", "failed", "failed", "done", "failed", "failed", "failed", "done"
-    ]  # fmt: skip
+    ], {i: r.error for i, r in results.items()}  # fmt: skip
     assert "404" in results[1].error
     assert "HTML" in results[2].error
     assert "truncated" in results[4].error or "corrupt" in results[4].error
