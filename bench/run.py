@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -529,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-concurrency", type=int, default=16)
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops every server we started
     parts = {int(x) for x in args.parts.split(",")}
     bench = Bench(args)
     print(f"bench: {CORES} cores, n={args.n}, delay={args.delay * 1000:.0f} ms, load {load()}", flush=True)
