@@ -38,6 +38,15 @@ log = logging.getLogger("imgpipe.run_launcher")
 PRELOAD = [
     "dagster",
     "dagster._cli.api",
+    # multiprocessing re-runs the launching program's main script (here the dagster-daemon entry
+    # point) in every child under the name __mp_main__; with its imports already done that is free.
+    "dagster._daemon.cli",
+    "dagster._core.storage.event_log.sqlite",
+    "dagster._core.storage.runs.sqlite",
+    "dagster._core.execution.api",
+    "dagster._core.executor.in_process",
+    "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql",
     "image_pipeline.defs.definitions",
     "image_pipeline.pipeline",
     "image_pipeline.imaging",
@@ -46,6 +55,8 @@ PRELOAD = [
     "simplejpeg",
     "boto3",
     "botocore.client",
+    "httpx",
+    "ssl",
 ]
 PID_TAG = "imgpipe/run_worker_pid"
 
