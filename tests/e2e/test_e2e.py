@@ -34,6 +34,10 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The deployment config (PostgreSQL storage), with the warm-fork run launcher `make up` uses, so
+    # that launcher runs real runs under a real daemon here.
+    with open(home / "dagster.yaml", "a") as f:
+        f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
     api_port, ui_port = free_port(), free_port()
     env = dict(
         os.environ,
@@ -190,6 +194,7 @@ def test_fast_path_and_sensor_race_gives_one_run_per_request(stack, image_server
         assert len(runs) == 1, (rid, runs)
         tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
         assert tags["dagster/run_key"] == rid and tags["dagster/partition"] == rid
+        assert runs[0]["status"] == "SUCCESS" and tags["imgpipe/run_worker_pid"]  # forked by the warm launcher
         launched_by.append(tags.get("imgpipe/launched_by", "sensor"))
     assert "api" in launched_by  # the fast path really launched (the sensor alone would also pass the rest)
 
