@@ -35,6 +35,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	@$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
+# Benchmark (not a test): the seed's loop vs the codec limit vs our pipeline vs the make-up stack.
+# Pass flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--parts 2,3 -n 100".
+bench: $(STAMP)
+	@$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 # Re-pin after editing pyproject.toml (hashes, no download addresses).
 lock:
 	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
