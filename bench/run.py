@@ -88,6 +88,8 @@ class Bench:
         self._photos: list[bytes] | None = None
         self._img_base: str | None = None
         self._s3: str | None = None
+        self._moto: Proc | None = None
+        self._img_proc: Proc | None = None
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -108,6 +110,7 @@ class Bench:
             (root / "small.jpg").write_bytes(make_photo(99, (64, 48), quality=80))
             proc, self._img_base = start_image_server(root, self.args.delay)
             self.procs.append(proc)
+            self._img_proc = proc
         return self._img_base
 
     def urls(self, n: int | None = None) -> list[str]:
@@ -119,6 +122,7 @@ class Bench:
         if self._s3 is None:
             proc, self._s3 = start_moto()
             self.procs.append(proc)
+            self._moto = proc
         return self._s3
 
     def bucket(self, name: str) -> str:
@@ -216,9 +220,11 @@ class Bench:
                 row_count=len(urls), url_count=len(urls),
             )  # fmt: skip
         validate_request(ctx, rid)
+        cpu0 = self._cpu()
         t0 = time.perf_counter()
         summary = compress_request(ctx, rid)
         dt = time.perf_counter() - t0
+        cpu = {k: round(v - cpu0[k], 2) for k, v in self._cpu().items()}
         engine.dispose()
         assert summary.done == len(urls), summary
         self.record(
@@ -228,7 +234,24 @@ class Bench:
             img_s=len(urls) / dt,
             mb_s=mb(summary.bytes_in) / dt,
             ratio_out_in=summary.bytes_out / summary.bytes_in,
+            cpu_s=cpu,  # where the 2 cores went: our process (+ its pool), the image server, moto S3
         )
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by this process (+ reaped children) and by each server we started."""
+        import resource
+
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {"pipeline": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, proc in (("image_server", self._img_proc), ("moto_s3", self._moto)):
+            try:
+                fields = Path(f"/proc/{proc.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / tick
+            except (AttributeError, OSError):
+                out[name] = 0.0
+        return out
 
     # -- 4 and 5: the `make up` stack
     def stack(self) -> tuple[str, WebhookReceiver]:
@@ -327,11 +350,11 @@ class Bench:
             urls = [f"{self.image_base()}/small/{i}.jpg" for i in range(n)]
             t0 = time.monotonic()
             rid = self._upload(api, urls, hook.url, per_row=10)
-            peak, seen = 0, set()
+            peak, peak_tree, seen = 0, 0, set()
             while True:
-                for pid, hwm in _run_worker_hwm():
+                for pid, hwm, tree in _run_worker_hwm():
                     seen.add(pid)
-                    peak = max(peak, hwm)
+                    peak, peak_tree = max(peak, hwm), max(peak_tree, tree)
                 try:
                     t_end = hook.wait_for(rid, 0.2)
                     break
@@ -342,6 +365,7 @@ class Bench:
                 f"5_memory_{n}_urls",
                 urls=n,
                 peak_rss_mb=peak / 1024,
+                peak_rss_with_pool_mb=peak_tree / 1024,
                 run_workers_seen=len(seen),
                 seconds=t_end - t0,
                 img_s=n / (t_end - t0),
@@ -392,22 +416,41 @@ class Bench:
             p.stop()
 
 
-def _run_worker_hwm() -> list[tuple[int, int]]:
-    """(pid, peak RSS kB) of every live Dagster run worker (`dagster api execute_run`)."""
-    out = []
+def _proc_table() -> dict[int, tuple[int, bytes, int, int]]:
+    """pid -> (ppid, cmdline, VmRSS kB, VmHWM kB) of every process we can read."""
+    table = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"execute_run" not in cmd:
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    out.append((int(pid), int(line.split()[1])))
-        except OSError:
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+            )
+            rss, hwm = (int(status.get(k, "0 kB").split()[0]) for k in ("VmRSS", "VmHWM"))
+            table[int(pid)] = (int(status["PPid"]), cmd, rss, hwm)
+        except (OSError, KeyError, ValueError):
             continue
-    return out
+    return table
+
+
+def _run_worker_hwm() -> list[tuple[int, int, int]]:
+    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run.
+
+    A run worker is a fork of the warm launcher's forkserver (`make up`) or a `dagster api execute_run`
+    process (Dagster's default launcher); descendants are its codec pool processes, if any.
+    """
+    table = _proc_table()
+    servers = {pid for pid, (_, cmd, _, _) in table.items() if b"multiprocessing.forkserver" in cmd}
+    workers = [pid for pid, (ppid, cmd, _, _) in table.items() if ppid in servers or b"execute_run" in cmd]
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, *_rest) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree_rss(pid: int) -> int:
+        return table[pid][2] + sum(tree_rss(c) for c in children.get(pid, []))
+
+    return [(pid, table[pid][3], tree_rss(pid)) for pid in workers]
 
 
 async def _load(api: str, seconds: float, concurrency: int) -> tuple[int, int, list[str], float]:
@@ -523,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated parts to run (1-6)")
     ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
-    ap.add_argument("--pools", default="thread,process", help="codec pools for part 3")
+    ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
     ap.add_argument("--uploads", type=int, default=12, help="3-image uploads timed in part 4")
     ap.add_argument("--mem-urls", default="10000", help="request sizes for part 5, e.g. 10000,100000")
     ap.add_argument("--api-seconds", type=float, default=10.0)

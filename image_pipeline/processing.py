@@ -36,8 +36,8 @@ class ProcessOptions:
     concurrency: int = 32
     per_host: int = 8
     encode_workers: int = 0  # 0 = one per core
-    encode_pool: str = "auto"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
-    process_pool_min: int = 64
+    encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
+    process_pool_min: int = 500
     fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
 
 
@@ -96,12 +96,13 @@ async def _process_one(
 def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executor:
     """The decode/encode pool: one worker per core (or `encode_workers`).
 
-    simplejpeg and Pillow release the GIL while they code, but the rest of a run (event loop, HTTP,
-    S3 signing, Python glue) does not, so on a busy run processes reach ~25 % more images/s than
-    threads (`make bench`, part 2). Processes are spawned (nothing forked from a multi-threaded run
-    worker) and cost a second or so to start, so `auto` uses them only for requests of at least
-    `process_pool_min` URLs and threads below that. `thread` is for hosts that may not start child
-    processes (e.g. Celery prefork workers).
+    Threads by default: simplejpeg and Pillow release the GIL while they code, so threads already
+    reach the codec's all-core rate from memory (`make bench`, part 2), start instantly and work
+    where child processes are not allowed (Celery prefork workers). In the real pipeline (part 3)
+    processes were slower: each spawned worker costs seconds to start on a busy 2-core machine and
+    every image crosses a pipe twice. `process` forces spawned processes (nothing forked from a
+    multi-threaded run worker); `auto` uses them for requests of `process_pool_min`+ URLs, where the
+    start-up is paid back on hosts with more cores.
     """
     workers = opts.encode_workers or os.cpu_count() or 2
     use_processes = opts.encode_pool == "process" or (

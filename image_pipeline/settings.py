@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
     encode_pool: str = Field(
-        "auto", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for large requests."
+        "thread", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for 500+ URLs."
     )
     max_dimension: int | None = Field(None, gt=0, description="Downscale larger images to this longest side.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")

@@ -46,7 +46,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
     # Performance (issue 9)
     launch_claim_timeout: float = 60.0
     encode_workers: int = 0
-    encode_pool: str = "auto"
+    encode_pool: str = "thread"
     max_dimension: int | None = None
     fast_jpeg: bool = True
 

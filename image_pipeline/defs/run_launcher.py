@@ -61,6 +61,16 @@ PRELOAD = [
 PID_TAG = "imgpipe/run_worker_pid"
 
 
+def _die_with_forkserver() -> None:
+    """SIGTERM this run if the forkserver goes (the daemon stopped): no orphan run outlives `make up`."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: run monitoring still marks a run whose process is gone
+
+
 def _execute_run(run_id: str, instance_ref: Any) -> None:  # noqa: ANN401 (InstanceRef)
     """In the forked child: run `run_id` exactly as `dagster api execute_run` would."""
     from dagster._cli.api import _execute_run_command_body
@@ -68,6 +78,7 @@ def _execute_run(run_id: str, instance_ref: Any) -> None:  # noqa: ANN401 (Insta
 
     os.setsid()  # its own process group: terminate() signals the run, not the forkserver
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM -> KeyboardInterrupt -> clean failure
+    _die_with_forkserver()
     with DagsterInstance.from_ref(instance_ref) as instance:
         _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
 
