@@ -221,9 +221,20 @@ class Bench:
             )  # fmt: skip
         validate_request(ctx, rid)
         cpu0 = self._cpu()
+        profiler = None
+        if self.args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.002, async_mode="disabled")
+            profiler.start()
         t0 = time.perf_counter()
         summary = compress_request(ctx, rid)
         dt = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.stop()
+            out = HERE / f"profile-pipeline-{pool}.txt"
+            out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+            print(f"  profile written to {out}", flush=True)
         cpu = {k: round(v - cpu0[k], 2) for k, v in self._cpu().items()}
         engine.dispose()
         assert summary.done == len(urls), summary
@@ -571,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-urls", default="10000", help="request sizes for part 5, e.g. 10000,100000")
     ap.add_argument("--api-seconds", type=float, default=10.0)
     ap.add_argument("--api-concurrency", type=int, default=16)
+    ap.add_argument("--profile", action="store_true", help="pyinstrument profile of part 3 -> bench/profile-*.txt")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops every server we started

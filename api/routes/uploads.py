@@ -2,6 +2,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile, status
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import LauncherDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
@@ -86,18 +87,23 @@ async def upload(
 
     request_id = str(uuid.uuid4())
     key = input_key(request_id)
-    # Stored before the row exists, so the sensor never sees a request without its CSV.
-    store.put(key, data, "text/csv; charset=utf-8")
-    create_request(
-        session,
-        request_id=request_id,
-        owner=owner,
-        input_key=key,
-        webhook_url=webhook_url,
-        filename=(file.filename or "")[:255] or None,
-        row_count=len(parsed.rows),
-        url_count=parsed.url_count,
-    )
+    # Stored before the row exists, so the sensor never sees a request without its CSV. Both are
+    # blocking I/O (object store, a committed insert): done in the threadpool, so the event loop keeps
+    # reading other uploads while this one waits on the disk or the database.
+    def store_and_record() -> None:
+        store.put(key, data, "text/csv; charset=utf-8")
+        create_request(
+            session,
+            request_id=request_id,
+            owner=owner,
+            input_key=key,
+            webhook_url=webhook_url,
+            filename=(file.filename or "")[:255] or None,
+            row_count=len(parsed.rows),
+            url_count=parsed.url_count,
+        )
+
+    await run_in_threadpool(store_and_record)
     if launcher is not None:  # after the 202 is sent; a failure here only means the sensor launches it
         background.add_task(launcher.claim_and_launch, request_id, owner, len(parsed.rows), parsed.url_count)
     return UploadAccepted(
