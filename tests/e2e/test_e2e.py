@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             cwd=ROOT,
             stdout=open(logs / "api.log", "wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown also stops the code servers it spawns
         ),
         subprocess.Popen(
             [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
@@ -71,6 +73,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             cwd=ROOT,
             stdout=open(logs / "daemon.log", "wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown also stops the code servers it spawns
         ),
         subprocess.Popen(
             [str(bin_dir / "dagster-webserver"), "-m", "image_pipeline.defs.definitions", "-p", str(ui_port)],
@@ -78,6 +81,7 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
             cwd=ROOT,
             stdout=open(logs / "webserver.log", "wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown also stops the code servers it spawns
         ),
     ]
     api = f"http://127.0.0.1:{api_port}"
@@ -96,12 +100,18 @@ def stack(tmp_path, pg_url, redis_url, s3_endpoint, bucket, image_server, webhoo
         yield api, logs, ui, env
     finally:
         for p in procs:
-            p.terminate()
+            os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        time.sleep(1)
+        for p in procs:  # whatever the group still holds (gRPC code servers, forked runs)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         drop_pg_database(dagster_pg)
 
 
