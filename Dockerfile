@@ -5,12 +5,13 @@ WORKDIR /app
 RUN pip install uv
 COPY requirements.lock ./
 # The same hashed lock as local development: identical packages everywhere.
-RUN uv pip sync --system --require-hashes requirements.lock
+# --compile-bytecode: .pyc files at build time, so no process (and no run) compiles Dagster at start.
+RUN uv pip sync --system --compile-bytecode --require-hashes requirements.lock
 COPY pyproject.toml README.md ./
 COPY image_pipeline ./image_pipeline
 COPY api ./api
 COPY deploy ./deploy
-RUN uv pip install --system --no-deps . && mkdir -p $DAGSTER_HOME
+RUN uv pip install --system --compile-bytecode --no-deps . && mkdir -p $DAGSTER_HOME
 COPY dagster.yaml workspace.yaml $DAGSTER_HOME/
 EXPOSE 8000 3000 4000
 CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]

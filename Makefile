@@ -9,12 +9,15 @@ STAMP := $(VENV)/.installed
 .PHONY: install up test lint format bench clean lock chromium
 
 # Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
-$(STAMP): requirements-dev.lock pyproject.toml
+# --compile-bytecode: every process (API, webserver, daemon, each run) imports Dagster; without .pyc
+# files (uv writes none by default, and PYTHONDONTWRITEBYTECODE forbids writing them later) each
+# start compiles ~800 Dagster modules from source, seconds per process.
+$(STAMP): requirements-dev.lock pyproject.toml Makefile
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
 	@UV=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
 	  [ -x $(BIN)/python ] || $$UV venv --quiet --python $(PY) $(VENV); \
-	  $$UV pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock && \
-	  $$UV pip install --quiet --python $(BIN)/python --no-deps -e .
+	  $$UV pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements-dev.lock && \
+	  $$UV pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +44,11 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	@$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+# Benchmark (not a test): the seed's loop vs the codec limit vs our pipeline vs the make-up stack.
+# Pass flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--parts 2,3 -n 100".
+bench: $(STAMP)
+	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Re-pin after editing pyproject.toml (hashes, no download addresses).
 lock:

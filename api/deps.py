@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate
+from image_pipeline.launch import RunLauncher
 from image_pipeline.settings import Settings
 from image_pipeline.storage import ObjectStore
 from image_pipeline.store.cache import StatusCache
@@ -31,8 +32,13 @@ def get_cache(request: Request) -> StatusCache:
     return request.app.state.cache
 
 
+def get_launcher(request: Request) -> RunLauncher | None:
+    return getattr(request.app.state, "launcher", None)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 CacheDep = Annotated[StatusCache, Depends(get_cache)]
+LauncherDep = Annotated[RunLauncher | None, Depends(get_launcher)]
 OwnerDep = Annotated[str, Depends(authenticate)]

@@ -34,9 +34,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.state.sessions = session_factory(engine)
         app.state.store = make_store(settings)
         app.state.cache = StatusCache(settings.redis_url)
+        app.state.launcher = None
+        if settings.dagster_url:  # fast path: launch runs at once (the upload sensor stays the safety net)
+            from image_pipeline.launch import RunLauncher
+
+            app.state.launcher = RunLauncher(
+                settings.dagster_url, app.state.sessions, claim_timeout_s=settings.launch_claim_timeout
+            )
         try:
             yield
         finally:
+            if app.state.launcher is not None:
+                await app.state.launcher.aclose()
             app.state.cache.close()
             engine.dispose()
 

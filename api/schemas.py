@@ -105,6 +105,20 @@ class WebhookAttemptOut(BaseModel):
     error: str | None
     duration_ms: int
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "attempt": 1,
+                    "at": "2026-11-25T07:30:40+00:00",
+                    "status_code": 500,
+                    "error": "HTTP 500",
+                    "duration_ms": 41,
+                }
+            ]
+        }
+    }
+
 
 class WebhookDeliveryOut(BaseModel):
     id: int
@@ -119,8 +133,84 @@ class WebhookDeliveryOut(BaseModel):
     replay_of: int | None = Field(description="The delivery this one replays, if it is a replay")
     attempts: list[WebhookAttemptOut]
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": 7,
+                    "event_id": "msg_4f1c2b9e0a7d4c55b1e3a8f06d92c1aa",
+                    "event_type": "request.completed",
+                    "url": "https://example.com/hooks/images",
+                    "state": "delivered",
+                    "attempt_count": 2,
+                    "next_attempt_at": None,
+                    "created_at": "2026-11-25T07:30:39+00:00",
+                    "finished_at": "2026-11-25T07:30:45+00:00",
+                    "replay_of": None,
+                    "attempts": [
+                        {
+                            "attempt": 1,
+                            "at": "2026-11-25T07:30:40+00:00",
+                            "status_code": 500,
+                            "error": "HTTP 500",
+                            "duration_ms": 41,
+                        },
+                        {
+                            "attempt": 2,
+                            "at": "2026-11-25T07:30:45+00:00",
+                            "status_code": 200,
+                            "error": None,
+                            "duration_ms": 38,
+                        },
+                    ],
+                }
+            ]
+        }
+    }
+
 
 class WebhookLog(BaseModel):
     request_id: str
     webhook_url: str | None
     deliveries: list[WebhookDeliveryOut]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "request_id": "3f6c2a8e-5b1d-4c7e-9a0f-2d8e6b4c1a90",
+                    "webhook_url": "https://example.com/hooks/images",
+                    "deliveries": [
+                        {
+                            "id": 7,
+                            "event_id": "msg_4f1c2b9e0a7d4c55b1e3a8f06d92c1aa",
+                            "event_type": "request.completed",
+                            "url": "https://example.com/hooks/images",
+                            "state": "delivered",
+                            "attempt_count": 2,
+                            "next_attempt_at": None,
+                            "created_at": "2026-11-25T07:30:39+00:00",
+                            "finished_at": "2026-11-25T07:30:45+00:00",
+                            "replay_of": None,
+                            "attempts": [
+                                {
+                                    "attempt": 1,
+                                    "at": "2026-11-25T07:30:40+00:00",
+                                    "status_code": 500,
+                                    "error": "HTTP 500",
+                                    "duration_ms": 41,
+                                },
+                                {
+                                    "attempt": 2,
+                                    "at": "2026-11-25T07:30:45+00:00",
+                                    "status_code": 200,
+                                    "error": None,
+                                    "duration_ms": 38,
+                                },
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    }

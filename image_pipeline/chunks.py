@@ -148,6 +148,7 @@ def process_chunk(ctx: PipelineContext, chunk: Chunk) -> ChunkSummary:
             policy=ctx.policy,
             opts=ctx.options,
             on_result=on_result,
+            expected=chunk.count - skipped,
         )
     )
     recorder.flush()

@@ -73,6 +73,8 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     api = f"http://{settings.api_host}:{settings.api_port}"
     ui = f"http://127.0.0.1:{settings.ui_port}"
+    # Fast path: the API launches each accepted upload's run through the webserver at once.
+    env.setdefault("IMGPIPE_DAGSTER_URL", ui)
     module = "image_pipeline.defs.definitions"
     commands = {
         "api": [
@@ -111,28 +113,41 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, stop)
     try:
-        for name, cmd in commands.items():
-            procs[name] = subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
+        # Dagster first, the API once the webserver answers: the API's fast path launches each
+        # upload's run through the webserver, so the first upload should not find it still starting.
+        for name in ("dagster-daemon", "dagster-webserver"):
+            procs[name] = _start(commands[name], env)
+        ui_ready = False
         ready = False
         while not stopping:
             for name, p in procs.items():
                 if p.poll() is not None:
                     _say(f"imgpipe: {name} exited with code {p.returncode}; stopping")
                     return 1
-            if not ready:
-                try:
-                    with urllib.request.urlopen(f"{api}/api/check_db_connection", timeout=1) as r:
-                        ready = r.status == 200
-                except OSError:
-                    pass
+            if not ui_ready:
+                ui_ready = _answers(f"{ui}/server_info")
+                if ui_ready:
+                    procs["api"] = _start(commands["api"], env)
+            elif not ready:
+                ready = _answers(f"{api}/api/check_db_connection")
                 if ready:
                     _banner(api, ui, key, data_dir)
             time.sleep(0.3)
         return 0
     finally:
         _stop_all(procs)
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:

@@ -37,6 +37,9 @@ class ProcessOptions:
     per_host: int = 8
     per_host_redis_url: str | None = None  # set: the per-host limit holds across runs and machines
     encode_workers: int = 0  # 0 = one per core
+    encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
+    process_pool_min: int = 500
+    fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
 
 
 def work_items(rows: Iterable, skip: set[int] | frozenset[int] = frozenset()) -> Iterator[WorkItem]:
@@ -69,7 +72,7 @@ async def _process_one(
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
         out = await loop.run_in_executor(
-            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension
+            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg
         )
         key = image_key(request_id, item.idx)
         await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
@@ -91,6 +94,29 @@ async def _process_one(
     )
 
 
+def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executor:
+    """The decode/encode pool: one worker per core (or `encode_workers`).
+
+    Threads by default: simplejpeg and Pillow release the GIL while they code, so threads already
+    reach the codec's all-core rate from memory (`make bench`, part 2), start instantly and work
+    where child processes are not allowed (Celery prefork workers). In the real pipeline (part 3)
+    processes were slower: each spawned worker costs seconds to start on a busy 2-core machine and
+    every image crosses a pipe twice. `process` forces spawned processes (nothing forked from a
+    multi-threaded run worker); `auto` uses them for requests of `process_pool_min`+ URLs, where the
+    start-up is paid back on hosts with more cores.
+    """
+    workers = opts.encode_workers or os.cpu_count() or 2
+    use_processes = opts.encode_pool == "process" or (
+        opts.encode_pool == "auto" and expected is not None and expected >= opts.process_pool_min
+    )
+    if use_processes:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(workers, thread_name_prefix="codec")
+
+
 async def process_items(
     items: Iterable[WorkItem],
     *,
@@ -99,18 +125,18 @@ async def process_items(
     policy: FetchPolicy,
     opts: ProcessOptions,
     on_result: Callable[[UrlResult], None],
+    expected: int | None = None,
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
 
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
-    tasks or images in memory at once.
+    tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool.
     """
-    workers = opts.encode_workers or os.cpu_count() or 2
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, policy.total_timeout + 30)
     iterator = iter(items)
     with (
-        ThreadPoolExecutor(workers, thread_name_prefix="codec") as codec_pool,
+        codec_executor(opts, expected) as codec_pool,
         ThreadPoolExecutor(min(opts.concurrency, 32), thread_name_prefix="store") as io_pool,
     ):
         async with make_client(policy, max_connections=opts.concurrency) as client:

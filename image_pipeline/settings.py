@@ -112,6 +112,20 @@ class Settings(BaseSettings):
         parse_retry_schedule(v)
         return v.strip()
 
+    # --- Performance: run launch fast path and codec (issue 9) ---
+    dagster_url: str | None = Field(
+        None, description="Dagster webserver URL; set = the API launches runs at once (unset = upload sensor only)."
+    )
+    launch_claim_timeout: float = Field(
+        60.0, gt=0, description="Seconds after which an unlaunched claim is re-offered by the upload sensor."
+    )
+    encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
+    encode_pool: str = Field(
+        "thread", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for 500+ URLs."
+    )
+    max_dimension: int | None = Field(None, gt=0, description="Downscale larger images to this longest side.")
+    fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
+
     @field_validator("api_keys", "fetch_allow")
     @classmethod
     def _strip(cls, v: str) -> str:

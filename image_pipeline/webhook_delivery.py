@@ -30,6 +30,7 @@ from image_pipeline.csv_input import ProductRow
 from image_pipeline.fetch import FetchPolicy
 from image_pipeline.settings import parse_retry_schedule
 from image_pipeline.storage import ObjectNotFound, ObjectStore, rows_key
+from image_pipeline.store import requests as repo
 from image_pipeline.store.models import (
     DELIVERY_DELIVERED,
     DELIVERY_FAILED,
@@ -37,7 +38,6 @@ from image_pipeline.store.models import (
     DELIVERY_PENDING,
     FINAL_STATUSES,
     ImageRequest,
-    ImageResult,
     WebhookAttempt,
     WebhookDelivery,
     utcnow,
@@ -107,8 +107,7 @@ def final_event(session: Session, store: ObjectStore, req: ImageRequest, api_bas
     except ObjectNotFound:
         rows = None  # failed before parsing: nothing per product to report
     if rows is not None:
-        results = {r.idx: r for r in session.scalars(select(ImageResult).where(ImageResult.request_id == req.id)).all()}
-        products = products_of(rows, results, store.public_url)
+        products = products_of(rows, repo.result_outcomes(session, req.id), store.public_url)
     return build_event(req, products, api_base_url)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from image_pipeline.csv_input import ProductRow
 from image_pipeline.fetch import FetchError, FetchPolicy, FetchRefused, fetch, make_client
-from image_pipeline.store.models import ImageRequest, ImageResult
+from image_pipeline.store.models import ImageRequest
 
 MAX_PRODUCTS_IN_EVENT = 1000
 
@@ -29,8 +31,11 @@ def event_id_for(request_id: str, event_type: str) -> str:
     return "msg_" + hashlib.sha256(f"{request_id}:{event_type}".encode()).hexdigest()[:32]
 
 
-def products_of(rows: list[ProductRow], results: dict[int, ImageResult], public_url) -> list[dict]:  # noqa: ANN001
-    """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors."""
+def products_of(rows: list[ProductRow], results: Mapping[int, Any], public_url) -> list[dict]:  # noqa: ANN001
+    """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors.
+
+    `results` maps idx to anything with `status`, `output_key` and `error` (ORM rows or light tuples).
+    """
     out, idx = [], 0
     for row in rows:
         outputs, errors = [], []

@@ -2,11 +2,12 @@ import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, Response, UploadFile, status
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from api import idempotency
-from api.deps import SessionDep, SettingsDep, StoreDep
+from api.deps import LauncherDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.ratelimit import upload_owner
 from api.schemas import ErrorResponse, UploadAccepted
@@ -58,6 +59,8 @@ async def upload(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
+    launcher: LauncherDep,
+    background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="CSV: S.No.,Product Name,Input Image Urls")],
     webhook_url: Annotated[str | None, Form(description="Where the final, signed event is POSTed")] = None,
 ) -> UploadAccepted:
@@ -99,9 +102,12 @@ async def upload(
 
     request_id = str(uuid.uuid4())
     key = input_key(request_id)
-    # Stored before the row exists, so the sensor never sees a request without its CSV.
-    store.put(key, data, "text/csv; charset=utf-8")
-    try:
+
+    # Stored before the row exists, so the sensor never sees a request without its CSV. Both are
+    # blocking I/O (object store, a committed insert): done in the threadpool, so the event loop keeps
+    # reading other uploads while this one waits on the disk or the database.
+    def store_and_record() -> None:
+        store.put(key, data, "text/csv; charset=utf-8")
         create_request(
             session,
             request_id=request_id,
@@ -114,6 +120,9 @@ async def upload(
             idempotency_key=idem_key,
             request_hash=digest,
         )
+
+    try:
+        await run_in_threadpool(store_and_record)
     except IntegrityError:
         if not idem_key:
             raise
@@ -124,6 +133,11 @@ async def upload(
         if previous is None:
             raise
         return previous
+    # After the 202 is sent; a failure here only means the sensor launches it. Large requests on a
+    # scale-out executor are left to the sensor, which sends them to the fan-out job.
+    fanout = settings.executor != "in_process" and parsed.url_count >= settings.fanout_threshold
+    if launcher is not None and not fanout:
+        background.add_task(launcher.claim_and_launch, request_id, owner, len(parsed.rows), parsed.url_count)
     return UploadAccepted(
         request_id=request_id,
         message=f"accepted: {len(parsed.rows)} products, {parsed.url_count} images",

@@ -4,12 +4,13 @@ from fastapi import APIRouter, status
 
 from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
+from api.responses import AUTH_ERRORS
 from api.schemas import ErrorResponse, WebhookDeliveryOut, WebhookLog
 from image_pipeline.store.requests import get_request
 from image_pipeline.webhook_delivery import ReplayRefused, delivery_log, replay_final_event
 
 router = APIRouter(tags=["webhooks"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}
 
 
 @router.get("/requests/{request_id}/webhooks", response_model=WebhookLog, responses=NOT_FOUND)

@@ -1,11 +1,19 @@
-"""The per-request asset chain: validated_csv -> compressed_images -> output_csv -> request_notification."""
+"""The per-request asset chain: validated_csv -> compressed_images -> output_csv -> request_notification.
+
+The domain steps (`image_pipeline.pipeline`, which pulls in the SQLAlchemy ORM, httpx, Pillow ...) are
+imported inside the assets, so loading the code location (webserver, daemon, sensors) stays light.
+"""
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from image_pipeline import pipeline as steps
 from image_pipeline.defs import checks
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
+
+if TYPE_CHECKING:
+    from image_pipeline.pipeline import PipelineContext
 
 OWNERS = ["team:image-pipeline"]
 GROUP = "requests"
@@ -13,6 +21,12 @@ GROUP = "requests"
 # 2, 4, 8 s (+ jitter); re-running is safe because every step skips what is already stored.
 # `RequestFailed` bypasses this (Failure(allow_retries=False)): retrying cannot bring back a lost input.
 STEP_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def _steps():  # noqa: ANN202
+    from image_pipeline import pipeline
+
+    return pipeline
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -24,12 +38,13 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _run_step(context: dg.AssetExecutionContext, ctx: steps.PipelineContext, fn, *args):  # noqa: ANN001, ANN202
+def _run_step(context: dg.AssetExecutionContext, ctx: "PipelineContext", fn, *args):  # noqa: ANN001, ANN202
     """Run a domain step; a request-level failure fails the request (and tells the caller) right here."""
+
     try:
         return fn(ctx, context.partition_key, *args)
-    except steps.RequestFailed as exc:
-        steps.fail_request(ctx, context.partition_key, str(exc))
+    except _steps().RequestFailed as exc:
+        _steps().fail_request(ctx, context.partition_key, str(exc))
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
@@ -44,7 +59,7 @@ def _run_step(context: dg.AssetExecutionContext, ctx: steps.PipelineContext, fn,
 def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The request's uploaded CSV, parsed with the API's rules: one row per product with its image URLs."""
     ctx = pipeline.context()
-    rows = _run_step(context, ctx, steps.validate_request)
+    rows = _run_step(context, ctx, _steps().validate_request)
     preview = [[r.serial, r.name, len(r.urls), r.urls[0]] for r in rows[:10]]
     return dg.MaterializeResult(
         metadata={
@@ -96,7 +111,7 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineReso
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition."""
     ctx = pipeline.context()
-    req = _run_step(context, ctx, steps.request_counts)
+    req = _run_step(context, ctx, _steps().request_counts)
     errors = [e for s in sorted(summaries, key=lambda s: s["number"]) for e in s["errors"]]
     meta = {
         "chunks": dg.MetadataValue.int(len(summaries)),
@@ -147,7 +162,7 @@ def compressed_images(validated_csv):  # noqa: ANN001, ANN201
 def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The input columns plus `Output Image Urls`; written last, so its presence means the request is done."""
     ctx = pipeline.context()
-    key, status = _run_step(context, ctx, steps.write_output)
+    key, status = _run_step(context, ctx, _steps().write_output)
     return dg.MaterializeResult(
         metadata={
             "status": dg.MetadataValue.text(status),
@@ -171,7 +186,7 @@ def output_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResourc
 def request_notification(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The caller's webhook: the final, signed event, queued once and tried now (retries: webhook_retry_sensor)."""
     ctx = pipeline.context()
-    sent = steps.notify(ctx, context.partition_key)
+    sent = _steps().notify(ctx, context.partition_key)
     if sent is None:
         return dg.MaterializeResult(metadata={"delivery": dg.MetadataValue.text("no webhook or already queued")})
     return dg.MaterializeResult(

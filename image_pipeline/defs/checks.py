@@ -4,9 +4,14 @@ They are declared on the asset (`check_specs`) and their results returned with i
 because each check is about one partition; the UI shows them on the asset and per run.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
-from image_pipeline.pipeline import PipelineContext
+if TYPE_CHECKING:  # the domain loads when a step runs, not when the code location loads
+    from image_pipeline.pipeline import PipelineContext
 
 ASSET = "compressed_images"
 EVERY_URL_HAS_RESULT = "every_url_has_result"

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from image_pipeline.csv_input import CsvLimits
-from image_pipeline.fetch import FetchPolicy
-from image_pipeline.pipeline import PipelineContext
-from image_pipeline.processing import ProcessOptions
-from image_pipeline.settings import Settings, parse_allow, parse_retry_schedule
-from image_pipeline.webhook_delivery import RetryPolicy
+from image_pipeline.settings import Settings
+
+if TYPE_CHECKING:  # the domain modules (sqlalchemy ORM, httpx, ...) load when a step first needs them
+    from image_pipeline.fetch import FetchPolicy
+    from image_pipeline.pipeline import PipelineContext
+    from image_pipeline.webhook_delivery import RetryPolicy
 
 
 class ImagePipelineResource(dg.ConfigurableResource):
-    """App database, object storage (S3 via dagster-aws, or a local directory), status cache, fetch limits."""
+    """App database, object storage (S3 or a local directory), status cache, fetch and codec limits.
+
+    Plain fields, no nested dagster-aws resource: importing dagster_aws costs ~2 s of start-up in every
+    run process; boto3 is imported only when the first S3 client is made.
+    """
 
     database_url: str
-    s3: S3Resource
     s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
     local_objects_dir: str = ".imgpipe/objects"
     public_base_url: str
     api_base_url: str
@@ -52,10 +57,19 @@ class ImagePipelineResource(dg.ConfigurableResource):
     webhook_retry_schedule: str = "5,30,120,600,1800,3600*23"
     webhook_retry_jitter: float = 0.2
     webhook_retry_batch: int = 20
+    # Performance (issue 9)
+    launch_claim_timeout: float = 60.0
+    encode_workers: int = 0
+    encode_pool: str = "thread"
+    max_dimension: int | None = None
+    fast_jpeg: bool = True
 
-    _ctx: PipelineContext | None = PrivateAttr(default=None)
+    _ctx: Any = PrivateAttr(default=None)
 
     def fetch_policy(self) -> FetchPolicy:
+        from image_pipeline.fetch import FetchPolicy
+        from image_pipeline.settings import parse_allow
+
         return FetchPolicy(
             allow=parse_allow(self.fetch_allow),
             connect_timeout=self.fetch_connect_timeout,
@@ -74,6 +88,9 @@ class ImagePipelineResource(dg.ConfigurableResource):
         return process_request_job.name
 
     def retry_policy(self) -> RetryPolicy:
+        from image_pipeline.settings import parse_retry_schedule
+        from image_pipeline.webhook_delivery import RetryPolicy
+
         return RetryPolicy(
             tuple(parse_retry_schedule(self.webhook_retry_schedule)), self.webhook_retry_jitter, self.webhook_timeout
         )
@@ -81,12 +98,15 @@ class ImagePipelineResource(dg.ConfigurableResource):
     def context(self) -> PipelineContext:
         """Connections are made once per process and reused by every step of the run."""
         if self._ctx is None:
-            from image_pipeline.storage import LocalStore, S3Store
+            from image_pipeline.csv_input import CsvLimits
+            from image_pipeline.pipeline import PipelineContext
+            from image_pipeline.processing import ProcessOptions
+            from image_pipeline.storage import LocalStore, S3Store, make_s3_client
             from image_pipeline.store.cache import StatusCache
             from image_pipeline.store.db import make_engine, session_factory
 
             store = (
-                S3Store(self.s3.get_client(), self.s3_bucket, self.public_base_url)
+                S3Store(make_s3_client(self.s3_endpoint_url, self.s3_region), self.s3_bucket, self.public_base_url)
                 if self.s3_bucket
                 else LocalStore(self.local_objects_dir, self.public_base_url)
             )
@@ -101,6 +121,10 @@ class ImagePipelineResource(dg.ConfigurableResource):
                     concurrency=self.fetch_concurrency,
                     per_host=self.per_host_concurrency,
                     per_host_redis_url=self.redis_url,
+                    encode_workers=self.encode_workers,
+                    encode_pool=self.encode_pool,
+                    max_dimension=self.max_dimension,
+                    fast_jpeg=self.fast_jpeg,
                 ),
                 limits=CsvLimits(max_rows=self.max_rows, max_urls_per_row=self.max_urls_per_row),
                 api_base_url=self.api_base_url.rstrip("/"),
@@ -113,12 +137,12 @@ class ImagePipelineResource(dg.ConfigurableResource):
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment. Secrets go through `dg.EnvVar` so the UI never shows them."""
     s = settings or Settings()
-    s3 = S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region)
     resources: dict[str, dg.ConfigurableResource] = {
         "pipeline": ImagePipelineResource(
             database_url=s.resolved_database_url,
-            s3=s3,
             s3_bucket=s.s3_bucket,
+            s3_endpoint_url=s.s3_endpoint_url,
+            s3_region=s.s3_region,
             local_objects_dir=str(s.objects_dir),
             public_base_url=s.resolved_public_base_url,
             api_base_url=s.resolved_api_base_url,
@@ -147,11 +171,20 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             webhook_retry_schedule=s.webhook_retry_schedule,
             webhook_retry_jitter=s.webhook_retry_jitter,
             webhook_retry_batch=s.webhook_retry_batch,
+            launch_claim_timeout=s.launch_claim_timeout,
+            encode_workers=s.encode_workers,
+            encode_pool=s.encode_pool,
+            max_dimension=s.max_dimension,
+            fast_jpeg=s.fast_jpeg,
         )
     }
     if s.executor != "in_process" and s.s3_bucket:
         # Steps on other processes/machines hand each other their (small) outputs through S3.
-        from dagster_aws.s3 import S3PickleIOManager
+        from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
-        resources["io_manager"] = S3PickleIOManager(s3_resource=s3, s3_bucket=s.s3_bucket, s3_prefix="dagster-io")
+        resources["io_manager"] = S3PickleIOManager(
+            s3_resource=S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+            s3_bucket=s.s3_bucket,
+            s3_prefix="dagster-io",
+        )
     return resources

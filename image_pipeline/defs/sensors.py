@@ -8,39 +8,42 @@ from dagster._core.storage.tags import WILL_RETRY_TAG
 from image_pipeline.defs.jobs import REQUEST_JOBS
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import ImagePipelineResource
+from image_pipeline.launch import SENSOR_NAME, run_tags
 
 SENSOR_BATCH = 500
 
 
-def run_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:
-    return {
-        "imgpipe/request_id": request_id,
-        "imgpipe/owner": owner,
-        "imgpipe/rows": str(rows),
-        "imgpipe/urls": str(urls),
-    }
-
-
-@dg.sensor(jobs=REQUEST_JOBS, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    name=SENSOR_NAME,
+    jobs=REQUEST_JOBS,
+    minimum_interval_seconds=1,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineResource) -> dg.SensorResult:
     """New uploads -> a dynamic partition each + one run each (`run_key` = request_id, so never twice).
 
     Reads the indexed `status = 'pending'` slice of the request table, oldest first, not a bucket
-    listing. A request stays pending until its run starts, so one whose run was already requested
-    is offered again and skipped by Dagster's run-key check; this also catches rows whose
-    transaction committed after a younger one (a plain `seq > cursor` would miss those).
+    listing (this also catches rows whose transaction committed after a younger one, which a plain
+    `seq > cursor` would miss). Each pending request is claimed first (`claim_launches`): one the API's
+    fast path already claimed is left alone, unless that claim went stale (`launch_claim_timeout`),
+    in which case it is offered again and Dagster's run-key check skips it if its run exists.
     """
-    from image_pipeline.store.requests import pending_requests
+    from image_pipeline.store.requests import claim_launches, pending_requests
 
     ctx = pipeline.context()
     with ctx.sessions() as s:
         pending = pending_requests(s, SENSOR_BATCH)
+        won = set(claim_launches(s, [r.id for r in pending], pipeline.launch_claim_timeout)) if pending else set()
     if not pending:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending uploads"))
-    keys = [r.id for r in pending]
-    new_keys = [k for k in keys if not context.instance.has_dynamic_partition(request_partitions_def.name, k)]
     last_seq = max(r.seq for r in pending)
     cursor = str(max(last_seq, int(context.cursor or 0)))
+    pending = [r for r in pending if r.id in won]
+    if not pending:
+        skip = dg.SkipReason("every pending upload is being launched by the API")
+        return dg.SensorResult(skip_reason=skip, cursor=cursor)
+    keys = [r.id for r in pending]
+    new_keys = [k for k in keys if not context.instance.has_dynamic_partition(request_partitions_def.name, k)]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(

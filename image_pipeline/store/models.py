@@ -58,6 +58,9 @@ class ImageRequest(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     final_event_sent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Who launches the run (API fast path or upload sensor) claims it here first; a stale claim is
+    # re-offered by the sensor (see store.requests.claim_launches).
+    launch_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     # Idempotent uploads: the caller's Idempotency-Key and a fingerprint of what was sent with it. The

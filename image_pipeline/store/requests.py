@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from image_pipeline.store.models import (
@@ -107,6 +108,47 @@ def pending_requests(session: Session, limit: int = 500) -> Sequence[ImageReques
     return session.scalars(q).all()
 
 
+def claim_launches(session: Session, request_ids: Sequence[str], stale_after_s: float) -> list[str]:
+    """Atomically claim the right to launch the run of each pending request; returns the ids won.
+
+    One UPDATE per call: a request is won when it is still pending and unclaimed, or its claim is older
+    than `stale_after_s` (the claimer died or its launch failed without releasing). The API fast path
+    and the upload sensor both claim before launching, so only one of them launches; the sensor's
+    re-offer of stale claims is the safety net (and Dagster's run-key check stops a second run then).
+    """
+    if not request_ids:
+        return []
+    now = utcnow()
+    res = session.execute(
+        update(ImageRequest)
+        .where(
+            ImageRequest.id.in_(list(request_ids)),
+            ImageRequest.status == PENDING,
+            or_(
+                ImageRequest.launch_claimed_at.is_(None),
+                ImageRequest.launch_claimed_at < now - timedelta(seconds=stale_after_s),
+            ),
+        )
+        .values(launch_claimed_at=now)
+        .returning(ImageRequest.id)
+        .execution_options(synchronize_session=False)
+    )
+    won = [row[0] for row in res]
+    session.commit()
+    return won
+
+
+def release_launch(session: Session, request_id: str) -> None:
+    """Give a claim back (the launch failed) so the sensor picks the request up on its next tick."""
+    session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id, ImageRequest.status == PENDING)
+        .values(launch_claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
 def mark_processing(session: Session, request_id: str, *, row_count: int, url_count: int) -> None:
     session.execute(
         update(ImageRequest)
@@ -129,36 +171,64 @@ def completed_indices(
     return {r.idx: r for r in rows}
 
 
-def record_results(session: Session, request_id: str, results: Iterable[UrlResult]) -> None:
-    """Upsert a batch of per-URL results, then refresh the request's counters from them."""
-    batch = [dict(r.as_dict(), request_id=request_id, updated_at=utcnow()) for r in results]
-    if batch:
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+def _counts(rows: Iterable) -> tuple[int, int, int, int]:  # noqa: ANN001
+    done = failed = b_in = b_out = 0
+    for status, bytes_in, bytes_out in rows:
+        if status == "done":
+            done, b_in, b_out = done + 1, b_in + (bytes_in or 0), b_out + (bytes_out or 0)
         else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(ImageResult).values(batch)
-        cols = {c: stmt.excluded[c] for c in batch[0] if c not in ("request_id", "idx")}
-        session.execute(stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols))
-    refresh_counts(session, request_id)
-    session.commit()
+            failed += 1
+    return done, failed, b_in, b_out
 
 
-def refresh_counts(session: Session, request_id: str) -> None:
-    agg = session.execute(
-        select(
-            func.count().filter(ImageResult.status == "done"),
-            func.count().filter(ImageResult.status == "failed"),
-            func.coalesce(func.sum(ImageResult.bytes_in).filter(ImageResult.status == "done"), 0),
-            func.coalesce(func.sum(ImageResult.bytes_out).filter(ImageResult.status == "done"), 0),
-        ).where(ImageResult.request_id == request_id)
-    ).one()
+def record_results(session: Session, request_id: str, results: Iterable[UrlResult]) -> None:
+    """Upsert a batch of per-URL results and move the request's counters by the batch's difference.
+
+    O(batch), not O(request): the counters are not re-aggregated over every result of the request on
+    each flush (which made a 100,000-URL request quadratic). A URL recorded again (a retried run)
+    first takes its previous outcome off the counters.
+    """
+    batch = [dict(r.as_dict(), request_id=request_id, updated_at=utcnow()) for r in results]
+    if not batch:
+        return
+    idxs = [b["idx"] for b in batch]
+    before = session.execute(
+        select(ImageResult.status, ImageResult.bytes_in, ImageResult.bytes_out).where(
+            ImageResult.request_id == request_id, ImageResult.idx.in_(idxs)
+        )
+    ).all()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(ImageResult).values(batch)
+    cols = {c: stmt.excluded[c] for c in batch[0] if c not in ("request_id", "idx")}
+    session.execute(stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols))
+    new = _counts((b["status"], b["bytes_in"], b["bytes_out"]) for b in batch)
+    old = _counts(before)
+    d_done, d_failed, d_in, d_out = (n - o for n, o in zip(new, old, strict=True))
     session.execute(
         update(ImageRequest)
         .where(ImageRequest.id == request_id)
-        .values(done_count=agg[0], failed_count=agg[1], bytes_in=agg[2], bytes_out=agg[3], updated_at=utcnow())
+        .values(
+            done_count=ImageRequest.done_count + d_done,
+            failed_count=ImageRequest.failed_count + d_failed,
+            bytes_in=ImageRequest.bytes_in + d_in,
+            bytes_out=ImageRequest.bytes_out + d_out,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
     )
+    session.commit()
+
+
+def result_outcomes(session: Session, request_id: str) -> dict[int, Any]:
+    """idx -> (status, output_key, error) rows of a request: light tuples read in chunks, no ORM objects."""
+    q = select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error).where(
+        ImageResult.request_id == request_id
+    )
+    return {row.idx: row for row in session.execute(q.execution_options(yield_per=5000))}
 
 
 def results_for(session: Session, request_id: str) -> list[ImageResult]:

@@ -112,3 +112,9 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
     image = send("Output image")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
     assert send("Database health").json() == {"db_status": "connected"}
+    assert send("Webhook deliveries").json() == {
+        "request_id": variables["requestId"],
+        "webhook_url": None,
+        "deliveries": [],
+    }
+    assert send("Replay webhook").status_code == 409  # no webhook_url on this upload

@@ -30,6 +30,7 @@ class Stack:
     api: str
     env: dict[str, str]
     logs: Path
+    ui: str | None = None  # the Dagster webserver, when the stack runs one
 
     def log_tail(self, name: str, chars: int = 4000) -> str:
         path = self.logs / f"{name}.log"
@@ -37,8 +38,17 @@ class Stack:
 
 
 @contextmanager
-def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str]] | None = None) -> Iterator[Stack]:
+def running_stack(
+    tmp_path: Path,
+    env: dict[str, str],
+    extra: dict[str, list[str]] | None = None,
+    *,
+    webserver: bool = False,
+    warm_launcher: bool = False,
+) -> Iterator[Stack]:
     """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon.
+    `webserver`: also run dagster-webserver, which the API's fast path launches runs through.
+    `warm_launcher`: runs fork from a warm process (the launcher `make up` uses), not Dagster's default.
 
     The stack gets its own app database and Dagster database: requests other tests left pending in the
     session's database must not be picked up by this daemon."""
@@ -47,7 +57,11 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    api_port = free_port()
+    if warm_launcher:
+        with open(home / "dagster.yaml", "a") as f:
+            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+    api_port, ui_port = free_port(), free_port()
+    ui = f"http://127.0.0.1:{ui_port}" if webserver else None
     full_env = dict(
         os.environ,
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -58,6 +72,7 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
         IMGPIPE_API_PORT=str(api_port),
         IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
+        **({"IMGPIPE_DAGSTER_URL": ui} if ui else {}),
         **env,
     )
     logs = tmp_path / "logs"
@@ -67,6 +82,9 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
         "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
         **(extra or {}),
     }
+    if webserver:
+        module = "image_pipeline.defs.definitions"
+        commands["webserver"] = [str(BIN / "dagster-webserver"), "-m", module, "-p", str(ui_port)]
     procs = []
     try:
         for name, cmd in commands.items():
@@ -80,16 +98,20 @@ def running_stack(tmp_path: Path, env: dict[str, str], extra: dict[str, list[str
                     start_new_session=True,  # own group: children (celery's pool) are stopped too
                 )
             )
-        stack = Stack(f"http://127.0.0.1:{api_port}", full_env, logs)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{stack.api}/api/check_db_connection", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, stack.log_tail("api")
-            time.sleep(0.3)
+        stack = Stack(f"http://127.0.0.1:{api_port}", full_env, logs, ui)
+        deadline = time.monotonic() + 90
+        probes = [(f"{stack.api}/api/check_db_connection", "api")] + (
+            [(f"{ui}/server_info", "webserver")] if ui else []
+        )
+        for url, name in probes:
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, stack.log_tail(name)
+                time.sleep(0.3)
         yield stack
     finally:
         for p in procs:

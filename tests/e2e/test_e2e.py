@@ -1,11 +1,14 @@
-"""The whole product with real processes: uvicorn API + dagster-daemon (sensor, run queue, run worker)
-with PostgreSQL run/event storage (the repo's dagster.yaml), S3 on a moto server, Redis, and loopback
-image and webhook servers. Upload over HTTP -> webhook -> status -> output CSV -> every object in S3."""
+"""The whole product with real processes: uvicorn API + dagster-webserver (the API's run-launch fast path)
++ dagster-daemon (sensor, run queue, run worker) with PostgreSQL run/event storage (the repo's
+dagster.yaml), S3 on a moto server, Redis, and loopback image and webhook servers.
+Upload over HTTP -> webhook -> status -> output CSV -> every object in S3; and the fast path racing the
+sensor gives exactly one run per request."""
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 
 import httpx
 import pytest
@@ -20,18 +23,19 @@ from tests.helpers import csv_bytes, make_image
 
 @pytest.fixture
 def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+    """API + webserver (the fast path) + daemon, runs forked by the warm launcher `make up` uses."""
     env = {
         "IMGPIPE_REDIS_URL": redis_url,
         "IMGPIPE_S3_BUCKET": bucket,
         "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,
         "IMGPIPE_FETCH_ALLOW": f"{image_server.allow},{webhook_receiver.allow}",
     }
-    with running_stack(tmp_path, env) as stack:
-        yield stack.api, stack.logs
+    with running_stack(tmp_path, env, webserver=True, warm_launcher=True) as s:
+        yield s.api, s.logs, s.ui, s.env
 
 
 def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001
-    api, logs = stack
+    api, logs, ui, _ = stack
     originals = {f"/e2e/{i}.jpg": make_image("JPEG", (800, 600), seed=i) for i in range(3)}
     originals["/e2e/3.png"] = make_image("PNG", (640, 480), "RGBA", seed=9)
     urls = [image_server.add(p, d) for p, d in originals.items()]
@@ -76,3 +80,116 @@ def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receive
         # The default public URL is served by the API itself.
         served = httpx.get(f"{api}/files/{key}")
         assert served.status_code == 200 and served.content == data
+
+
+def _runs_of(ui: str, request_id: str) -> list[dict]:
+    query = """query Runs($tag: String!) { runsOrError(filter: {tags: [{key: "imgpipe/request_id", value: $tag}]}) {
+      ... on Runs { results { runId status tags { key value } } } } }"""
+    r = httpx.post(f"{ui}/graphql", json={"query": query, "variables": {"tag": request_id}}, timeout=30)
+    return r.json()["data"]["runsOrError"]["results"]
+
+
+def test_fast_path_and_sensor_race_gives_one_run_per_request(stack, image_server, webhook_receiver) -> None:  # noqa: ANN001
+    """A burst of uploads at random spacing across the sensor's ticks: both launchers see every request
+    pending; each request still gets exactly one run, and every caller hears back once."""
+    import random
+
+    api, logs, ui, _ = stack
+    url = image_server.add("/race/a.jpg", make_image("JPEG", (320, 240), seed=1))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    rng = random.Random(9)
+    ids = []
+    for i in range(8):
+        r = httpx.post(
+            f"{api}/api/upload",
+            headers=auth,
+            timeout=30,
+            files={"file": ("p.csv", csv_bytes([(str(i), "P", [url])]))},
+            data={"webhook_url": webhook_receiver.url},
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["request_id"])
+        time.sleep(rng.uniform(0, 1.5))
+    try:
+        deliveries = webhook_receiver.wait_for(len(ids), timeout=240)
+    except AssertionError:
+        pytest.fail("missing webhooks; daemon log tail:\n" + (logs / "daemon.log").read_text()[-4000:])
+    time.sleep(6)  # one more sensor tick: a duplicate run would show up now
+    assert sorted(d.json()["request_id"] for d in webhook_receiver.deliveries) == sorted(ids)
+    assert len(deliveries) == len(ids)
+    launched_by = []
+    for rid in ids:
+        runs = _runs_of(ui, rid)
+        assert len(runs) == 1, (rid, runs)
+        tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+        assert tags["dagster/run_key"] == rid and tags["dagster/partition"] == rid
+        assert runs[0]["status"] == "SUCCESS" and tags["imgpipe/run_worker_pid"]  # forked by the warm launcher
+        launched_by.append(tags.get("imgpipe/launched_by", "sensor"))
+    assert "api" in launched_by  # the fast path really launched (the sensor alone would also pass the rest)
+
+
+def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monkeypatch) -> None:  # noqa: ANN001
+    """Fast path (real GraphQL launch on the real webserver) and a sensor evaluation started at the same
+    instant on the same fresh requests: for each request exactly one launcher wins (counting the
+    stack's own daemon, whose sensor ticks meanwhile)."""
+    import asyncio
+    import threading
+
+    import dagster as dg
+
+    from image_pipeline.defs.resources import build_resources
+    from image_pipeline.defs.sensors import upload_sensor
+    from image_pipeline.launch import RunLauncher
+    from image_pipeline.store.db import make_engine, session_factory
+    from tests.pipeline.conftest import submit_to
+
+    api, logs, ui, env = stack
+    settings = make_settings(s3_bucket=bucket)
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", env["IMGPIPE_DAGSTER_PG_URL"])
+    resources = build_resources(settings)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    csv = csv_bytes([("1", "P", ["http://127.0.0.1:9/unused.jpg"])])
+    try:
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            for _ in range(4):
+                rids = [submit_to(settings, sessions, csv) for _ in range(3)]
+                barrier = threading.Barrier(2)
+                fast: dict[str, str | None] = {}
+                sensor_keys: list[str] = []
+
+                def run_fast(rids: list[str], barrier: threading.Barrier, fast: dict) -> None:
+                    async def go() -> None:
+                        launcher = RunLauncher(ui, sessions)  # as the API holds one per process
+                        await launcher.repository()  # warm, like a running API: the race is claim vs claim
+                        barrier.wait()
+                        try:
+                            for rid in rids:
+                                fast[rid] = await launcher.claim_and_launch(rid, "key_test", 1, 1)
+                        finally:
+                            await launcher.aclose()
+
+                    asyncio.run(go())
+
+                def run_sensor(barrier: threading.Barrier, sensor_keys: list[str]) -> None:
+                    with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+                        barrier.wait()
+                        result = upload_sensor(ctx)
+                    sensor_keys.extend(r.run_key for r in result.run_requests or [])
+
+                threads = [
+                    threading.Thread(target=run_fast, args=(rids, barrier, fast)),
+                    threading.Thread(target=run_sensor, args=(barrier, sensor_keys)),
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                time.sleep(6)  # let a daemon sensor tick that started meanwhile finish creating its runs
+                for rid in rids:
+                    # Runs that exist (fast path's or the daemon's) + runs our sensor evaluation requested.
+                    launches = len(_runs_of(ui, rid)) + sensor_keys.count(rid)
+                    assert launches == 1, (rid, fast, sensor_keys, _runs_of(ui, rid))
+    finally:
+        engine.dispose()

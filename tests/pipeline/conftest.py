@@ -26,6 +26,27 @@ def instance():  # noqa: ANN201
         yield inst
 
 
+def submit_to(settings, sessions, csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:  # noqa: ANN001
+    """Accept a request the way the API does: store the CSV object, then record the row."""
+    from image_pipeline.csv_input import parse_csv
+
+    parsed = parse_csv(csv)
+    rid = str(uuid.uuid4())
+    make_store(settings).put(input_key(rid), csv)
+    with sessions() as s:
+        create_request(
+            s,
+            request_id=rid,
+            owner=owner,
+            input_key=input_key(rid),
+            webhook_url=webhook_url,
+            filename="t.csv",
+            row_count=len(parsed.rows),
+            url_count=parsed.url_count,
+        )
+    return rid
+
+
 @pytest.fixture
 def submit(settings):  # noqa: ANN001, ANN201
     """Accept a request the way the API does: store the CSV object, then record the row."""
@@ -33,23 +54,7 @@ def submit(settings):  # noqa: ANN001, ANN201
     sessions = session_factory(engine)
 
     def _submit(csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:
-        from image_pipeline.csv_input import parse_csv
-
-        parsed = parse_csv(csv)
-        rid = str(uuid.uuid4())
-        make_store(settings).put(input_key(rid), csv)
-        with sessions() as s:
-            create_request(
-                s,
-                request_id=rid,
-                owner=owner,
-                input_key=input_key(rid),
-                webhook_url=webhook_url,
-                filename="t.csv",
-                row_count=len(parsed.rows),
-                url_count=parsed.url_count,
-            )
-        return rid
+        return submit_to(settings, sessions, csv, webhook_url, owner)
 
     yield _submit
     engine.dispose()

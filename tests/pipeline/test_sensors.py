@@ -34,8 +34,37 @@ def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submi
     assert add.partitions_def_name == request_partitions_def.name and list(add.partition_keys) == [a, b]
     assert int(result.cursor) > 0
 
-    # Once the partitions exist, the next tick offers the still-pending runs again (the run_key dedupes
-    # them) but does not add the partitions twice.
+    # The sensor claimed both: a second tick while the claims are fresh launches nothing again.
     instance.add_dynamic_partitions(request_partitions_def.name, [a, b])
     again = evaluate(resources, instance, cursor=result.cursor)
-    assert [r.run_key for r in again.run_requests] == [a, b] and not again.dynamic_partitions_requests
+    assert not again.run_requests
+
+
+def test_stale_claims_are_offered_again(settings, instance, submit, monkeypatch) -> None:  # noqa: ANN001
+    """A request still pending after its claim went stale is offered again (the run_key dedupes it)."""
+    from image_pipeline.defs.resources import build_resources
+
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
+    resources = build_resources(settings.model_copy(update={"launch_claim_timeout": 0.001}))
+    test_no_pending_uploads_skips(resources, instance, settings)
+    a = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]))
+    first = evaluate(resources, instance)
+    assert [r.run_key for r in first.run_requests] == [a]
+    instance.add_dynamic_partitions(request_partitions_def.name, [a])
+    again = evaluate(resources, instance, cursor=first.cursor)
+    assert [r.run_key for r in again.run_requests] == [a] and not again.dynamic_partitions_requests
+
+
+def test_sensor_leaves_requests_claimed_by_the_fast_path(resources, instance, submit, settings) -> None:  # noqa: ANN001
+    from image_pipeline.store.db import make_engine, session_factory
+    from image_pipeline.store.requests import claim_launches
+
+    test_no_pending_uploads_skips(resources, instance, settings)
+    a = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]))
+    b = submit(csv_bytes([("1", "B", ["https://x.example/b.jpg"])]))
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        assert claim_launches(s, [a], 60) == [a]  # what the API's fast path does first
+    engine.dispose()
+    result = evaluate(resources, instance)
+    assert [r.run_key for r in result.run_requests] == [b]

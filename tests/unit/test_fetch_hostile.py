@@ -295,9 +295,9 @@ def test_unknown_encodings_and_corrupt_gzip_are_per_url_errors(image_server) -> 
 def test_webhook_delivery_refuses_canary_and_plain_http(canary) -> None:  # noqa: ANN001
     policy = FetchPolicy()
     for url in canary_spellings(canary.port):
-        attempt = asyncio.run(deliver(url, {"type": "t"}, "msg_1", None, policy))
+        attempt = asyncio.run(deliver(url, '{"type":"t"}', "msg_1", None, policy))
         assert attempt.status_code is None and "refused" in attempt.error, url
-    attempt = asyncio.run(deliver("http://93.184.216.34/hook", {"type": "t"}, "msg_1", None, policy))
+    attempt = asyncio.run(deliver("http://93.184.216.34/hook", '{"type":"t"}', "msg_1", None, policy))
     assert attempt.status_code is None and "https" in attempt.error
     assert canary.connections == 0
 
@@ -320,7 +320,7 @@ def test_webhook_delivery_never_follows_a_redirect(canary) -> None:  # noqa: ANN
     server = _Server(Redirecting)
     try:
         policy = FetchPolicy(allow=parse_allow(server.allow))
-        attempt = asyncio.run(deliver(server.base + "/hook", {"type": "t"}, "msg_1", None, policy))
+        attempt = asyncio.run(deliver(server.base + "/hook", '{"type":"t"}', "msg_1", None, policy))
         assert attempt.status_code == 307 and not attempt.delivered
         assert posts == ["/hook"] and canary.connections == 0
     finally:

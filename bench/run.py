@@ -1,0 +1,617 @@
+"""`make bench`: the seed's serial loop, the codec's all-core limit and our pipeline, side by side on the
+same generated photos from the same loopback image server (fixed delay per request) into a moto S3
+server; then the `make up` stack end to end (latency, memory) and the API's upload rate.
+
+    python -m bench.run                      # every part, defaults (200 photos, 50 ms)
+    python -m bench.run --parts 2,3 -n 100   # only some parts
+    python -m bench.run --help
+
+Prints one table, writes bench/results.json and bench/results.png. A benchmark, not a test: it asserts
+nothing except that the work was really done (every image stored, every upload recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from bench.photos import make_photo, photo_set
+from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, wait_http
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CORES = os.cpu_count() or 1
+KEY = "bench-key"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def mb(n: int) -> float:
+    return n / 1e6
+
+
+# ---------------------------------------------------------------------------------------------- codecs
+def codec_pillow(data: bytes) -> int:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("RGB")
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=50)
+    return len(out.getvalue())
+
+
+def codec_fast(data: bytes) -> int:
+    import simplejpeg
+
+    return len(simplejpeg.encode_jpeg(simplejpeg.decode_jpeg(data), quality=50, colorsubsampling="420"))
+
+
+def codec_ours(data: bytes) -> int:
+    from image_pipeline.imaging import recompress
+
+    return len(recompress(data, 50).data)
+
+
+def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:  # noqa: ANN001
+    list(pool.map(fn, photos[: CORES * 2]))  # warm: workers started, modules imported
+    t0 = time.perf_counter()
+    list(pool.map(fn, photos))
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- parts
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.results: dict = {
+            "machine": {"cores": CORES, "python": sys.version.split()[0]},
+            "params": {"n": args.n, "delay_s": args.delay, "size": [1600, 1200]},
+            "parts": {},
+        }
+        self.tmp = Path(tempfile.mkdtemp(prefix="imgpipe-bench-"))
+        self.procs: list[Proc] = []
+        self._photos: list[bytes] | None = None
+        self._img_base: str | None = None
+        self._s3: str | None = None
+        self._moto: Proc | None = None
+        self._img_proc: Proc | None = None
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+    # -- inputs
+    def photos(self) -> list[bytes]:
+        if self._photos is None:
+            distinct = photo_set(HERE / ".cache", min(16, self.args.n))
+            self._photos = [distinct[i % len(distinct)] for i in range(self.args.n)]
+        return self._photos
+
+    def image_base(self) -> str:
+        if self._img_base is None:
+            root = self.tmp / "images"
+            root.mkdir()
+            for i, data in enumerate(photo_set(HERE / ".cache", min(16, self.args.n))):
+                (root / f"p{i}.jpg").write_bytes(data)
+            (root / "small.jpg").write_bytes(make_photo(99, (64, 48), quality=80))
+            proc, self._img_base = start_image_server(root, self.args.delay)
+            self.procs.append(proc)
+            self._img_proc = proc
+        return self._img_base
+
+    def urls(self, n: int | None = None) -> list[str]:
+        n = n or self.args.n
+        k = min(16, self.args.n)
+        return [f"{self.image_base()}/u{i}/p{i % k}.jpg" for i in range(n)]
+
+    def s3(self) -> str:
+        if self._s3 is None:
+            proc, self._s3 = start_moto()
+            self.procs.append(proc)
+            self._moto = proc
+        return self._s3
+
+    def bucket(self, name: str) -> str:
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.s3(), region_name="us-east-1").create_bucket(Bucket=name)
+        return name
+
+    def record(self, part: str, **values) -> None:  # noqa: ANN003
+        values["load"] = load()
+        self.results["parts"][part] = values
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}
+        print(f"  [{part}] {shown}", flush=True)
+
+    # -- 1. the seed's serial loop
+    def part_baseline(self) -> None:
+        import boto3
+        import httpx
+        from PIL import Image
+
+        urls, bucket = self.urls(), self.bucket("baseline")
+        bytes_in = 0
+        t0 = time.perf_counter()
+        for i, url in enumerate(urls):
+            data = httpx.get(url, timeout=30).content  # a new connection per image, like requests.get
+            bytes_in += len(data)
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=50)
+            s3 = boto3.client("s3", endpoint_url=self.s3(), region_name="us-east-1")  # new client per image
+            s3.put_object(Bucket=bucket, Key=f"out/{i}.jpg", Body=out.getvalue(), ContentType="image/jpeg")
+        dt = time.perf_counter() - t0
+        self.record("1_baseline", images=len(urls), seconds=dt, img_s=len(urls) / dt, mb_s=mb(bytes_in) / dt)
+
+    # -- 2. codec limit
+    def part_codec(self) -> None:
+        photos = self.photos()
+        bytes_in = sum(len(p) for p in photos)
+        out = {}
+        for name, fn in (("pillow", codec_pillow), ("fast", codec_fast), ("ours", codec_ours)):
+            for kind in ("process", "thread"):
+                pool = ProcessPoolExecutor(CORES) if kind == "process" else ThreadPoolExecutor(CORES)
+                with pool:
+                    dt = _time_pool(pool, fn, photos)
+                out[f"{name}_{kind}_img_s"] = len(photos) / dt
+                out[f"{name}_{kind}_mb_s"] = mb(bytes_in) / dt
+        with ThreadPoolExecutor(1) as one:
+            out["fast_1core_img_s"] = len(photos) / _time_pool(one, codec_fast, photos)
+        out["limit_img_s"] = max(out["fast_process_img_s"], out["fast_thread_img_s"])
+        self.record("2_codec_limit", images=len(photos), **out)
+
+    # -- 3. our real compressed_images code path, one partition
+    def part_pipeline(self) -> None:
+        for pool in self.args.pools.split(","):
+            self._pipeline_once(pool)
+
+    def _pipeline_once(self, pool: str) -> None:
+        from image_pipeline.csv_input import CsvLimits
+        from image_pipeline.fetch import FetchPolicy
+        from image_pipeline.pipeline import PipelineContext, compress_request, validate_request
+        from image_pipeline.processing import ProcessOptions
+        from image_pipeline.settings import Settings, parse_allow
+        from image_pipeline.storage import S3Store, input_key, make_s3_client
+        from image_pipeline.store.cache import StatusCache
+        from image_pipeline.store.db import make_engine, session_factory, upgrade
+        from image_pipeline.store.requests import create_request
+
+        defaults = Settings(_env_file=None)
+        db = f"sqlite:///{self.tmp / f'pipeline-{pool}.db'}"
+        upgrade(db)
+        engine = make_engine(db)
+        bucket = self.bucket(f"pipeline-{pool}")
+        host = self.image_base().removeprefix("http://")
+        ctx = PipelineContext(
+            sessions=session_factory(engine),
+            store=S3Store(make_s3_client(self.s3(), "us-east-1"), bucket, "http://cdn.example"),
+            cache=StatusCache(None),
+            policy=FetchPolicy(allow=parse_allow(host)),
+            options=ProcessOptions(
+                quality=50,
+                concurrency=defaults.fetch_concurrency,
+                per_host=defaults.per_host_concurrency,
+                encode_pool=pool,
+            ),
+            limits=CsvLimits(),
+            api_base_url="http://api.example",
+        )
+        urls = self.urls()
+        rid = str(uuid.uuid4())
+        csv = "S.No.,Product Name,Input Image Urls\n" + "".join(f'{i},P{i},"{u}"\n' for i, u in enumerate(urls))
+        ctx.store.put(input_key(rid), csv.encode())
+        with ctx.sessions() as s:
+            create_request(
+                s, request_id=rid, owner="bench", input_key=input_key(rid), webhook_url=None, filename="b.csv",
+                row_count=len(urls), url_count=len(urls),
+            )  # fmt: skip
+        validate_request(ctx, rid)
+        cpu0 = self._cpu()
+        profiler = None
+        if self.args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.002, async_mode="disabled")
+            profiler.start()
+        t0 = time.perf_counter()
+        summary = compress_request(ctx, rid)
+        dt = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.stop()
+            out = HERE / f"profile-pipeline-{pool}.txt"
+            out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+            print(f"  profile written to {out}", flush=True)
+        cpu = {k: round(v - cpu0[k], 2) for k, v in self._cpu().items()}
+        engine.dispose()
+        assert summary.done == len(urls), summary
+        self.record(
+            f"3_pipeline_{pool}",
+            images=len(urls),
+            seconds=dt,
+            img_s=len(urls) / dt,
+            mb_s=mb(summary.bytes_in) / dt,
+            ratio_out_in=summary.bytes_out / summary.bytes_in,
+            cpu_s=cpu,  # where the 2 cores went: our process (+ its pool), the image server, moto S3
+        )
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by this process (+ reaped children) and by each server we started."""
+        import resource
+
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {"pipeline": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, proc in (("image_server", self._img_proc), ("moto_s3", self._moto)):
+            try:
+                fields = Path(f"/proc/{proc.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / tick
+            except (AttributeError, OSError):
+                out[name] = 0.0
+        return out
+
+    # -- 4 and 5: the `make up` stack
+    def stack(self) -> tuple[str, WebhookReceiver]:
+        if getattr(self, "_stack", None):
+            return self._stack
+        hook = WebhookReceiver()
+        api_port, ui_port = free_port(), free_port()
+        host = self.image_base().removeprefix("http://")
+        env = dict(
+            os.environ,
+            IMGPIPE_DATA_DIR=str(self.tmp / "stack"),
+            IMGPIPE_API_PORT=str(api_port),
+            IMGPIPE_UI_PORT=str(ui_port),
+            IMGPIPE_API_KEYS=KEY,
+            IMGPIPE_FETCH_ALLOW=f"{host},127.0.0.1:{hook.port}",
+        )
+        for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
+            env.pop(k, None)
+        log = self.tmp / "stack.log"
+        self.procs.append(Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT))
+        api = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{api}/api/check_db_connection", 120)
+        wait_http(f"http://127.0.0.1:{ui_port}/server_info", 120)
+        print(f"  stack up (log {log})", flush=True)
+        self._stack = (api, hook)
+        return self._stack
+
+    def _upload(self, api: str, urls: list[str], webhook: str, per_row: int = 1) -> str:
+        import httpx
+
+        rows = [urls[i : i + per_row] for i in range(0, len(urls), per_row)]
+        csv = "S.No.,Product Name,Input Image Urls\n" + "".join(
+            f'{i},P{i},"{", ".join(r)}"\n' for i, r in enumerate(rows)
+        )
+        r = httpx.post(
+            f"{api}/api/upload",
+            headers={"Authorization": f"Bearer {KEY}"},
+            files={"file": ("b.csv", csv.encode())},
+            data={"webhook_url": webhook},
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+        return r.json()["request_id"]
+
+    def part_e2e(self) -> None:
+        import httpx
+
+        api, hook = self.stack()
+        rng = random.Random(4)
+        small = self.urls(3)
+        self._upload_and_wait(api, hook, small, 120)  # warm-up, not counted
+        lat = []
+        for _ in range(self.args.uploads):
+            time.sleep(rng.uniform(0.3, 2.5))
+            lat.append(self._upload_and_wait(api, hook, small, 120))
+        lat.sort()
+        p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+        self.record(
+            "4_e2e_3_images",
+            uploads=len(lat),
+            p50_s=statistics.median(lat),
+            p95_s=p95,
+            min_s=lat[0],
+            max_s=lat[-1],
+            all_s=[round(x, 3) for x in lat],
+        )
+        # N images, timed from run start (status turns `processing` once validated_csv ran).
+        urls = self.urls()
+        t_up = time.monotonic()
+        rid = self._upload(api, urls, hook.url, per_row=10)
+        t_start = None
+        while t_start is None:
+            doc = httpx.get(f"{api}/api/status/{rid}", headers={"Authorization": f"Bearer {KEY}"}).json()
+            if doc["status"] != "pending":
+                t_start = time.monotonic()
+            time.sleep(0.05)
+        t_end = hook.wait_for(rid, 600)
+        doc = httpx.get(f"{api}/api/status/{rid}", headers={"Authorization": f"Bearer {KEY}"}).json()
+        assert doc["progress"]["done"] == len(urls), doc
+        self.record(
+            "4_e2e_n_images",
+            images=len(urls),
+            upload_to_webhook_s=t_end - t_up,
+            from_run_start_s=t_end - t_start,
+            img_s=len(urls) / (t_end - t_start),
+        )
+
+    def _upload_and_wait(self, api: str, hook: WebhookReceiver, urls: list[str], timeout: float) -> float:
+        t0 = time.monotonic()
+        rid = self._upload(api, urls, hook.url)
+        return hook.wait_for(rid, timeout) - t0
+
+    def part_memory(self) -> None:
+        api, hook = self.stack()
+        for n in [int(x) for x in self.args.mem_urls.split(",")]:
+            urls = [f"{self.image_base()}/small/{i}.jpg" for i in range(n)]
+            t0 = time.monotonic()
+            rid = self._upload(api, urls, hook.url, per_row=10)
+            peak, peak_tree, seen = 0, 0, set()
+            while True:
+                for pid, hwm, tree in _run_worker_hwm():
+                    seen.add(pid)
+                    peak, peak_tree = max(peak, hwm), max(peak_tree, tree)
+                try:
+                    t_end = hook.wait_for(rid, 0.2)
+                    break
+                except TimeoutError:
+                    if time.monotonic() - t0 > 3600:
+                        raise
+            self.record(
+                f"5_memory_{n}_urls",
+                urls=n,
+                peak_rss_mb=peak / 1024,
+                peak_rss_with_pool_mb=peak_tree / 1024,
+                run_workers_seen=len(seen),
+                seconds=t_end - t0,
+                img_s=n / (t_end - t0),
+            )
+
+    # -- 6. API accept rate
+    def part_api(self) -> None:
+        port = free_port()
+        env = dict(
+            os.environ,
+            IMGPIPE_DATA_DIR=str(self.tmp / "api"),
+            IMGPIPE_API_KEYS=KEY,
+            IMGPIPE_API_PORT=str(port),
+        )
+        for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "IMGPIPE_DAGSTER_URL"):
+            env.pop(k, None)
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(port)]
+        cmd += ["--log-level", "warning", "--no-access-log"]
+        proc = Proc(cmd, env=env, log=self.tmp / "api.log", cwd=ROOT)
+        try:
+            api = f"http://127.0.0.1:{port}"
+            wait_http(f"{api}/api/check_db_connection")
+            ok, failed, ids, dt = asyncio.run(_load(api, self.args.api_seconds, self.args.api_concurrency))
+        finally:
+            proc.stop()
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(f"sqlite:///{self.tmp / 'api' / 'app.db'}")
+        with engine.connect() as c:
+            stored = {r[0] for r in c.execute(text("select id from requests"))}
+        engine.dispose()
+        lost = len(set(ids) - stored)
+        self.record(
+            "6_api_uploads",
+            accepted=ok,
+            refused_or_errors=failed,
+            seconds=dt,
+            uploads_s=ok / dt,
+            lost=lost,
+            concurrency=self.args.api_concurrency,
+            note="one uvicorn process, embedded SQLite + local objects, no run launch (fast path off)",
+        )
+
+    def close(self) -> None:
+        if getattr(self, "_stack", None):
+            self._stack[1].close()
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def _proc_table() -> dict[int, tuple[int, bytes, int, int]]:
+    """pid -> (ppid, cmdline, VmRSS kB, VmHWM kB) of every process we can read."""
+    table = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+            )
+            rss, hwm = (int(status.get(k, "0 kB").split()[0]) for k in ("VmRSS", "VmHWM"))
+            table[int(pid)] = (int(status["PPid"]), cmd, rss, hwm)
+        except (OSError, KeyError, ValueError):
+            continue
+    return table
+
+
+def _run_worker_hwm() -> list[tuple[int, int, int]]:
+    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run.
+
+    A run worker is a fork of the warm launcher's forkserver (`make up`) or a `dagster api execute_run`
+    process (Dagster's default launcher); descendants are its codec pool processes, if any.
+    """
+    table = _proc_table()
+    servers = {pid for pid, (_, cmd, _, _) in table.items() if b"multiprocessing.forkserver" in cmd}
+    workers = [pid for pid, (ppid, cmd, _, _) in table.items() if ppid in servers or b"execute_run" in cmd]
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, *_rest) in table.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree_rss(pid: int) -> int:
+        return table[pid][2] + sum(tree_rss(c) for c in children.get(pid, []))
+
+    return [(pid, table[pid][3], tree_rss(pid)) for pid in workers]
+
+
+async def _load(api: str, seconds: float, concurrency: int) -> tuple[int, int, list[str], float]:
+    import httpx
+
+    csv = b'S.No.,Product Name,Input Image Urls\n1,P,"https://img.example.com/a.jpg"\n'
+    ids: list[str] = []
+    failed = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        stop = time.perf_counter() + seconds
+
+        async def user() -> None:
+            nonlocal failed
+            while time.perf_counter() < stop:
+                r = await client.post(
+                    f"{api}/api/upload", headers={"Authorization": f"Bearer {KEY}"}, files={"file": ("a.csv", csv)}
+                )
+                if r.status_code == 202:
+                    ids.append(r.json()["request_id"])
+                else:
+                    failed += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        dt = time.perf_counter() - t0
+    return len(ids), failed, ids, dt
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(results: dict) -> str:
+    p = results["parts"]
+    base = p.get("1_baseline", {}).get("img_s")
+    limit = p.get("2_codec_limit", {}).get("limit_img_s")
+    rows = [("measure", "img/s", "MB/s", "x seed", "x codec limit", "load 1/5/15 min")]
+
+    def add(name: str, img_s: float | None, mb_s: float | None, ld: str) -> None:
+        rows.append(
+            (
+                name,
+                f"{img_s:.1f}" if img_s else "",
+                f"{mb_s:.1f}" if mb_s else "",
+                f"{img_s / base:.2f}" if img_s and base else "",
+                f"{img_s / limit:.2f}" if img_s and limit else "",
+                ld,
+            )
+        )
+
+    if "1_baseline" in p:
+        add("1 seed: serial loop, new S3 client each", base, p["1_baseline"]["mb_s"], p["1_baseline"]["load"])
+    if "2_codec_limit" in p:
+        c = p["2_codec_limit"]
+        for name in ("pillow", "fast", "ours"):
+            for kind in ("process", "thread"):
+                add(f"2 codec {name}, {CORES} {kind}es" if kind == "process" else f"2 codec {name}, {CORES} threads",
+                    c[f"{name}_{kind}_img_s"], c[f"{name}_{kind}_mb_s"], c["load"])  # fmt: skip
+    for key in sorted(k for k in p if k.startswith("3_pipeline")):
+        add(f"3 our pipeline ({key.split('_')[-1]} pool)", p[key]["img_s"], p[key]["mb_s"], p[key]["load"])
+    if "4_e2e_n_images" in p:
+        add("4 make up: N images from run start", p["4_e2e_n_images"]["img_s"], None, p["4_e2e_n_images"]["load"])
+    lines = [" | ".join(f"{c:<42}" if i == 0 else f"{c:>9}" for i, c in enumerate(r)) for r in rows]
+    if "4_e2e_3_images" in p:
+        e = p["4_e2e_3_images"]
+        lines.append(
+            f"4 make up: upload -> webhook, 3 images: p50 {e['p50_s']:.2f} s, p95 {e['p95_s']:.2f} s "
+            f"over {e['uploads']} uploads (load {e['load']})"
+        )
+    for key in sorted(k for k in p if k.startswith("5_memory")):
+        m = p[key]
+        lines.append(f"5 run worker peak RSS, {m['urls']} URLs: {m['peak_rss_mb']:.0f} MB (load {m['load']})")
+    if "6_api_uploads" in p:
+        a = p["6_api_uploads"]
+        lines.append(
+            f"6 API: {a['uploads_s']:.0f} uploads/s accepted ({a['accepted']} in {a['seconds']:.1f} s, "
+            f"{a['lost']} lost, {a['refused_or_errors']} refused) (load {a['load']})"
+        )
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = results["parts"]
+    bars: list[tuple[str, float]] = []
+    if "1_baseline" in p:
+        bars.append(("seed loop", p["1_baseline"]["img_s"]))
+    if "2_codec_limit" in p:
+        c = p["2_codec_limit"]
+        bars += [("Pillow limit", c["pillow_process_img_s"]), ("simplejpeg limit", c["limit_img_s"])]
+    for key in sorted(k for k in p if k.startswith("3_pipeline")):
+        bars.append((f"ours ({key.split('_')[-1]})", p[key]["img_s"]))
+    if "4_e2e_n_images" in p:
+        bars.append(("make up run", p["4_e2e_n_images"]["img_s"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    if bars:
+        axes[0].barh([b[0] for b in bars], [b[1] for b in bars], color="#4477aa")
+        axes[0].set_xlabel("images / s (1600x1200, higher is better)")
+        axes[0].invert_yaxis()
+    if "4_e2e_3_images" in p:
+        axes[1].hist(p["4_e2e_3_images"]["all_s"], bins=12, color="#cc6677")
+        axes[1].set_xlabel("upload -> webhook, 3 images (s)")
+        axes[1].set_ylabel("uploads")
+    fig.suptitle(f"image-pipeline bench ({CORES} cores, {results['params']['delay_s'] * 1000:.0f} ms per request)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated parts to run (1-6)")
+    ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
+    ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
+    ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
+    ap.add_argument("--uploads", type=int, default=12, help="3-image uploads timed in part 4")
+    ap.add_argument("--mem-urls", default="10000", help="request sizes for part 5, e.g. 10000,100000")
+    ap.add_argument("--api-seconds", type=float, default=10.0)
+    ap.add_argument("--api-concurrency", type=int, default=16)
+    ap.add_argument("--profile", action="store_true", help="pyinstrument profile of part 3 -> bench/profile-*.txt")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops every server we started
+    parts = {int(x) for x in args.parts.split(",")}
+    bench = Bench(args)
+    print(f"bench: {CORES} cores, n={args.n}, delay={args.delay * 1000:.0f} ms, load {load()}", flush=True)
+    steps = {
+        1: bench.part_baseline,
+        2: bench.part_codec,
+        3: bench.part_pipeline,
+        4: bench.part_e2e,
+        5: bench.part_memory,
+        6: bench.part_api,
+    }
+    try:
+        for k in sorted(parts):
+            print(f"part {k} ...", flush=True)
+            steps[k]()
+    finally:
+        bench.close()
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    merged = {**previous, **bench.results, "parts": {**previous.get("parts", {}), **bench.results["parts"]}}
+    args.out.write_text(json.dumps(merged, indent=2))
+    chart(merged, args.out.with_suffix(".png"))
+    print()
+    print(table(merged))
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
