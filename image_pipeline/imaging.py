@@ -156,8 +156,8 @@ def recompress_fast_jpeg(
         encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
     except ValueError:
         return None
-    if len(encoded) >= len(data) and not max_dimension and exif is None:
-        return Recompressed(data, w, h, "JPEG", kept_original=True)
+    if len(encoded) >= len(data) and not max_dimension and _is_plain_jpeg(data):
+        return Recompressed(data, w, h, "JPEG", kept_original=True)  # same rule as the Pillow path
     return Recompressed(encoded, w, h, "JPEG")
 
 
