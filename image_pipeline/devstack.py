@@ -66,7 +66,10 @@ def main() -> int:
     shutil.copyfile(ROOT / "deploy" / "embedded" / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
 
+    from image_pipeline.dagster_storage import create_dagster_storage
     from image_pipeline.store.db import upgrade
+
+    create_dagster_storage(dagster_home, env)
 
     upgrade(Settings(data_dir=data_dir, database_url=settings.database_url).resolved_database_url)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from image_pipeline.dagster_storage import create_dagster_storage
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import free_port
 
@@ -75,6 +76,7 @@ def running_stack(
         **({"IMGPIPE_DAGSTER_URL": ui} if ui else {}),
         **env,
     )
+    create_dagster_storage(home, full_env)  # before the processes that would race to create it
     logs = tmp_path / "logs"
     logs.mkdir()
     commands = {
