@@ -314,10 +314,14 @@ class Bench:
         rng = random.Random(4)
         small = self.urls(3)
         self._upload_and_wait(api, hook, small, 120)  # warm-up, not counted
-        lat = []
+        lat, phases = [], []
         for _ in range(self.args.uploads):
             time.sleep(rng.uniform(0.3, 2.5))
-            lat.append(self._upload_and_wait(api, hook, small, 120))
+            wall0, t0 = time.time(), time.monotonic()
+            rid = self._upload(api, small, hook.url)
+            took = hook.wait_for(rid, 120) - t0
+            lat.append(took)
+            phases.append(self._phases(rid, wall0, wall0 + took))
         lat.sort()
         p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
         self.record(
@@ -329,6 +333,7 @@ class Bench:
             max_s=lat[-1],
             all_s=[round(x, 3) for x in lat],
         )
+        self.record("4_e2e_phases_median_s", **_median_phases(phases))
         # N images, timed from run start (status turns `processing` once validated_csv ran).
         urls = self.urls()
         t_up = time.monotonic()
@@ -349,6 +354,39 @@ class Bench:
             from_run_start_s=t_end - t_start,
             img_s=len(urls) / (t_end - t_start),
         )
+
+    def _phases(self, rid: str, wall0: float, wall_hook: float) -> dict[str, float]:
+        """Where one upload's latency went, from the run's Dagster event log (wall-clock timestamps)."""
+        import dagster as dg
+
+        if getattr(self, "_instance", None) is None:
+            self._instance = dg.DagsterInstance.from_config(str(self.tmp / "stack" / "dagster"))
+        [run] = self._instance.get_runs(dg.RunsFilter(tags={"imgpipe/request_id": rid}), limit=1)
+        marks: dict[str, float] = {}
+        steps: dict[str, float] = {}
+        started: dict[str, float] = {}
+        for entry in self._instance.all_logs(run.run_id):
+            ev = entry.dagster_event
+            if ev is None:
+                continue
+            kind = ev.event_type.name
+            marks.setdefault(kind, entry.timestamp)
+            if kind == "STEP_START":
+                steps[ev.step_key] = started[ev.step_key] = entry.timestamp
+            elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in steps:
+                steps[ev.step_key] = entry.timestamp - steps[ev.step_key]
+        out = {
+            "api_to_enqueued": marks["RUN_ENQUEUED"] - wall0,
+            "queue": marks["RUN_STARTING"] - marks["RUN_ENQUEUED"],
+            "launch_to_run_start": marks["RUN_START"] - marks["RUN_STARTING"],
+            "run_start_to_first_step": marks["STEP_START"] - marks["RUN_START"],
+            **{f"step {k.removeprefix('compressed_images.').split('[')[0]}": v for k, v in steps.items()},
+        }
+        # The webhook is sent by the last step, before the run's own success event is written.
+        last = max(started, key=started.get)
+        out[f"step {last.split('.')[-1]}"] = wall_hook - started[last]
+        out["steps_total"] = sum(v for k, v in out.items() if k.startswith("step "))
+        return out
 
     def _upload_and_wait(self, api: str, hook: WebhookReceiver, urls: list[str], timeout: float) -> float:
         t0 = time.monotonic()
@@ -463,6 +501,11 @@ def _run_worker_hwm() -> list[tuple[int, int, int]]:
         return table[pid][2] + sum(tree_rss(c) for c in children.get(pid, []))
 
     return [(pid, table[pid][3], tree_rss(pid)) for pid in workers]
+
+
+def _median_phases(phases: list[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for p in phases for k in p)
+    return {k: round(statistics.median(p[k] for p in phases if k in p), 3) for k in keys}
 
 
 async def _load(api: str, seconds: float, concurrency: int) -> tuple[int, int, list[str], float]:
