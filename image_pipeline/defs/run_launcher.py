@@ -9,7 +9,8 @@ of it, so it starts in tens of milliseconds. The forkserver is single-threaded a
 connection, so forking it is safe (unlike forking the multi-threaded daemon itself).
 
 The run itself executes exactly as under `dagster api execute_run` (same function, same event log,
-same cancellation thread); run monitoring's start timeout still applies. Used by `make up`
+same cancellation thread); run monitoring's start timeout still applies, and its worker health check
+sees a run whose process died (SIGKILL, OOM) so run retries start it again. Used by `make up`
 (deploy/embedded/dagster.yaml); select it in any dagster.yaml with
 
     run_launcher:
@@ -30,7 +31,7 @@ import sys
 import threading
 from typing import Any
 
-from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 log = logging.getLogger("imgpipe.run_launcher")
@@ -69,6 +70,23 @@ def _die_with_forkserver() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: run monitoring still marks a run whose process is gone
+
+
+def _process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (the forkserver reaps its children, but not instantly)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def _execute_run(run_id: str, instance_ref: Any) -> None:  # noqa: ANN401 (InstanceRef)
@@ -135,6 +153,20 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         self._children[run.run_id] = child
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(child.pid)})
         log.info("run %s started as forked process %s", run.run_id, child.pid)
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: Any) -> CheckRunHealthResult:  # noqa: ANN401 (DagsterRun)
+        """FAILED once the run's process is gone. Run workers live on the launching machine, where the
+        daemon that monitors them runs too."""
+        pid = run.tags.get(PID_TAG)
+        if not pid:  # tagged right after the fork: nothing to judge yet
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        if _process_alive(int(pid)):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone", run_worker_id=pid)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

@@ -165,14 +165,26 @@ def wait_until(pred: Callable[[], bool], timeout: float, what, tail: Callable[[]
 
 
 def make_env(
-    tmp_path: Path, *, database_url: str, dagster_pg: str, redis_url: str, bucket: str, s3_endpoint: str, allow: str
+    tmp_path: Path,
+    *,
+    database_url: str,
+    dagster_pg: str,
+    redis_url: str,
+    bucket: str,
+    s3_endpoint: str,
+    allow: str,
+    warm_launcher: bool = False,
 ) -> dict[str, str]:
+    """`warm_launcher`: runs are forks of a warm process (WarmForkRunLauncher, as `make up` runs them)."""
     from image_pipeline.dagster_storage import create_dagster_storage
     from tests.conftest import WEBHOOK_SECRET
 
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    if warm_launcher:
+        with open(home / "dagster.yaml", "a") as f:
+            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
     env = dict(
         os.environ,
         DAGSTER_HOME=str(home),

@@ -35,7 +35,7 @@ FINAL = ("completed", "partially_failed", "failed")
 def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
     created: list[tuple[Stack, str]] = []
 
-    def make(database_url: str, redis_url: str, **env: str) -> Stack:
+    def make(database_url: str, redis_url: str, warm_launcher: bool = False, **env: str) -> Stack:
         dagster_pg = create_pg_database("imgpipe_fault_dagster")
         logs = tmp_path / "logs"
         logs.mkdir(exist_ok=True)
@@ -48,6 +48,7 @@ def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver)
             bucket=bucket,
             s3_endpoint=s3_endpoint,
             allow=f"{image_server.allow},{webhook_receiver.allow}",
+            warm_launcher=warm_launcher,
         )
         stack = Stack(env, logs)
         stack.env.update(extra_env)
@@ -105,11 +106,17 @@ def dagster_runs(stack: Stack, rid: str, monkeypatch) -> list[dg.DagsterRun]:  #
 
 
 def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:  # noqa: ANN001
-    """The pid of a run's worker process, from the run's "Started process for run (pid: N)" event."""
+    """The pid of a run's worker process: the warm launcher's run tag, or the default launcher's
+    "Started process for run (pid: N)" event."""
     from dagster._core.events import DagsterEventType
+
+    from image_pipeline.defs.run_launcher import PID_TAG
 
     monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", stack.env["IMGPIPE_DAGSTER_PG_URL"])
     with dg.DagsterInstance.from_config(stack.env["DAGSTER_HOME"]) as instance:
+        tagged = instance.get_run_by_id(run_id).tags.get(PID_TAG)
+        if tagged:
+            return int(tagged)
         for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
             m = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
             if m:
@@ -117,10 +124,12 @@ def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:  # noq
     return None
 
 
+@pytest.mark.parametrize("launcher", ["default", "warm_fork"])
 def test_sigkill_of_the_run_worker_mid_request(
-    stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket, redis_url, monkeypatch
+    launcher, stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket, redis_url, monkeypatch
 ) -> None:  # noqa: ANN001
-    stack = stack_factory(app_db, redis_url)
+    """Dagster's default launcher (a process per run, compose) and the warm-fork launcher (`make up`)."""
+    stack = stack_factory(app_db, redis_url, warm_launcher=launcher == "warm_fork")
     stack.start_api()
     stack.start_daemon()
     urls = slow_images(image_server, 12, 1.5)  # 2 at a time: about 9 s of downloading
