@@ -188,10 +188,29 @@ class Stack:
         for name in self.workers:
             self.procs.pop(name).stop()
         self.workers = []
+        self.kill_strays(lambda cmd: b"celery" in cmd)
+
+    def kill_strays(self, match=lambda cmd: True) -> None:  # noqa: ANN001
+        """Kill what outlives its process group: `celery` under `dagster-celery` finishing its task, run
+        processes (their own session, by design: a run survives a daemon restart). Ours are the
+        processes whose environment has this stack's DAGSTER_HOME."""
+        mark = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if pid != os.getpid() and mark in env and match(cmd):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def close(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
+        self.kill_strays()
         for url in (self.dagster_db, self.app_db):
             try:
                 drop_db(url)
@@ -436,6 +455,7 @@ class ScaleBench:
         for executor in self.args.executors.split(","):
             env = {"IMGPIPE_EXECUTOR": executor, "IMGPIPE_CHUNK_SIZE": "1", "IMGPIPE_FANOUT_THRESHOLD": "1"}
             s = self.stack(f"cost-{executor}", env, warm_launcher=True)
+            parallel = {"in_process": 1, "multiprocess": CORES, "celery": self.args.cost_workers}[executor]
             try:
                 if executor == "celery":
                     for _ in range(self.args.cost_workers):
@@ -450,7 +470,11 @@ class ScaleBench:
                 chunks=[n, 2 * n],
                 workers=self.args.cost_workers if executor == "celery" else None,
                 run_s=[one["run_s"], two["run_s"]],
+                chunk_phase_s=[one["chunk_phase_s"], two["chunk_phase_s"]],
+                # the marginal wall time of one more chunk step: the run's fixed costs cancel out
                 per_chunk_s=(two["run_s"] - one["run_s"]) / n,
+                per_chunk_phase_s=(two["chunk_phase_s"] - one["chunk_phase_s"]) / n,
+                parallel_steps=parallel,
                 chunk_step_median_s=two["chunk_step_median_s"],
                 event_rows=[one["event_rows"], two["event_rows"]],
             )
@@ -462,8 +486,7 @@ class ScaleBench:
         try:
             for _ in range(2):
                 s.add_worker()
-            if "c" in parts:
-                self.warm(s, 2)
+            if "c" in parts:  # rows, not time: no warm-up
                 urls = self.small(self.args.urls, uuid.uuid4().hex)
                 fig = s.process(urls, self.hook)
                 self.record(
@@ -537,6 +560,15 @@ class ScaleBench:
             all_s=[round(x, 3) for x in lat],
         )
 
+    def part_d_deployment(self) -> None:
+        """The same deployment as the scale-out configuration (PostgreSQL, repo dagster.yaml, warm-fork
+        launcher, API fast path) with the default executor: what IMGPIPE_EXECUTOR=celery changes alone."""
+        s = self.stack("deploy-in-process", {"IMGPIPE_EXECUTOR": "in_process"}, warm_launcher=True, webserver=True)
+        try:
+            self.latency("d_3_images_deployment_in_process", s, "IMGPIPE_EXECUTOR=in_process, Postgres, warm-fork")
+        finally:
+            self.drop(s)
+
     # -- e. CeleryRunLauncher
     def part_e(self) -> None:
         # A result backend every process can read (Redis), not rpc://: run monitoring asks the launcher
@@ -583,8 +615,8 @@ def table(results: dict) -> str:
     for key in sorted(k for k in p if k.startswith("b_cost")):
         r = p[key]
         add(
-            f"b orchestration per chunk step, {key.removeprefix('b_cost_')}",
-            f"{r['per_chunk_s'] * 1000:.0f} ms",
+            f"b wall per extra chunk step, {key.removeprefix('b_cost_')} ({r.get('parallel_steps', 1)} at once)",
+            f"run {r['per_chunk_s'] * 1000:.0f} ms, chunks {r.get('per_chunk_phase_s', 0) * 1000:.0f} ms",
             r["load"],
         )
     if "c_event_rows" in p:
@@ -593,7 +625,8 @@ def table(results: dict) -> str:
             f"{r['event_rows']} ({r['rows_per_10k_urls']:.0f} / 10k)", r["load"])  # fmt: skip
     for key, name in (
         ("d_3_images_make_up", "d 3 images upload->webhook, make up"),
-        ("d_3_images_scaleout_config", "d 3 images upload->webhook, celery config"),
+        ("d_3_images_deployment_in_process", "d 3 images upload->webhook, Postgres, in_process"),
+        ("d_3_images_scaleout_config", "d 3 images upload->webhook, Postgres, celery config"),
         ("e_3_images_celery_run_launcher", "e 3 images upload->webhook, CeleryRunLauncher"),
     ):
         if key in p:
@@ -611,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--io-workers", default="1,2,4", help="worker counts for the I/O-bound series of part a")
     ap.add_argument("--per-host", type=int, default=64, help="IMGPIPE_PER_HOST_CONCURRENCY in part a")
     ap.add_argument("--codec-n", type=int, default=96, help="photos for the codec limit (part a)")
-    ap.add_argument("--chunks", type=int, default=12, help="N in part b (runs of N and 2N one-URL chunks)")
+    ap.add_argument("--chunks", type=int, default=8, help="N in part b (runs of N and 2N one-URL chunks)")
     ap.add_argument("--executors", default="in_process,multiprocess,celery", help="executors for part b")
     ap.add_argument("--cost-workers", type=int, default=2, help="Celery workers in part b")
     ap.add_argument("--urls", type=int, default=10_000, help="URLs (64x48 images) in part c")
@@ -634,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.part_cd(parts)
         if "d" in parts:
             bench.part_d_make_up()
+            bench.part_d_deployment()
         if "e" in parts:
             print("part e ...", flush=True)
             bench.part_e()

@@ -1,5 +1,6 @@
 """Every Dagster instance config we ship loads: storage, run coordinator, concurrency limits, run
-monitoring and (for ECS) the run launcher, resolved against an ECS API (moto server)."""
+monitoring and the run launcher (ECS: resolved against an ECS API on a moto server; Celery:
+CeleryRunLauncher from dagster-celery)."""
 
 import json
 import shutil
@@ -19,6 +20,7 @@ c = i.get_concurrency_config()
 print(json.dumps({
     "launcher": type(i.run_launcher).__name__,
     "task_definition": getattr(i.run_launcher, "task_definition", None),
+    "run_queue": getattr(i.run_launcher, "default_queue", None),
     "coordinator": type(i.run_coordinator).__name__,
     "max_runs": c.run_queue_config.max_concurrent_runs,
     "tag_limits": [t["key"] for t in c.run_queue_config.tag_concurrency_limits],
@@ -72,3 +74,15 @@ def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -
     got = load_instance(ROOT / "deploy/ecs/dagster.yaml", tmp_path, {**env, "IMGPIPE_ECS_TASK_DEFINITION": arn})
     assert got["launcher"] == "EcsRunLauncher" and got["task_definition"] == arn
     assert got["pool_limit"] == 32 and got["free_slots"] == 60
+
+
+def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+    env = {
+        "IMGPIPE_DAGSTER_PG_URL": dagster_pg,
+        "IMGPIPE_CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:5672//",
+        "IMGPIPE_CELERY_BACKEND_URL": "redis://127.0.0.1:6379/15",
+        "IMGPIPE_CELERY_RUN_QUEUE": "imgpipe-runs",
+    }
+    got = load_instance(ROOT / "deploy/celery/dagster.yaml", tmp_path, env)
+    assert got["launcher"] == "CeleryRunLauncher" and got["run_queue"] == "imgpipe-runs"
+    assert got["coordinator"] == "QueuedRunCoordinator" and got["free_slots"] == 30
