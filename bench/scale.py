@@ -638,7 +638,7 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="a,b,c,d,e", help="comma-separated parts (a-e)")
-    ap.add_argument("--photos", type=int, default=320, help="1600x1200 photos per request in part a")
+    ap.add_argument("--photos", type=int, default=240, help="1600x1200 photos per request in part a")
     ap.add_argument("--chunk-size", type=int, default=40, help="URLs per chunk in part a")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request (part a I/O, d, e)")
     ap.add_argument("--io-workers", default="1,2,4", help="worker counts for the I/O-bound series of part a")
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executors", default="in_process,multiprocess,celery", help="executors for part b")
     ap.add_argument("--cost-workers", type=int, default=2, help="Celery workers in part b")
     ap.add_argument("--urls", type=int, default=10_000, help="URLs (64x48 images) in part c")
-    ap.add_argument("--uploads", type=int, default=12, help="3-image uploads timed in parts d and e")
+    ap.add_argument("--uploads", type=int, default=10, help="3-image uploads timed in parts d and e")
     ap.add_argument("--out", type=Path, default=HERE / "scale_results.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops every process we started
