@@ -86,3 +86,20 @@ def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) ->
     got = load_instance(ROOT / "deploy/celery/dagster.yaml", tmp_path, env)
     assert got["launcher"] == "CeleryRunLauncher" and got["run_queue"] == "imgpipe-runs"
     assert got["coordinator"] == "QueuedRunCoordinator" and got["free_slots"] == 30
+
+
+def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "deploy/celery/dagster.yaml", home / "dagster.yaml")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DAGSTER_HOME": str(home),
+        "IMGPIPE_DAGSTER_PG_URL": dagster_pg,
+        "IMGPIPE_CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:5672//",
+        "IMGPIPE_CELERY_BACKEND_URL": "rpc://",
+        "IMGPIPE_CELERY_RUN_QUEUE": "imgpipe-runs",
+    }
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "needs a result backend every process can read" in proc.stderr

@@ -1,5 +1,5 @@
 """deploy/k8s/values.yaml is linted without `helm`: a JSON Schema of the parts of Dagster's Helm chart
-(1.13.x, helm/dagster/values.schema.json, generated from the chart's pydantic models) that the file
+(dagster-io/dagster helm/dagster: values.schema.json, generated from helm/dagster/schema) that the file
 sets. Written here from the chart's key names and rules: where the chart forbids unknown keys
 (`concurrency`, `runLauncher`, `dagsterDaemon`, the run coordinator), so does this schema, so a
 misspelt key fails here instead of being silently ignored by `helm install`."""
