@@ -26,6 +26,7 @@ print(json.dumps({
     "tag_limits": [t["key"] for t in c.run_queue_config.tag_concurrency_limits],
     "pool_limit": c.pool_config.default_pool_limit,
     "free_slots": i.run_monitoring_settings.get("free_slots_after_run_end_seconds"),
+    "python_log_level": i.python_log_level,
 }))
 """
 
@@ -56,6 +57,7 @@ def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
     assert got["coordinator"] == "QueuedRunCoordinator" and got["launcher"] == "DefaultRunLauncher"
     assert got["max_runs"] == 8 and got["tag_limits"] == ["imgpipe/owner", "imgpipe/request_id"]
     assert got["pool_limit"] == 8 and got["free_slots"] == 30
+    assert got["python_log_level"] == "INFO"  # no DEBUG rows per chunk in the event log
 
 
 def test_embedded_instance(tmp_path) -> None:  # noqa: ANN001
