@@ -2,9 +2,9 @@
 
 Within one run an asyncio.Semaphore per host does it. Across runs, processes and machines (chunk steps
 on Celery/Kubernetes workers) the limit must live in Redis: a host has N slots, each a redis-py `Lock`
-with a timeout, so a worker that is killed while holding a slot frees it when the timeout passes
-(a counter would leak the slot forever). A slot is held for one download, which the fetch deadline
-bounds, so the timeout is that deadline plus a margin and a live holder never loses its slot.
+with a short lease that its holder renews while the download runs. A worker killed while holding a
+slot stops renewing, so the slot comes back within one lease (a counter would leak it forever; a lease
+as long as the fetch deadline would stall the retry of a crashed run for that long).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
+
+# A dead holder's slot is free again within this many seconds; live holders renew every third of it.
+HOST_SLOT_LEASE_S = 10.0
 
 
 class HostLimiter(Protocol):
@@ -40,11 +43,11 @@ class RedisHostLimiter:
     """`per_host` slots per host shared by every process that uses the same Redis. Redis is a cache in
     this service, never a dependency: while it is unreachable the limit falls back to this process."""
 
-    def __init__(self, redis_url: str, per_host: int, slot_timeout: float, poll: float = 0.05) -> None:
+    def __init__(self, redis_url: str, per_host: int, lease: float = HOST_SLOT_LEASE_S, poll: float = 0.05) -> None:
         import redis.asyncio as aioredis
 
         self.client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self.per_host, self.slot_timeout, self.poll = per_host, slot_timeout, poll
+        self.per_host, self.lease, self.poll = per_host, lease, poll
         self.local = LocalHostLimiter(per_host)
 
     @asynccontextmanager
@@ -53,7 +56,7 @@ class RedisHostLimiter:
 
         while True:
             for slot in random.sample(range(self.per_host), self.per_host):
-                lock = self.client.lock(f"imgpipe:host-slot:{host}:{slot}", timeout=self.slot_timeout)
+                lock = self.client.lock(f"imgpipe:host-slot:{host}:{slot}", timeout=self.lease)
                 try:
                     acquired = await lock.acquire(blocking=False)
                 except RedisError:
@@ -61,9 +64,11 @@ class RedisHostLimiter:
                         yield
                     return
                 if acquired:
+                    renew = asyncio.create_task(self._renew(lock))
                     try:
                         yield
                     finally:
+                        renew.cancel()
                         try:
                             await lock.release()
                         except (LockError, RedisError):
@@ -71,12 +76,23 @@ class RedisHostLimiter:
                     return
             await asyncio.sleep(self.poll * (0.5 + random.random()))  # jitter: waiters don't march in step
 
+    async def _renew(self, lock) -> None:  # noqa: ANN001 (redis.asyncio.lock.Lock)
+        """Reset the lease every third of it while the slot is held."""
+        from redis.exceptions import LockError, RedisError
+
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await lock.reacquire()
+            except (LockError, RedisError):
+                return  # lost (Redis flushed or away): the download finishes; the limit is best effort then
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def make_host_limiter(per_host: int, redis_url: str | None, slot_timeout: float) -> HostLimiter:
+def make_host_limiter(per_host: int, redis_url: str | None, lease: float = HOST_SLOT_LEASE_S) -> HostLimiter:
     """Redis-backed (deployment-wide) when a Redis URL is configured, else per run."""
     if redis_url:
-        return RedisHostLimiter(redis_url, per_host, slot_timeout)
+        return RedisHostLimiter(redis_url, per_host, lease)
     return LocalHostLimiter(per_host)

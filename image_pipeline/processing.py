@@ -133,7 +133,7 @@ async def process_items(
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
-    host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, policy.total_timeout + 30)
+    host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url)
     iterator = iter(items)
     with (
         codec_executor(opts, expected) as codec_pool,

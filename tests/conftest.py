@@ -16,6 +16,16 @@ from tests.helpers import ImageServer, WebhookReceiver, free_port
 
 PG_ADMIN_URL = os.environ.get("IMGPIPE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("IMGPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")  # a test-only db number
+
+
+def _worker_redis_url(base: str) -> str:
+    """Each pytest-xdist worker gets its own Redis db (base, base+1, ... mod 16): they flush it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    head, _, db = base.rpartition("/")
+    return f"{head}/{(int(db or 0) + int(worker.removeprefix('gw') or 0)) % 16}"
+
+
+REDIS_URL = _worker_redis_url(REDIS_URL)
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 # boto3 must never find real credentials or talk to AWS from the tests.

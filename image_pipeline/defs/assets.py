@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from image_pipeline.pipeline import PipelineContext
 
 OWNERS = ["team:image-pipeline"]
+CHUNK_POOL = "image_chunks"  # the Dagster pool of compress_chunk steps (limit: dagster.yaml `pools`)
 GROUP = "requests"
 # A step that hits a transient fault (database restarting, S3 hiccup) is re-run in the same run after
 # 2, 4, 8 s (+ jitter); re-running is safe because every step skips what is already stored.
@@ -82,7 +83,7 @@ def plan_image_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineRes
         yield dg.DynamicOutput(chunk.as_dict(), mapping_key=f"chunk_{chunk.number:05d}")
 
 
-@dg.op(pool="image_chunks", retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL))
+@dg.op(pool=CHUNK_POOL, retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL))
 def compress_chunk(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, chunk: dict) -> dict:
     """Fetch and recompress one chunk; per-URL results go to the app DB and the chunk's manifest, not to
     Dagster's event log (which grows with chunks, not URLs). A retry skips what is already stored."""
@@ -110,7 +111,20 @@ _CHECK_OUTS = {spec.get_python_identifier(): dg.Out(dg.Nothing, is_required=Fals
 def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, summaries: list[dict]):  # noqa: ANN201
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition."""
+    from image_pipeline.chunks import load_plan, process_chunk
+
     ctx = pipeline.context()
+    # A run re-executed from failure after crashing between the plan and the chunk steps gets no mapped
+    # steps at all (Dagster re-runs only steps that started or failed): do any chunk left without a
+    # result here, so the request never ends with chunks that nobody processed.
+    have = {s["number"] for s in summaries}
+    missing = [c for c in _run_step(context, ctx, load_plan) if c.number not in have]
+    if missing:
+        context.log.warning(f"{len(missing)} chunk(s) had no chunk step in this run: processing them here")
+        summaries = [
+            *summaries,
+            *(_run_step(context, ctx, lambda c, rid, m=m: process_chunk(c, m)).as_dict() for m in missing),
+        ]
     req = _run_step(context, ctx, _steps().request_counts)
     errors = [e for s in sorted(summaries, key=lambda s: s["number"]) for e in s["errors"]]
     meta = {

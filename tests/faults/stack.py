@@ -167,12 +167,13 @@ def wait_until(pred: Callable[[], bool], timeout: float, what, tail: Callable[[]
 def make_env(
     tmp_path: Path, *, database_url: str, dagster_pg: str, redis_url: str, bucket: str, s3_endpoint: str, allow: str
 ) -> dict[str, str]:
+    from image_pipeline.dagster_storage import create_dagster_storage
     from tests.conftest import WEBHOOK_SECRET
 
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    return dict(
+    env = dict(
         os.environ,
         DAGSTER_HOME=str(home),
         IMGPIPE_DAGSTER_PG_URL=dagster_pg,
@@ -189,3 +190,5 @@ def make_env(
         IMGPIPE_WEBHOOK_RETRY_SCHEDULE="1,1,2",
         IMGPIPE_WEBHOOK_TIMEOUT="3",
     )
+    create_dagster_storage(home, env)
+    return env

@@ -96,3 +96,26 @@ def test_event_log_grows_with_chunks_not_urls(settings, instance, submit, image_
         assert result.success
         counts.append(len(instance.get_records_for_run(result.run_id, limit=100_000).records))
     assert counts[0] == counts[1]
+
+
+def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submit, image_server) -> None:  # noqa: ANN001
+    """A run crashed between the plan and its chunk steps is retried from failure; Dagster then re-runs
+    only steps that started, so no chunk step comes back and `summarize_chunks` gets nothing to collect.
+    It must do the planned chunks itself rather than let the request finish with nothing processed."""
+    from image_pipeline.chunks import plan_chunks
+    from image_pipeline.defs.assets import summarize_chunks
+    from image_pipeline.pipeline import validate_request
+
+    s, resources = chunked(settings, 4)
+    urls = serve(image_server, 10, prefix="nostep")
+    rid = submit(csv_bytes([("1", "A", urls[:5]), ("2", "B", urls[5:])]))
+    ctx = resources["pipeline"].context()
+    validate_request(ctx, rid)  # what ran before the crash: validated_csv and the plan
+    assert len(plan_chunks(ctx, rid, 4, 4)) == 3
+    context = dg.build_op_context(resources={"pipeline": resources["pipeline"]}, partition_key=rid)
+    result = next(iter(summarize_chunks(context, summaries=[])))  # (the asset checks follow; they need the asset)
+    assert result.output_name == "result"
+    assert result.metadata["chunks"].value == 3 and result.metadata["done"].value == 10
+    store = make_store(s)
+    assert all(store.exists(chunk_manifest_key(rid, n)) for n in range(3))
+    assert db_request(s, rid)[0].done_count == 10

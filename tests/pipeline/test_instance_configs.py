@@ -22,6 +22,7 @@ print(json.dumps({
     "task_definition": getattr(i.run_launcher, "task_definition", None),
     "run_queue": getattr(i.run_launcher, "default_queue", None),
     "coordinator": type(i.run_coordinator).__name__,
+    "dequeue_s": getattr(i.run_coordinator, "dequeue_interval_seconds", None),
     "max_runs": c.run_queue_config.max_concurrent_runs,
     "tag_limits": [t["key"] for t in c.run_queue_config.tag_concurrency_limits],
     "pool_limit": c.pool_config.default_pool_limit,
@@ -54,7 +55,8 @@ def dagster_pg():  # noqa: ANN201
 
 def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
     got = load_instance(ROOT / "dagster.yaml", tmp_path, {"IMGPIPE_DAGSTER_PG_URL": dagster_pg})
-    assert got["coordinator"] == "QueuedRunCoordinator" and got["launcher"] == "DefaultRunLauncher"
+    assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["launcher"] == "DefaultRunLauncher"
+    assert got["dequeue_s"] == 0.5
     assert got["max_runs"] == 8 and got["tag_limits"] == ["imgpipe/owner", "imgpipe/request_id"]
     assert got["pool_limit"] == 8 and got["free_slots"] == 30
     assert got["python_log_level"] == "INFO"  # no DEBUG rows per chunk in the event log
@@ -62,7 +64,8 @@ def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
 
 def test_embedded_instance(tmp_path) -> None:  # noqa: ANN001
     got = load_instance(ROOT / "deploy/embedded/dagster.yaml", tmp_path, {})
-    assert got["coordinator"] == "QueuedRunCoordinator" and got["free_slots"] == 30
+    assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["free_slots"] == 30
+    assert got["dequeue_s"] == 0.5 and got["launcher"] == "WarmForkRunLauncher"
 
 
 def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -> None:  # noqa: ANN001
