@@ -90,7 +90,7 @@ def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) ->
     }
     got = load_instance(ROOT / "deploy/celery/dagster.yaml", tmp_path, env)
     assert got["launcher"] == "CeleryRunLauncher" and got["run_queue"] == "imgpipe-runs"
-    assert got["coordinator"] == "QueuedRunCoordinator" and got["free_slots"] == 30
+    assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["free_slots"] == 30
 
 
 def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:  # noqa: ANN001
@@ -108,3 +108,11 @@ def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> 
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "needs a result backend every process can read" in proc.stderr
+
+
+def test_celery_instance_is_the_deployment_instance_plus_its_launcher() -> None:
+    import yaml
+
+    celery = yaml.safe_load((ROOT / "deploy/celery/dagster.yaml").read_text())
+    assert celery.pop("run_launcher")["class"] == "CeleryRunLauncher"
+    assert celery == yaml.safe_load((ROOT / "dagster.yaml").read_text())  # no drift from dagster.yaml
