@@ -2,7 +2,7 @@
 dagster-daemon (and webserver), PostgreSQL storage, real `dagster-celery` workers on the machine's
 RabbitMQ, a moto S3 server and a loopback image server.
 
-    python -m bench.scale                        # every part, modest defaults (~10 min on 2 cores)
+    python -m bench.scale                        # every part, modest defaults (23 min at load ~10 on 2 cores)
     python -m bench.scale --parts a,e --photos 640
     python -m bench.scale --help
 
@@ -20,7 +20,7 @@ Parts:
 
 Prints one table and writes bench/scale_results.json. Every figure is recorded with the machine's load
 average (os.getloadavg) at the time: the machine may be shared. A benchmark, not a test: it checks only
-that the work was really done (every image stored; which workers ran chunks).
+that the work was really done (request completed with every URL done; which workers ran chunks).
 """
 
 from __future__ import annotations
