@@ -112,7 +112,22 @@ class Stack:
         self.dir.mkdir()
         self.queue = f"imgpipe-bench-{name}-{uuid.uuid4().hex[:6]}"
         self.run_queue = self.queue + "-runs"
-        self.app_db, self.dagster_db = create_db("imgpipe_bench_app"), create_db("imgpipe_bench_dagster")
+        self.procs: dict[str, Proc] = {}
+        self.workers: list[str] = []
+        self.started = 0
+        self.dbs: list[str] = []
+        self.env = {"DAGSTER_HOME": str(self.dir / "dagster_home")}
+        try:
+            self._boot(env, instance_yaml, warm_launcher, webserver)
+        except BaseException:
+            self.close()  # nothing left behind when a stack fails to come up
+            raise
+
+    def _boot(self, env: dict[str, str], instance_yaml: Path, warm_launcher: bool, webserver: bool) -> None:
+        self.app_db = create_db("imgpipe_bench_app")
+        self.dbs.append(self.app_db)
+        self.dagster_db = create_db("imgpipe_bench_dagster")
+        self.dbs.append(self.dagster_db)
         home = self.dir / "dagster_home"
         home.mkdir()
         shutil.copyfile(instance_yaml, home / "dagster.yaml")
@@ -143,9 +158,6 @@ class Stack:
         from image_pipeline.dagster_storage import create_dagster_storage
 
         create_dagster_storage(home, self.env)
-        self.procs: dict[str, Proc] = {}
-        self.workers: list[str] = []
-        self.started = 0
         self._start(
             "api", [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port)]
         )
@@ -211,7 +223,7 @@ class Stack:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.kill_strays()
-        for url in (self.dagster_db, self.app_db):
+        for url in reversed(self.dbs):
             try:
                 drop_db(url)
             except Exception as exc:  # noqa: BLE001
