@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench clean lock chromium
+.PHONY: install up test lint format bench bench-scale clean lock chromium
 
 # Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
 # --compile-bytecode: every process (API, webserver, daemon, each run) imports Dagster; without .pyc
@@ -52,6 +52,12 @@ format: $(STAMP)
 # Pass flags with BENCH_ARGS, e.g. make bench BENCH_ARGS="--parts 2,3 -n 100".
 bench: $(STAMP)
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Scale-out benchmark (not a test): Celery workers (pinned/unpinned), cost per chunk step per executor,
+# event-log rows per 10,000 URLs, small-request latency, CeleryRunLauncher. Needs PostgreSQL, RabbitMQ and
+# Redis (IMGPIPE_TEST_REDIS_URL). Flags with BENCH_ARGS, e.g. make bench-scale BENCH_ARGS="--parts a --photos 640".
+bench-scale: $(STAMP)
+	@$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 # Re-pin after editing pyproject.toml (hashes, no download addresses).
 lock:

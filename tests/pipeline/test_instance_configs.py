@@ -1,5 +1,6 @@
 """Every Dagster instance config we ship loads: storage, run coordinator, concurrency limits, run
-monitoring and (for ECS) the run launcher, resolved against an ECS API (moto server)."""
+monitoring and the run launcher (ECS: resolved against an ECS API on a moto server; Celery:
+CeleryRunLauncher from dagster-celery)."""
 
 import json
 import shutil
@@ -19,12 +20,14 @@ c = i.get_concurrency_config()
 print(json.dumps({
     "launcher": type(i.run_launcher).__name__,
     "task_definition": getattr(i.run_launcher, "task_definition", None),
+    "run_queue": getattr(i.run_launcher, "default_queue", None),
     "coordinator": type(i.run_coordinator).__name__,
     "dequeue_s": getattr(i.run_coordinator, "dequeue_interval_seconds", None),
     "max_runs": c.run_queue_config.max_concurrent_runs,
     "tag_limits": [t["key"] for t in c.run_queue_config.tag_concurrency_limits],
     "pool_limit": c.pool_config.default_pool_limit,
     "free_slots": i.run_monitoring_settings.get("free_slots_after_run_end_seconds"),
+    "python_log_level": i.python_log_level,
 }))
 """
 
@@ -56,6 +59,7 @@ def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
     assert got["dequeue_s"] == 0.5
     assert got["max_runs"] == 8 and got["tag_limits"] == ["imgpipe/owner", "imgpipe/request_id"]
     assert got["pool_limit"] == 8 and got["free_slots"] == 30
+    assert got["python_log_level"] == "INFO"  # no DEBUG rows per chunk in the event log
 
 
 def test_embedded_instance(tmp_path) -> None:  # noqa: ANN001
@@ -75,3 +79,40 @@ def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -
     got = load_instance(ROOT / "deploy/ecs/dagster.yaml", tmp_path, {**env, "IMGPIPE_ECS_TASK_DEFINITION": arn})
     assert got["launcher"] == "EcsRunLauncher" and got["task_definition"] == arn
     assert got["pool_limit"] == 32 and got["free_slots"] == 60
+
+
+def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+    env = {
+        "IMGPIPE_DAGSTER_PG_URL": dagster_pg,
+        "IMGPIPE_CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:5672//",
+        "IMGPIPE_CELERY_BACKEND_URL": "redis://127.0.0.1:6379/15",
+        "IMGPIPE_CELERY_RUN_QUEUE": "imgpipe-runs",
+    }
+    got = load_instance(ROOT / "deploy/celery/dagster.yaml", tmp_path, env)
+    assert got["launcher"] == "CeleryRunLauncher" and got["run_queue"] == "imgpipe-runs"
+    assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["free_slots"] == 30
+
+
+def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "deploy/celery/dagster.yaml", home / "dagster.yaml")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DAGSTER_HOME": str(home),
+        "IMGPIPE_DAGSTER_PG_URL": dagster_pg,
+        "IMGPIPE_CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:5672//",
+        "IMGPIPE_CELERY_BACKEND_URL": "rpc://",
+        "IMGPIPE_CELERY_RUN_QUEUE": "imgpipe-runs",
+    }
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "needs a result backend every process can read" in proc.stderr
+
+
+def test_celery_instance_is_the_deployment_instance_plus_its_launcher() -> None:
+    import yaml
+
+    celery = yaml.safe_load((ROOT / "deploy/celery/dagster.yaml").read_text())
+    assert celery.pop("run_launcher")["class"] == "CeleryRunLauncher"
+    assert celery == yaml.safe_load((ROOT / "dagster.yaml").read_text())  # no drift from dagster.yaml
