@@ -34,6 +34,10 @@ def chunk_manifest_key(request_id: str, number: int) -> str:
     return f"requests/{request_id}/chunks/{number:05d}/manifest.jsonl"
 
 
+def chunk_summary_key(request_id: str, number: int) -> str:
+    return f"requests/{request_id}/chunks/{number:05d}/summary.json"
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A slice of a request's URLs: indices `start` .. `start + count - 1`."""
@@ -155,6 +159,19 @@ def process_chunk(ctx: PipelineContext, chunk: Chunk) -> ChunkSummary:
     lines = [results[i.idx].as_dict() for i in items]
     ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
     return _summary_of(chunk.number, lines, skipped)
+
+
+def store_summary(ctx: PipelineContext, request_id: str, summary: ChunkSummary, run_id: str) -> None:
+    """What one chunk step did, for the request's summary step (tagged with the Dagster run that did it)."""
+    body = json.dumps({**summary.as_dict(), "run_id": run_id}).encode()
+    ctx.store.put(chunk_summary_key(request_id, summary.number), body, "application/json")
+
+
+def load_summary(ctx: PipelineContext, chunk: Chunk) -> dict | None:
+    try:
+        return json.loads(ctx.store.get(chunk_summary_key(chunk.request_id, chunk.number)))
+    except ObjectNotFound:
+        return None
 
 
 def iter_manifest_results(ctx: PipelineContext, chunks: list[Chunk]) -> Iterator[dict]:

@@ -83,14 +83,22 @@ def plan_image_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineRes
         yield dg.DynamicOutput(chunk.as_dict(), mapping_key=f"chunk_{chunk.number:05d}")
 
 
-@dg.op(pool=CHUNK_POOL, retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL))
-def compress_chunk(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, chunk: dict) -> dict:
+@dg.op(
+    pool=CHUNK_POOL,
+    out=dg.Out(dg.Nothing),
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+)
+def compress_chunk(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, chunk: dict) -> None:
     """Fetch and recompress one chunk; per-URL results go to the app DB and the chunk's manifest, not to
-    Dagster's event log (which grows with chunks, not URLs). A retry skips what is already stored."""
-    from image_pipeline.chunks import Chunk, process_chunk
+    Dagster's event log (which grows with chunks, not URLs). A retry skips what is already stored.
+
+    Its summary goes to object storage, not through the IO manager: a Nothing output costs no
+    handled-output/loaded-input events, which were most of what a chunk added to the event log."""
+    from image_pipeline.chunks import Chunk, process_chunk, store_summary
 
     ctx = pipeline.context()
     summary = _run_step(context, ctx, lambda c, rid: process_chunk(c, Chunk.from_dict(chunk)))
+    store_summary(ctx, chunk["request_id"], summary, context.run_id)
     context.add_output_metadata(
         {
             "urls": summary.total,
@@ -101,32 +109,49 @@ def compress_chunk(context: dg.OpExecutionContext, pipeline: ImagePipelineResour
             "bytes_out": summary.bytes_out,
         }
     )
-    return summary.as_dict()
 
 
 _CHECK_OUTS = {spec.get_python_identifier(): dg.Out(dg.Nothing, is_required=False) for spec in checks.check_specs}
 
 
-@dg.op(out={"result": dg.Out(), **_CHECK_OUTS})
-def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineResource, summaries: list[dict]):  # noqa: ANN201
+def _run_group(context: dg.OpExecutionContext) -> set[str]:
+    """This run and the runs it re-executes (the retries of one run share a run group)."""
+    try:
+        group = context.instance.get_run_group(context.run_id)
+    except Exception:  # noqa: BLE001 (invoked outside a stored run)
+        group = None
+    return {r.run_id for r in group[1]} if group else {context.run_id}
+
+
+def _chunk_summaries(context: dg.OpExecutionContext, ctx: "PipelineContext") -> list[dict]:
+    """Each chunk's summary, as its step in this run (or the run it re-executes) stored it.
+
+    A run re-executed from failure after crashing between the plan and the chunk steps gets no mapped
+    steps (Dagster re-runs only steps that started or failed): such a chunk is processed here, so a
+    request never ends with chunks nobody processed (a finished chunk is skipped at once)."""
+    from image_pipeline.chunks import load_plan, load_summary, process_chunk
+
+    group = _run_group(context)
+    summaries, redone = [], 0
+    for chunk in _run_step(context, ctx, load_plan):
+        summary = load_summary(ctx, chunk)
+        if summary is None or summary.get("run_id") not in group:
+            summary = _run_step(context, ctx, lambda c, rid, m=chunk: process_chunk(c, m)).as_dict()
+            redone += 1
+        summaries.append(summary)
+    if redone:
+        context.log.warning(f"{redone} chunk(s) had no chunk step in this run: processed here")
+    return summaries
+
+
+@dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(), **_CHECK_OUTS})
+def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineResource):  # noqa: ANN201
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition."""
-    from image_pipeline.chunks import load_plan, process_chunk
-
     ctx = pipeline.context()
-    # A run re-executed from failure after crashing between the plan and the chunk steps gets no mapped
-    # steps at all (Dagster re-runs only steps that started or failed): do any chunk left without a
-    # result here, so the request never ends with chunks that nobody processed.
-    have = {s["number"] for s in summaries}
-    missing = [c for c in _run_step(context, ctx, load_plan) if c.number not in have]
-    if missing:
-        context.log.warning(f"{len(missing)} chunk(s) had no chunk step in this run: processing them here")
-        summaries = [
-            *summaries,
-            *(_run_step(context, ctx, lambda c, rid, m=m: process_chunk(c, m)).as_dict() for m in missing),
-        ]
+    summaries = _chunk_summaries(context, ctx)
     req = _run_step(context, ctx, _steps().request_counts)
-    errors = [e for s in sorted(summaries, key=lambda s: s["number"]) for e in s["errors"]]
+    errors = [e for s in summaries for e in s["errors"]]
     meta = {
         "chunks": dg.MetadataValue.int(len(summaries)),
         "total": dg.MetadataValue.int(req.url_count),

@@ -113,7 +113,7 @@ def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submi
     validate_request(ctx, rid)  # what ran before the crash: validated_csv and the plan
     assert len(plan_chunks(ctx, rid, 4, 4)) == 3
     context = dg.build_op_context(resources={"pipeline": resources["pipeline"]}, partition_key=rid)
-    result = next(iter(summarize_chunks(context, summaries=[])))  # (the asset checks follow; they need the asset)
+    result = next(iter(summarize_chunks(context)))  # (the asset checks follow; they need the asset)
     assert result.output_name == "result"
     assert result.metadata["chunks"].value == 3 and result.metadata["done"].value == 10
     store = make_store(s)
