@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -197,14 +198,9 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
             ImageResult.request_id == request_id, ImageResult.idx.in_(idxs)
         )
     ).all()
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(ImageResult).values(batch)
-    cols = {c: stmt.excluded[c] for c in batch[0] if c not in ("request_id", "idx")}
-    session.execute(stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols))
+    # One statement per dialect, executed with the batch as parameters (executemany): SQLAlchemy compiles
+    # it once and caches it, where a multi-VALUES literal of N rows was compiled afresh on every flush.
+    session.execute(_upsert_results(session.get_bind().dialect.name), batch)
     new = _counts((b["status"], b["bytes_in"], b["bytes_out"]) for b in batch)
     old = _counts(before)
     d_done, d_failed, d_in, d_out = (n - o for n, o in zip(new, old, strict=True))
@@ -221,6 +217,19 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
         .execution_options(synchronize_session=False)
     )
     session.commit()
+
+
+@functools.cache
+def _upsert_results(dialect: str):  # noqa: ANN202 (an Insert construct)
+    """INSERT ... ON CONFLICT (request_id, idx) DO UPDATE of one per-URL result (built once per dialect)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(ImageResult)
+    updated = [f for f in UrlResult.__dataclass_fields__ if f != "idx"] + ["updated_at"]
+    cols = {c: stmt.excluded[c] for c in updated}
+    return stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols)
 
 
 def result_outcomes(session: Session, request_id: str) -> dict[int, Any]:
