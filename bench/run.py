@@ -207,6 +207,7 @@ class Bench:
                 concurrency=defaults.fetch_concurrency,
                 per_host=defaults.per_host_concurrency,
                 encode_pool=pool,
+                encode_workers=defaults.encode_workers,
             ),
             limits=CsvLimits(),
             api_base_url="http://api.example",
@@ -284,7 +285,8 @@ class Bench:
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
             env.pop(k, None)
         log = self.tmp / "stack.log"
-        self.procs.append(Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT))
+        self._stack_proc = Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT)
+        self.procs.append(self._stack_proc)
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/api/check_db_connection", 120)
         wait_http(f"http://127.0.0.1:{ui_port}/server_info", 120)
@@ -365,7 +367,7 @@ class Bench:
             rid = self._upload(api, urls, hook.url, per_row=10)
             peak, peak_tree, seen = 0, 0, set()
             while True:
-                for pid, hwm, tree in _run_worker_hwm():
+                for pid, hwm, tree in _run_worker_hwm(self._stack_proc.p.pid):
                     seen.add(pid)
                     peak, peak_tree = max(peak, hwm), max(peak_tree, tree)
                 try:
@@ -447,18 +449,24 @@ def _proc_table() -> dict[int, tuple[int, bytes, int, int]]:
     return table
 
 
-def _run_worker_hwm() -> list[tuple[int, int, int]]:
-    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run.
+def _run_worker_hwm(root: int) -> list[tuple[int, int, int]]:
+    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run
+    of the stack started as process `root` (other stacks on the machine are not counted).
 
     A run worker is a fork of the warm launcher's forkserver (`make up`) or a `dagster api execute_run`
     process (Dagster's default launcher); descendants are its codec pool processes, if any.
     """
     table = _proc_table()
-    servers = {pid for pid, (_, cmd, _, _) in table.items() if b"multiprocessing.forkserver" in cmd}
-    workers = [pid for pid, (ppid, cmd, _, _) in table.items() if ppid in servers or b"execute_run" in cmd]
     children: dict[int, list[int]] = {}
     for pid, (ppid, *_rest) in table.items():
         children.setdefault(ppid, []).append(pid)
+    ours, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += children.get(pid, [])
+    servers = {pid for pid in ours if b"multiprocessing.forkserver" in table.get(pid, (0, b""))[1]}
+    workers = [pid for pid in ours if pid in table and (table[pid][0] in servers or b"execute_run" in table[pid][1])]
 
     def tree_rss(pid: int) -> int:
         return table[pid][2] + sum(tree_rss(c) for c in children.get(pid, []))
