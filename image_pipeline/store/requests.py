@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from image_pipeline.store.models import (
@@ -238,6 +238,30 @@ def result_outcomes(session: Session, request_id: str) -> dict[int, Any]:
         ImageResult.request_id == request_id
     )
     return {row.idx: row for row in session.execute(q.execution_options(yield_per=5000))}
+
+
+def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> Iterator[Any]:
+    """(idx, status, output_key, bytes_in, bytes_out, kept_original) of every result of a request, in
+    index order, read `batch` rows at a time (no ORM objects, nothing held beyond the batch)."""
+    q = (
+        select(
+            ImageResult.idx,
+            ImageResult.status,
+            ImageResult.output_key,
+            ImageResult.bytes_in,
+            ImageResult.bytes_out,
+            ImageResult.kept_original,
+        )
+        .where(ImageResult.request_id == request_id)
+        .order_by(ImageResult.idx)
+    )
+    yield from session.execute(q.execution_options(yield_per=batch))
+
+
+def count_done(session: Session, request_id: str) -> int:
+    """How many results of a request are `done` (counted from the rows, not the request's counters)."""
+    q = select(func.count()).where(ImageResult.request_id == request_id, ImageResult.status == "done")
+    return session.execute(q).scalar_one()
 
 
 def results_for(session: Session, request_id: str) -> list[ImageResult]:
