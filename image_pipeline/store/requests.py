@@ -232,12 +232,27 @@ def _upsert_results(dialect: str):  # noqa: ANN202 (an Insert construct)
     return stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols)
 
 
-def result_outcomes(session: Session, request_id: str) -> dict[int, Any]:
-    """idx -> (status, output_key, error) rows of a request: light tuples read in chunks, no ORM objects."""
-    q = select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error).where(
-        ImageResult.request_id == request_id
-    )
-    return {row.idx: row for row in session.execute(q.execution_options(yield_per=5000))}
+class OrderedOutcomes:
+    """idx -> (idx, status, output_key, error) of a request's results, read in index order in batches: a
+    cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
+
+    def __init__(self, session: Session, request_id: str, batch: int = 5000) -> None:
+        q = (
+            select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error)
+            .where(ImageResult.request_id == request_id)
+            .order_by(ImageResult.idx)
+        )
+        self._result = session.execute(q.execution_options(yield_per=batch))
+        self._rows = iter(self._result)
+        self._next = next(self._rows, None)
+
+    def get(self, idx: int) -> Any | None:
+        while self._next is not None and self._next.idx < idx:
+            self._next = next(self._rows, None)
+        return self._next if self._next is not None and self._next.idx == idx else None
+
+    def close(self) -> None:
+        self._result.close()
 
 
 def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> Iterator[Any]:
