@@ -180,9 +180,10 @@ class Bench:
             self._pipeline_once(pool)
 
     def _pipeline_once(self, pool: str) -> None:
+        from image_pipeline.chunks import compress_request
         from image_pipeline.csv_input import CsvLimits
         from image_pipeline.fetch import FetchPolicy
-        from image_pipeline.pipeline import PipelineContext, compress_request, validate_request
+        from image_pipeline.pipeline import PipelineContext, validate_request
         from image_pipeline.processing import ProcessOptions
         from image_pipeline.settings import Settings, parse_allow
         from image_pipeline.storage import S3Store, input_key, make_s3_client
@@ -206,6 +207,7 @@ class Bench:
                 concurrency=defaults.fetch_concurrency,
                 per_host=defaults.per_host_concurrency,
                 encode_pool=pool,
+                encode_workers=defaults.encode_workers,
             ),
             limits=CsvLimits(),
             api_base_url="http://api.example",
@@ -228,7 +230,7 @@ class Bench:
             profiler = Profiler(interval=0.002, async_mode="disabled")
             profiler.start()
         t0 = time.perf_counter()
-        summary = compress_request(ctx, rid)
+        chunks = compress_request(ctx, rid)
         dt = time.perf_counter() - t0
         if profiler is not None:
             profiler.stop()
@@ -237,14 +239,15 @@ class Bench:
             print(f"  profile written to {out}", flush=True)
         cpu = {k: round(v - cpu0[k], 2) for k, v in self._cpu().items()}
         engine.dispose()
-        assert summary.done == len(urls), summary
+        done, bytes_in, bytes_out = (sum(getattr(c, f) for c in chunks) for f in ("done", "bytes_in", "bytes_out"))
+        assert done == len(urls), chunks
         self.record(
             f"3_pipeline_{pool}",
             images=len(urls),
             seconds=dt,
             img_s=len(urls) / dt,
-            mb_s=mb(summary.bytes_in) / dt,
-            ratio_out_in=summary.bytes_out / summary.bytes_in,
+            mb_s=mb(bytes_in) / dt,
+            ratio_out_in=bytes_out / bytes_in,
             cpu_s=cpu,  # where the 2 cores went: our process (+ its pool), the image server, moto S3
         )
 
@@ -282,7 +285,8 @@ class Bench:
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
             env.pop(k, None)
         log = self.tmp / "stack.log"
-        self.procs.append(Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT))
+        self._stack_proc = Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT)
+        self.procs.append(self._stack_proc)
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/api/check_db_connection", 120)
         wait_http(f"http://127.0.0.1:{ui_port}/server_info", 120)
@@ -401,7 +405,7 @@ class Bench:
             rid = self._upload(api, urls, hook.url, per_row=10)
             peak, peak_tree, seen = 0, 0, set()
             while True:
-                for pid, hwm, tree in _run_worker_hwm():
+                for pid, hwm, tree in _run_worker_hwm(self._stack_proc.p.pid):
                     seen.add(pid)
                     peak, peak_tree = max(peak, hwm), max(peak_tree, tree)
                 try:
@@ -484,18 +488,24 @@ def _proc_table() -> dict[int, tuple[int, bytes, int, int]]:
     return table
 
 
-def _run_worker_hwm() -> list[tuple[int, int, int]]:
-    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run.
+def _run_worker_hwm(root: int) -> list[tuple[int, int, int]]:
+    """(pid, peak RSS kB of the run worker, current RSS kB of the worker + its descendants) per live run
+    of the stack started as process `root` (other stacks on the machine are not counted).
 
     A run worker is a fork of the warm launcher's forkserver (`make up`) or a `dagster api execute_run`
     process (Dagster's default launcher); descendants are its codec pool processes, if any.
     """
     table = _proc_table()
-    servers = {pid for pid, (_, cmd, _, _) in table.items() if b"multiprocessing.forkserver" in cmd}
-    workers = [pid for pid, (ppid, cmd, _, _) in table.items() if ppid in servers or b"execute_run" in cmd]
     children: dict[int, list[int]] = {}
     for pid, (ppid, *_rest) in table.items():
         children.setdefault(ppid, []).append(pid)
+    ours, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += children.get(pid, [])
+    servers = {pid for pid in ours if b"multiprocessing.forkserver" in table.get(pid, (0, b""))[1]}
+    workers = [pid for pid in ours if pid in table and (table[pid][0] in servers or b"execute_run" in table[pid][1])]
 
     def tree_rss(pid: int) -> int:
         return table[pid][2] + sum(tree_rss(c) for c in children.get(pid, []))

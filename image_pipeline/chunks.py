@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from image_pipeline.pipeline import PipelineContext, ProgressRecorder, RequestFailed, load_rows
@@ -138,24 +139,25 @@ def process_chunk(ctx: PipelineContext, chunk: Chunk) -> ChunkSummary:
             i: repo.UrlResult.from_row(r) for i, r in earlier.items() if r.output_key and ctx.store.exists(r.output_key)
         }
     skipped = len(results)
-    recorder = ProgressRecorder(ctx, rid)
+    with ThreadPoolExecutor(1, thread_name_prefix="progress") as writer:
+        recorder = ProgressRecorder(ctx, rid, writer=writer)
 
-    def on_result(r: repo.UrlResult) -> None:
-        results[r.idx] = r
-        recorder(r)
+        def on_result(r: repo.UrlResult) -> None:
+            results[r.idx] = r
+            recorder(r)
 
-    asyncio.run(
-        process_items(
-            (i for i in items if i.idx not in results),
-            request_id=rid,
-            store=ctx.store,
-            policy=ctx.policy,
-            opts=ctx.options,
-            on_result=on_result,
-            expected=chunk.count - skipped,
+        asyncio.run(
+            process_items(
+                (i for i in items if i.idx not in results),
+                request_id=rid,
+                store=ctx.store,
+                policy=ctx.policy,
+                opts=ctx.options,
+                on_result=on_result,
+                expected=chunk.count - skipped,
+            )
         )
-    )
-    recorder.flush()
+        recorder.flush()
     lines = [results[i.idx].as_dict() for i in items]
     ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
     return _summary_of(chunk.number, lines, skipped)

@@ -22,8 +22,10 @@ def neutralise(cell: str) -> str:
 
 def render_output_csv(rows: Iterable[ProductRow], output_url: Callable[[int], str | None]) -> bytes:
     """`output_url(idx)` gives the public URL of input URL number `idx`, or None if it failed."""
-    buf = io.StringIO(newline="")
-    writer = csv.writer(buf, lineterminator="\r\n")
+    # Encoded as it is written: one growing byte buffer, not a str of the whole file plus its encoding.
+    buf = io.BytesIO()
+    text = io.TextIOWrapper(buf, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow([*COLUMNS, OUTPUT_URLS])
     idx = 0
     for row in rows:
@@ -32,4 +34,6 @@ def render_output_csv(rows: Iterable[ProductRow], output_url: Callable[[int], st
             outs.append(output_url(idx) or "")
             idx += 1
         writer.writerow([neutralise(row.serial), neutralise(row.name), ", ".join(row.urls), ", ".join(outs)])
-    return buf.getvalue().encode("utf-8")
+    text.flush()
+    text.detach()  # leaves `buf` open
+    return buf.getvalue()

@@ -89,6 +89,12 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
+    try:
+        # A dotted-quad literal resolves to itself: skip the resolver thread. (Other spellings such as
+        # "127.1" or "0x7f000001", and IPv6 literals, still go through getaddrinfo as before.)
+        return [str(ipaddress.IPv4Address(host))]
+    except ValueError:
+        pass
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

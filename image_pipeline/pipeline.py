@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,15 +85,30 @@ def validate_request(ctx: PipelineContext, request_id: str) -> list[ProductRow]:
 
 
 class ProgressRecorder:
-    """Collects per-URL results and writes them to the database (and cache) in batches."""
+    """Collects per-URL results and writes them to the database (and cache) in batches.
 
-    def __init__(self, ctx: PipelineContext, request_id: str, *, every_s: float = 0.5, max_batch: int = 200) -> None:
+    With a `writer` (a one-thread executor) the writes happen there, so the event loop that reports
+    results never waits for a database round trip (tens of ms on PostgreSQL, during which no download
+    would progress); at most one write is in flight and results that land meanwhile join the next one.
+    """
+
+    def __init__(
+        self,
+        ctx: PipelineContext,
+        request_id: str,
+        *,
+        every_s: float = 0.5,
+        max_batch: int = 200,
+        writer: Executor | None = None,
+    ) -> None:
         self.ctx, self.request_id = ctx, request_id
         self.every_s, self.max_batch = every_s, max_batch
+        self.writer = writer
         self.pending: list[repo.UrlResult] = []
         self.last = time.monotonic()
         self.done = self.failed = self.bytes_in = self.bytes_out = self.kept = 0
         self._lock = threading.Lock()
+        self._inflight: Future | None = None
 
     def __call__(self, result: repo.UrlResult) -> None:
         with self._lock:
@@ -104,19 +120,30 @@ class ProgressRecorder:
                 self.kept += result.kept_original
             else:
                 self.failed += 1
-            if len(self.pending) >= self.max_batch or time.monotonic() - self.last >= self.every_s:
-                self._flush()
+            due = len(self.pending) >= self.max_batch or time.monotonic() - self.last >= self.every_s
+            if not due or (self._inflight is not None and not self._inflight.done()):
+                return
+            self.last = time.monotonic()
+            if self.writer is not None:
+                self._inflight = self.writer.submit(self._write_pending)
+                return
+        self._write_pending()
 
     def flush(self) -> None:
         """Write what is left; raises if the database is still unreachable (the step's retry policy
         then re-runs the step, which skips every image already recorded)."""
-        with self._lock:
-            self._flush(final=True)
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.result()  # a background write finishes first (and re-queues its batch on failure)
+        self._write_pending(final=True)
 
-    def _flush(self, final: bool = False) -> None:
+    def _write_pending(self, final: bool = False) -> None:
         from sqlalchemy.exc import OperationalError
 
-        batch, self.pending, self.last = self.pending, [], time.monotonic()
+        with self._lock:
+            batch, self.pending = self.pending, []
+        if not batch and not final:
+            return
         try:
             with self.ctx.sessions() as s:
                 repo.record_results(s, self.request_id, batch)
@@ -124,7 +151,8 @@ class ProgressRecorder:
         except OperationalError:
             # The database is away (restart, failover): keep the batch and try again with the next
             # result instead of losing the images already fetched and stored.
-            self.pending = batch + self.pending
+            with self._lock:
+                self.pending = batch + self.pending
             if final:
                 raise
             log.warning("progress of %s not recorded yet (database unavailable); will retry", self.request_id)

@@ -107,7 +107,11 @@ def final_event(session: Session, store: ObjectStore, req: ImageRequest, api_bas
     except ObjectNotFound:
         rows = None  # failed before parsing: nothing per product to report
     if rows is not None:
-        products = products_of(rows, repo.result_outcomes(session, req.id), store.public_url)
+        outcomes = repo.OrderedOutcomes(session, req.id)  # streamed in index order: products_of asks in order
+        try:
+            products = products_of(rows, outcomes, store.public_url)
+        finally:
+            outcomes.close()
     return build_event(req, products, api_base_url)
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from image_pipeline.csv_input import ProductRow
 from image_pipeline.fetch import FetchError, FetchPolicy, FetchRefused, fetch, make_client
@@ -31,10 +31,15 @@ def event_id_for(request_id: str, event_type: str) -> str:
     return "msg_" + hashlib.sha256(f"{request_id}:{event_type}".encode()).hexdigest()[:32]
 
 
-def products_of(rows: list[ProductRow], results: Mapping[int, Any], public_url) -> list[dict]:  # noqa: ANN001
+class OrderedLookup(Protocol):
+    def get(self, idx: int) -> Any | None: ...
+
+
+def products_of(rows: list[ProductRow], results: Mapping[int, Any] | OrderedLookup, public_url) -> list[dict]:  # noqa: ANN001
     """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors.
 
-    `results` maps idx to anything with `status`, `output_key` and `error` (ORM rows or light tuples).
+    `results.get(idx)` gives anything with `status`, `output_key` and `error` (ORM rows or light
+    tuples), or None; it is asked once per URL, in ascending idx (so a streamed cursor will do).
     """
     out, idx = [], 0
     for row in rows:

@@ -41,24 +41,25 @@ def _listing(items: list, limit: int = 20) -> str:
 
 def evaluate(ctx: PipelineContext, request_id: str, decode_sample: int) -> list[dg.AssetCheckResult]:
     from image_pipeline import verify
-    from image_pipeline.store.requests import get_request, results_for
+    from image_pipeline.store.requests import count_done, get_request, iter_result_facts
 
     with ctx.sessions() as s:
         req = get_request(s, request_id)
-        results = results_for(s, request_id)
-    url_count = req.url_count if req else 0
+        url_count = req.url_count if req else 0
+        # One streamed pass in index order: constant memory whatever the request's size.
+        found = verify.scan(iter_result_facts(s, request_id), url_count, count_done(s, request_id), decode_sample)
 
-    cov = verify.coverage(results, url_count)
+    cov = found.coverage
     cov_meta = {"expected": dg.MetadataValue.int(cov.expected), "recorded": dg.MetadataValue.int(cov.recorded)}
     if cov.missing:
         cov_meta["missing_indices"] = dg.MetadataValue.md(_listing(cov.missing))
 
-    dec = verify.decode_outputs(ctx.store, results, decode_sample)
+    dec = verify.decode_outputs(ctx.store, found.sample, found.sizes.done)
     dec_meta = {"done": dg.MetadataValue.int(dec.done), "checked": dg.MetadataValue.int(dec.checked)}
     if dec.bad:
         dec_meta["bad"] = dg.MetadataValue.md(_listing([f"#{i}: {why}" for i, why in dec.bad]))
 
-    size = verify.no_larger_outputs(results)
+    size = found.sizes
     size_meta = {"done": dg.MetadataValue.int(size.done), "kept_original": dg.MetadataValue.int(size.kept_original)}
     if size.larger:
         size_meta["larger"] = dg.MetadataValue.md(_listing([f"#{i}: {a} -> {b} bytes" for i, a, b in size.larger]))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from image_pipeline.store.models import (
@@ -197,14 +198,9 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
             ImageResult.request_id == request_id, ImageResult.idx.in_(idxs)
         )
     ).all()
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(ImageResult).values(batch)
-    cols = {c: stmt.excluded[c] for c in batch[0] if c not in ("request_id", "idx")}
-    session.execute(stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols))
+    # One statement per dialect, executed with the batch as parameters (executemany): SQLAlchemy compiles
+    # it once and caches it, where a multi-VALUES literal of N rows was compiled afresh on every flush.
+    session.execute(_upsert_results(session.get_bind().dialect.name), batch)
     new = _counts((b["status"], b["bytes_in"], b["bytes_out"]) for b in batch)
     old = _counts(before)
     d_done, d_failed, d_in, d_out = (n - o for n, o in zip(new, old, strict=True))
@@ -223,12 +219,64 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
     session.commit()
 
 
-def result_outcomes(session: Session, request_id: str) -> dict[int, Any]:
-    """idx -> (status, output_key, error) rows of a request: light tuples read in chunks, no ORM objects."""
-    q = select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error).where(
-        ImageResult.request_id == request_id
+@functools.cache
+def _upsert_results(dialect: str):  # noqa: ANN202 (an Insert construct)
+    """INSERT ... ON CONFLICT (request_id, idx) DO UPDATE of one per-URL result (built once per dialect)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(ImageResult)
+    updated = [f for f in UrlResult.__dataclass_fields__ if f != "idx"] + ["updated_at"]
+    cols = {c: stmt.excluded[c] for c in updated}
+    return stmt.on_conflict_do_update(index_elements=["request_id", "idx"], set_=cols)
+
+
+class OrderedOutcomes:
+    """idx -> (idx, status, output_key, error) of a request's results, read in index order in batches: a
+    cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
+
+    def __init__(self, session: Session, request_id: str, batch: int = 5000) -> None:
+        q = (
+            select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error)
+            .where(ImageResult.request_id == request_id)
+            .order_by(ImageResult.idx)
+        )
+        self._result = session.execute(q.execution_options(yield_per=batch))
+        self._rows = iter(self._result)
+        self._next = next(self._rows, None)
+
+    def get(self, idx: int) -> Any | None:
+        while self._next is not None and self._next.idx < idx:
+            self._next = next(self._rows, None)
+        return self._next if self._next is not None and self._next.idx == idx else None
+
+    def close(self) -> None:
+        self._result.close()
+
+
+def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> Iterator[Any]:
+    """(idx, status, output_key, bytes_in, bytes_out, kept_original) of every result of a request, in
+    index order, read `batch` rows at a time (no ORM objects, nothing held beyond the batch)."""
+    q = (
+        select(
+            ImageResult.idx,
+            ImageResult.status,
+            ImageResult.output_key,
+            ImageResult.bytes_in,
+            ImageResult.bytes_out,
+            ImageResult.kept_original,
+        )
+        .where(ImageResult.request_id == request_id)
+        .order_by(ImageResult.idx)
     )
-    return {row.idx: row for row in session.execute(q.execution_options(yield_per=5000))}
+    yield from session.execute(q.execution_options(yield_per=batch))
+
+
+def count_done(session: Session, request_id: str) -> int:
+    """How many results of a request are `done` (counted from the rows, not the request's counters)."""
+    q = select(func.count()).where(ImageResult.request_id == request_id, ImageResult.status == "done")
+    return session.execute(q).scalar_one()
 
 
 def results_for(session: Session, request_id: str) -> list[ImageResult]:

@@ -119,3 +119,26 @@ def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submi
     store = make_store(s)
     assert all(store.exists(chunk_manifest_key(rid, n)) for n in range(3))
     assert db_request(s, rid)[0].done_count == 10
+
+
+def test_progress_writer_thread_records_every_result_once(settings, resources, submit) -> None:  # noqa: ANN001
+    """Batches written from the writer thread (one in flight, the rest joining the next) add up exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from image_pipeline.pipeline import ProgressRecorder
+    from image_pipeline.store.requests import UrlResult
+
+    rid = submit(csv_bytes([(str(i), f"P{i}", [f"https://img.example.com/{i}.jpg"]) for i in range(450)]))
+    ctx = resources["pipeline"].context()
+    with ThreadPoolExecutor(1) as writer:
+        recorder = ProgressRecorder(ctx, rid, max_batch=40, writer=writer)
+        for i in range(450):
+            ok = i % 10 != 0
+            recorder(
+                UrlResult(i, i + 1, f"https://img.example.com/{i}.jpg", "done" if ok else "failed",
+                          error=None if ok else "HTTP 404", bytes_in=100 if ok else None, bytes_out=10 if ok else None)
+            )  # fmt: skip
+        recorder.flush()
+    req, results = db_request(settings, rid)
+    assert [r.idx for r in results] == list(range(450))
+    assert (req.done_count, req.failed_count, req.bytes_in, req.bytes_out) == (405, 45, 40500, 4050)

@@ -99,3 +99,14 @@ def test_allow_list_exempts_exact_pairs_only(image_server) -> None:  # noqa: ANN
     assert asyncio.run(run(f"http://127.0.0.1:{port}/a.jpg")) == b"abc"
     with pytest.raises(FetchError, match="refused"):
         asyncio.run(run(f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/a.jpg"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "93.184.216.34", "127.1", "0x7f000001", "::1", "localhost"])
+def test_address_literals_resolve_as_getaddrinfo_does(host: str) -> None:
+    """Dotted quads skip the resolver thread; the answer is the one getaddrinfo gives."""
+    import socket
+
+    from image_pipeline.fetch import system_resolve
+
+    expected = list(dict.fromkeys(i[4][0] for i in socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)))
+    assert asyncio.run(system_resolve(host, 80)) == expected
