@@ -28,7 +28,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from bench.photos import make_photo, photo_set
-from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, wait_http
+from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, upload_urls, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -295,21 +295,7 @@ class Bench:
         return self._stack
 
     def _upload(self, api: str, urls: list[str], webhook: str, per_row: int = 1) -> str:
-        import httpx
-
-        rows = [urls[i : i + per_row] for i in range(0, len(urls), per_row)]
-        csv = "S.No.,Product Name,Input Image Urls\n" + "".join(
-            f'{i},P{i},"{", ".join(r)}"\n' for i, r in enumerate(rows)
-        )
-        r = httpx.post(
-            f"{api}/api/upload",
-            headers={"Authorization": f"Bearer {KEY}"},
-            files={"file": ("b.csv", csv.encode())},
-            data={"webhook_url": webhook},
-            timeout=60,
-        )
-        assert r.status_code == 202, r.text
-        return r.json()["request_id"]
+        return upload_urls(api, KEY, urls, webhook, per_row)
 
     def part_e2e(self) -> None:
         import httpx

@@ -41,7 +41,7 @@ from pathlib import Path
 import httpx
 
 from bench.photos import make_photo, photo_set
-from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, wait_http
+from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, upload_urls, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -231,19 +231,7 @@ class Stack:
 
     # -- requests
     def upload(self, urls: list[str], webhook: str, per_row: int = 10) -> str:
-        rows = [urls[i : i + per_row] for i in range(0, len(urls), per_row)]
-        csv = "S.No.,Product Name,Input Image Urls\n" + "".join(
-            f'{i},P{i},"{", ".join(r)}"\n' for i, r in enumerate(rows)
-        )
-        r = httpx.post(
-            f"{self.api}/api/upload",
-            headers={"Authorization": f"Bearer {KEY}"},
-            files={"file": ("b.csv", csv.encode())},
-            data={"webhook_url": webhook},
-            timeout=120,
-        )
-        assert r.status_code == 202, r.text
-        return r.json()["request_id"]
+        return upload_urls(self.api, KEY, urls, webhook, per_row, timeout=120)
 
     def process(self, urls: list[str], hook: WebhookReceiver, timeout: float = 1800) -> dict:
         """Upload, wait for the webhook, check every image was done; returns the run's figures."""

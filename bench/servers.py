@@ -159,3 +159,20 @@ def _serve_images(root: str, port: int, delay: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "images":
         _serve_images(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+
+
+def upload_urls(api: str, key: str, urls: list[str], webhook: str, per_row: int = 1, timeout: float = 60) -> str:
+    """POST a CSV of `urls` (`per_row` per product) to the API; returns the request id."""
+    import httpx
+
+    rows = [urls[i : i + per_row] for i in range(0, len(urls), per_row)]
+    csv = "S.No.,Product Name,Input Image Urls\n" + "".join(f'{i},P{i},"{", ".join(r)}"\n' for i, r in enumerate(rows))
+    r = httpx.post(
+        f"{api}/api/upload",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": ("b.csv", csv.encode())},
+        data={"webhook_url": webhook},
+        timeout=timeout,
+    )
+    assert r.status_code == 202, r.text
+    return r.json()["request_id"]
