@@ -194,3 +194,19 @@ def csv_bytes(rows: list[tuple[str, str, list[str]]]) -> bytes:
     for serial, name, urls in rows:
         w.writerow([serial, name, ", ".join(urls)])
     return buf.getvalue().encode()
+
+
+def delayed_route(
+    body: bytes, delay_s: float, content_type: str = "image/jpeg"
+) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An ImageServer route answering `body` after `delay_s` seconds."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        time.sleep(delay_s)
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    return route

@@ -11,8 +11,6 @@ import csv
 import io
 import os
 import threading
-import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +20,7 @@ from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
 from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, free_port, make_image
+from tests.helpers import csv_bytes, delayed_route, free_port, make_image
 from tests.live_api import ROOT, live_api
 
 CHROMIUM = os.environ.get("IMGPIPE_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium by default
@@ -39,20 +37,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 KEY = "browser-key"
 IMAGE_DELAY_S = 0.8
 EVIL_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Boot'
-
-
-def slow_image(body: bytes):  # noqa: ANN201
-    """A route that answers after a pause, so progress moves in visible steps."""
-
-    def handler(h: BaseHTTPRequestHandler) -> None:
-        time.sleep(IMAGE_DELAY_S)
-        h.send_response(200)
-        h.send_header("Content-Type", "image/jpeg")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return handler
 
 
 @pytest.fixture
@@ -99,7 +83,7 @@ def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> No
     urls = []
     for i in range(5):
         path = f"/slow/{i}.jpg"
-        image_server.routes[path] = slow_image(make_image("JPEG", (640, 480), seed=i))
+        image_server.routes[path] = delayed_route(make_image("JPEG", (640, 480), seed=i), IMAGE_DELAY_S)
         urls.append(image_server.url(path))
     missing = image_server.url("/slow/missing.jpg")
     good_csv = tmp_path / "products.csv"

@@ -11,12 +11,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import ImageServer, free_port, make_image
+from tests.helpers import ImageServer, delayed_route, free_port, make_image
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "fault-key"
@@ -27,18 +26,8 @@ def slow_images(server: ImageServer, n: int, delay_s: float, prefix: str = "/slo
     """`n` distinct JPEGs, each answered after `delay_s` seconds."""
     urls = []
     for i in range(n):
-        body = make_image("JPEG", (320, 240), seed=100 + i)
-
-        def route(handler: BaseHTTPRequestHandler, body: bytes = body) -> None:
-            time.sleep(delay_s)
-            handler.send_response(200)
-            handler.send_header("Content-Type", "image/jpeg")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-
         path = f"{prefix}/{i}.jpg"
-        server.routes[path] = route
+        server.routes[path] = delayed_route(make_image("JPEG", (320, 240), seed=100 + i), delay_s)
         urls.append(server.url(path))
     return urls
 

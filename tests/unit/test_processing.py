@@ -6,7 +6,6 @@ import asyncio
 import io
 import random
 import threading
-import time
 
 import pytest
 from PIL import Image
@@ -16,7 +15,7 @@ from image_pipeline.processing import ProcessOptions, WorkItem, process_items
 from image_pipeline.settings import parse_allow
 from image_pipeline.storage import LocalStore
 from image_pipeline.store.requests import UrlResult
-from tests.helpers import ImageServer, make_image
+from tests.helpers import ImageServer, delayed_route, make_image
 
 
 @pytest.fixture
@@ -24,18 +23,6 @@ def server():  # noqa: ANN201
     srv = ImageServer().start()
     yield srv
     srv.server.close()
-
-
-def _delayed(body: bytes, delay: float):  # noqa: ANN202
-    def route(h) -> None:  # noqa: ANN001
-        time.sleep(delay)
-        h.send_response(200)
-        h.send_header("Content-Type", "image/jpeg")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return route
 
 
 def _run(items, store, policy, opts) -> list[UrlResult]:  # noqa: ANN001
@@ -51,7 +38,7 @@ def test_results_belong_to_their_input_whatever_order_they_finish(server, tmp_pa
     items = []
     for i, size in enumerate(sizes):
         path = f"/o/{i}.jpg"
-        server.routes[path] = _delayed(make_image("JPEG", size, seed=i), rnd.uniform(0, 0.3))
+        server.routes[path] = delayed_route(make_image("JPEG", size, seed=i), rnd.uniform(0, 0.3))
         items.append(WorkItem(i, 2 + i // 3, server.url(path)))
     store = LocalStore(tmp_path, "http://x")
     policy = FetchPolicy(allow=parse_allow(server.allow))
@@ -69,7 +56,7 @@ def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN00
     server.add("/ok.jpg", good)
     server.add("/page.jpg", b"<!doctype html><html></html>", "text/html")
     server.add("/broken.jpg", good[: len(good) // 3])
-    server.routes["/slow.jpg"] = _delayed(good, 8.0)
+    server.routes["/slow.jpg"] = delayed_route(good, 8.0)
 
     def reset(h) -> None:  # noqa: ANN001
         h.connection.close()
@@ -91,7 +78,7 @@ def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN00
 def test_cancelling_a_run_leaves_nothing_running(server, tmp_path) -> None:  # noqa: ANN001
     body = make_image("JPEG", (200, 150))
     for i in range(40):
-        server.routes[f"/c/{i}.jpg"] = _delayed(body, 0.5)
+        server.routes[f"/c/{i}.jpg"] = delayed_route(body, 0.5)
     items = [WorkItem(i, 2, server.url(f"/c/{i}.jpg")) for i in range(40)]
     seen: list[UrlResult] = []
     before = {t.name for t in threading.enumerate()}
