@@ -4,6 +4,7 @@ The domain steps (`image_pipeline.pipeline`, which pulls in the SQLAlchemy ORM, 
 imported inside the assets, so loading the code location (webserver, daemon, sensors) stays light.
 """
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 OWNERS = ["team:image-pipeline"]
 CHUNK_POOL = "image_chunks"  # the Dagster pool of compress_chunk steps (limit: dagster.yaml `pools`)
 GROUP = "requests"
+MAX_ERRORS_SHOWN = 20  # per-URL errors in the asset metadata table (every one is in GET /api/requests/{id}/results)
 # A step that hits a transient fault (database restarting, S3 hiccup) is re-run in the same run after
 # 2, 4, 8 s (+ jitter); re-running is safe because every step skips what is already stored.
 # `RequestFailed` bypasses this (Failure(allow_retries=False)): retrying cannot bring back a lost input.
@@ -123,8 +125,9 @@ def _run_group(context: dg.OpExecutionContext) -> set[str]:
     return {r.run_id for r in group[1]} if group else {context.run_id}
 
 
-def _chunk_summaries(context: dg.OpExecutionContext, ctx: "PipelineContext") -> list[dict]:
-    """Each chunk's summary, as its step in this run (or the run it re-executes) stored it.
+def _chunk_summaries(context: dg.OpExecutionContext, ctx: "PipelineContext") -> Iterator[dict]:
+    """Each chunk's summary, as its step in this run (or the run it re-executes) stored it; one in
+    memory at a time.
 
     A run re-executed from failure after crashing between the plan and the chunk steps gets no mapped
     steps (Dagster re-runs only steps that started or failed): such a chunk is processed here, so a
@@ -132,16 +135,12 @@ def _chunk_summaries(context: dg.OpExecutionContext, ctx: "PipelineContext") -> 
     from image_pipeline.chunks import load_plan, load_summary, process_chunk
 
     group = _run_group(context)
-    summaries, redone = [], 0
     for chunk in _run_step(context, ctx, load_plan):
         summary = load_summary(ctx, chunk)
         if summary is None or summary.get("run_id") not in group:
+            context.log.warning(f"chunk {chunk.number} had no chunk step in this run: processing it here")
             summary = _run_step(context, ctx, lambda c, rid, m=chunk: process_chunk(c, m)).as_dict()
-            redone += 1
-        summaries.append(summary)
-    if redone:
-        context.log.warning(f"{redone} chunk(s) had no chunk step in this run: processed here")
-    return summaries
+        yield summary
 
 
 @dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(), **_CHECK_OUTS})
@@ -149,16 +148,21 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineReso
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition."""
     ctx = pipeline.context()
-    summaries = _chunk_summaries(context, ctx)
+    chunks = skipped = kept_original = 0
+    errors: list[list[str]] = []  # the first few, for the table
+    for summary in _chunk_summaries(context, ctx):
+        chunks += 1
+        skipped += summary["skipped"]
+        kept_original += summary["kept_original"]
+        errors.extend(list(e) for e in summary["errors"][: MAX_ERRORS_SHOWN - len(errors)])
     req = _run_step(context, ctx, _steps().request_counts)
-    errors = [e for s in summaries for e in s["errors"]]
     meta = {
-        "chunks": dg.MetadataValue.int(len(summaries)),
+        "chunks": dg.MetadataValue.int(chunks),
         "total": dg.MetadataValue.int(req.url_count),
         "done": dg.MetadataValue.int(req.done_count),
         "failed": dg.MetadataValue.int(req.failed_count),
-        "skipped_already_stored": dg.MetadataValue.int(sum(s["skipped"] for s in summaries)),
-        "kept_original": dg.MetadataValue.int(sum(s["kept_original"] for s in summaries)),
+        "skipped_already_stored": dg.MetadataValue.int(skipped),
+        "kept_original": dg.MetadataValue.int(kept_original),
         "bytes_in": dg.MetadataValue.int(req.bytes_in),
         "bytes_out": dg.MetadataValue.int(req.bytes_out),
         "bytes_saved": dg.MetadataValue.int(req.bytes_in - req.bytes_out),
@@ -166,7 +170,7 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineReso
     if req.bytes_in:
         meta["ratio"] = dg.MetadataValue.float(round(req.bytes_out / req.bytes_in, 4))
     if errors:
-        meta["errors"] = dg.MetadataValue.md(_md_table(["URL", "error"], [list(e) for e in errors[:20]]))
+        meta["errors"] = dg.MetadataValue.md(_md_table(["URL", "error"], errors))
     yield dg.Output(None, output_name="result", metadata=meta)
     yield from checks.evaluate(ctx, context.partition_key, pipeline.check_decode_sample)
 

@@ -38,6 +38,18 @@ class Stack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
+def dagster_home(tmp_path: Path, warm_launcher: bool = False) -> Path:
+    """A DAGSTER_HOME with the repo's dagster.yaml; `warm_launcher`: runs fork from a warm process
+    (WarmForkRunLauncher, as `make up` runs them) instead of Dagster's default launcher."""
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    if warm_launcher:
+        with open(home / "dagster.yaml", "a") as f:
+            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+    return home
+
+
 @contextmanager
 def running_stack(
     tmp_path: Path,
@@ -55,12 +67,7 @@ def running_stack(
     session's database must not be picked up by this daemon."""
     app_pg = create_pg_database("imgpipe_e2e_app")
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    if warm_launcher:
-        with open(home / "dagster.yaml", "a") as f:
-            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+    home = dagster_home(tmp_path, warm_launcher)
     api_port, ui_port = free_port(), free_port()
     ui = f"http://127.0.0.1:{ui_port}" if webserver else None
     full_env = dict(

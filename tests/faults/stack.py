@@ -4,7 +4,6 @@ can kill and restart one by one, plus a slow image server so a run is mid-flight
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -167,13 +166,9 @@ def make_env(
     """`warm_launcher`: runs are forks of a warm process (WarmForkRunLauncher, as `make up` runs them)."""
     from image_pipeline.dagster_storage import create_dagster_storage
     from tests.conftest import WEBHOOK_SECRET
+    from tests.e2e.stack import dagster_home
 
-    home = tmp_path / "dagster_home"
-    home.mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    if warm_launcher:
-        with open(home / "dagster.yaml", "a") as f:
-            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+    home = dagster_home(tmp_path, warm_launcher)
     env = dict(
         os.environ,
         DAGSTER_HOME=str(home),
