@@ -34,6 +34,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -57,6 +58,61 @@ CHUNK_STEP = "compressed_images.compress_chunk["
 
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine has spent busy (every core, every process: /proc/stat)."""
+    user, nice, system, idle, iowait, *rest = (int(x) for x in Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + sum(rest)) / TICK
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one live process, and of its children it has waited for (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+class CpuSampler:
+    """Samples, every `every` seconds in a thread, the machine's busy CPU-seconds and those of `pids`,
+    so CPU use can be read for any window afterwards (e.g. the chunk phase, from the event log)."""
+
+    def __init__(self, pids: list[int], every: float = 0.1) -> None:
+        self.pids, self.every = pids, every
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        own = 0.0
+        for pid in self.pids:
+            try:
+                own += process_cpu_s(pid)
+            except OSError:
+                pass
+        self.samples.append((time.time(), machine_busy_s(), own))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def used(self, t0: float, t1: float) -> tuple[float, float]:
+        """(machine, pids) CPU-seconds between the samples nearest t0 and t1."""
+        a = min(self.samples, key=lambda s: abs(s[0] - t0))
+        b = min(self.samples, key=lambda s: abs(s[0] - t1))
+        return b[1] - a[1], b[2] - a[2]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -206,7 +262,18 @@ class Stack:
         """Kill what outlives its process group: `celery` under `dagster-celery` finishing its task, run
         processes (their own session, by design: a run survives a daemon restart). Ours are the
         processes whose environment has this stack's DAGSTER_HOME."""
+        for pid in self.stack_pids(match):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def worker_pids(self) -> list[int]:
+        return self.stack_pids(lambda cmd: b"celery" in cmd)
+
+    def stack_pids(self, match=lambda cmd: True) -> list[int]:  # noqa: ANN001
         mark = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
+        pids = []
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
             try:
                 env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -214,10 +281,8 @@ class Stack:
             except OSError:
                 continue
             if pid != os.getpid() and mark in env and match(cmd):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                pids.append(pid)
+        return pids
 
     def close(self) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -307,7 +372,8 @@ class Stack:
             "run_events": {k.removeprefix("PIPELINE_").lower(): float(v) for k, v in run_events.items()},
         }
         if starts and ends:
-            out["chunk_phase_s"] = float(max(ends.values()) - min(starts.values()))
+            out["chunk_phase"] = (float(min(starts.values())), float(max(ends.values())))  # epoch seconds
+            out["chunk_phase_s"] = out["chunk_phase"][1] - out["chunk_phase"][0]
             out["chunk_step_median_s"] = float(statistics.median(durations))
         return out
 
@@ -410,7 +476,9 @@ class ScaleBench:
                 self.warm(s, 2 * len(s.workers))
                 base = self.fast_images if kind == "cpu" else self.slow_images
                 urls = self.photos(base, a.photos, uuid.uuid4().hex)
-                fig = s.process(urls, self.hook)
+                with CpuSampler(s.worker_pids()) as cpu:
+                    fig = s.process(urls, self.hook)
+                busy, workers_cpu = cpu.used(*fig.pop("chunk_phase"))
                 label = f"a_{kind}_{len(wanted)}w" + ("_pinned" if kind == "cpu" else "")
                 self.record(
                     label,
@@ -421,13 +489,29 @@ class ScaleBench:
                     chunk_size=a.chunk_size,
                     img_s=len(urls) / fig["chunk_phase_s"],
                     run_img_s=len(urls) / fig["run_s"],
+                    # CPU per image during the chunk phase: in the Celery workers, and on the whole machine
+                    # (workers + moto + image server + PostgreSQL + RabbitMQ + daemon + anything else).
+                    worker_cpu_ms_per_img=1000 * workers_cpu / len(urls),
+                    machine_cpu_ms_per_img=1000 * busy / len(urls),
                     **{k: fig[k] for k in ("chunk_phase_s", "run_s", "chunks", "workers_used", "chunk_step_median_s")},
                 )
         finally:
             self.drop(s)
         p = self.results["parts"]
         if "a_cpu_1w_pinned" in p and "a_cpu_2w_pinned" in p:
-            self.record("a_ratio_2_vs_1_pinned", ratio=p["a_cpu_2w_pinned"]["img_s"] / p["a_cpu_1w_pinned"]["img_s"])
+            one, two = p["a_cpu_1w_pinned"], p["a_cpu_2w_pinned"]
+            # What this machine allows two workers: every core busy at the CPU the machine spent per image
+            # with two workers (theirs + moto, image server, PostgreSQL, ... which share the cores here),
+            # relative to the one-worker figure.
+            bound = CORES / (two["machine_cpu_ms_per_img"] / 1000) / one["img_s"]
+            self.record(
+                "a_ratio_2_vs_1_pinned",
+                ratio=two["img_s"] / one["img_s"],
+                ratio_bound_on_this_machine=bound,
+                worker_cpu_ms_per_img_1w=one["worker_cpu_ms_per_img"],
+                worker_cpu_ms_per_img_2w=two["worker_cpu_ms_per_img"],
+                other_cpu_ms_per_img_2w=two["machine_cpu_ms_per_img"] - two["worker_cpu_ms_per_img"],
+            )
         self.codec_limit()
 
     def codec_limit(self) -> None:
@@ -609,6 +693,11 @@ def table(results: dict) -> str:
     if "a_ratio_2_vs_1_pinned" in p:
         r = p["a_ratio_2_vs_1_pinned"]
         add("a 2 vs 1 pinned workers, CPU-bound (target >= 1.7x)", f"{r['ratio']:.2f}x", r["load"])
+        add(
+            "a   what 2 cores allow (cores / machine CPU per img, / 1w)",
+            f"{r['ratio_bound_on_this_machine']:.2f}x",
+            f"worker {r['worker_cpu_ms_per_img_2w']:.1f} + other {r['other_cpu_ms_per_img_2w']:.1f} ms/img",
+        )
     if "a_codec_limit" in p:
         r = p["a_codec_limit"]
         add(f"a codec limit ({CORES} cores, make bench part 2)", f"{r['limit_img_s']:.1f} img/s", r["load"])
@@ -638,8 +727,8 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="a,b,c,d,e", help="comma-separated parts (a-e)")
-    ap.add_argument("--photos", type=int, default=240, help="1600x1200 photos per request in part a")
-    ap.add_argument("--chunk-size", type=int, default=40, help="URLs per chunk in part a")
+    ap.add_argument("--photos", type=int, default=480, help="1600x1200 photos per request in part a")
+    ap.add_argument("--chunk-size", type=int, default=120, help="URLs per chunk in part a")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request (part a I/O, d, e)")
     ap.add_argument("--io-workers", default="1,2,4", help="worker counts for the I/O-bound series of part a")
     ap.add_argument("--per-host", type=int, default=64, help="IMGPIPE_PER_HOST_CONCURRENCY in part a")
