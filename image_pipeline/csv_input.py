@@ -14,7 +14,6 @@ column named.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ _ALIASES = {
     URLS: {"inputimageurls", "inputimageurl", "imageurls", "imageurl", "urls", "inputurls"},
 }
 # Split only where a comma (or whitespace) is followed by a new scheme, so commas inside a URL survive.
+_LINES = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
 _URL_SPLIT = re.compile(r"(?:\s*,\s*|\s+)(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
@@ -207,7 +207,9 @@ def parse_csv(
         col.add(0, None, "file is empty")
         return result
 
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    # Lines are sliced off `text` one at a time, split exactly as `io.StringIO(text, newline="")` would
+    # (at \r\n, \r or \n, kept): a StringIO holds its own copy at 4 bytes a character, 5x the upload.
+    reader = csv.reader((m.group() for m in _LINES.finditer(text)), strict=False)
     try:
         header = next(reader)
     except csv.Error as exc:
