@@ -26,9 +26,10 @@ class EventLimits:
 
     A larger request's event lists none (`products: null`, `products_omitted: true`) and the receiver
     reads `output_csv_url`, which has every product: the event of a 100,000-URL request would otherwise
-    be one JSON document of tens of MB, built in memory, stored in the outbox and POSTed on each retry,
-    and most receivers refuse bodies that large (nginx's default `client_max_body_size` is 1 MB).
-    1,000 products of 10 URLs is about 1.4 MB; the URL limit bounds products with many URLs.
+    be one JSON document of about 14 MB (about 140 bytes per URL), built in memory, stored in the outbox
+    and POSTed on each retry, and most receivers refuse bodies that large (nginx's default
+    `client_max_body_size` is 1 MB). 1,000 products of 10 URLs is about 1.4 MB; the URL limit bounds
+    products with many (or long) URLs. Decided on the request's counts, before anything is read.
     """
 
     max_products: int = 1000
