@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from image_pipeline.pipeline import PipelineContext, ProgressRecorder, RequestFailed, load_rows
+from image_pipeline.pipeline import PipelineContext, ProgressRecorder, RequestFailed, iter_rows
 from image_pipeline.processing import WorkItem, process_items, work_items
 from image_pipeline.storage import ObjectNotFound
 from image_pipeline.store import requests as repo
@@ -83,15 +83,17 @@ class ChunkSummary:
 def plan_chunks(ctx: PipelineContext, request_id: str, chunk_size: int, fanout_threshold: int) -> list[Chunk]:
     """Cut the request into chunks and store each chunk's URL list. A request with fewer than
     `fanout_threshold` URLs is one chunk. Idempotent: an existing plan is reused as it is (a changed
-    setting never re-cuts a request that is half done)."""
+    setting never re-cuts a request that is half done). The rows are streamed: one chunk's URLs in
+    memory at a time."""
     stored = _stored_plan(ctx, request_id)
     if stored is not None:
         return stored
-    rows = load_rows(ctx, request_id)
-    if sum(len(r.urls) for r in rows) < fanout_threshold:
-        chunk_size = fanout_threshold
+    items = work_items(iter_rows(ctx, request_id))
+    head = list(itertools.islice(items, fanout_threshold))
+    if len(head) < fanout_threshold:
+        chunk_size = fanout_threshold  # the whole request is `head`: one chunk
+    items = itertools.chain(head, items)
     chunks = []
-    items = work_items(rows)
     for number, batch in enumerate(iter(lambda: list(itertools.islice(items, chunk_size)), [])):
         chunk = Chunk(request_id, number, batch[0].idx, len(batch))
         ctx.store.put(chunk.urls_key, json.dumps([[i.idx, i.row, i.url] for i in batch]).encode(), "application/json")

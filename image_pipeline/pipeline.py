@@ -7,24 +7,26 @@ that was already stored.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.csv_input import CsvLimits, ProductRow, parse_csv
-from image_pipeline.csv_output import render_output_csv
+from image_pipeline.csv_output import write_output_csv
 from image_pipeline.fetch import FetchPolicy
 from image_pipeline.processing import ProcessOptions
+from image_pipeline.rows import RowsMissing, open_rows, write_row
 from image_pipeline.storage import ObjectNotFound, ObjectStore, input_key, output_csv_key, rows_key
 from image_pipeline.store import requests as repo
 from image_pipeline.store.cache import StatusCache
 from image_pipeline.store.models import COMPLETED, FAILED, PARTIALLY_FAILED
 from image_pipeline.webhook_delivery import RetryPolicy, SentAttempt, enqueue_final_event, send_deliveries
+from image_pipeline.webhooks import EventLimits
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class PipelineContext:
     api_base_url: str
     webhook_secret: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    event_limits: EventLimits = field(default_factory=EventLimits)
 
     def publish_status(self, session: Session, request_id: str) -> dict | None:
         req = repo.get_request(session, request_id)
@@ -56,32 +59,53 @@ class PipelineContext:
         return doc
 
 
-def load_rows(ctx: PipelineContext, request_id: str) -> list[ProductRow]:
-    """The parsed rows of a request (written by `validate_request`)."""
+def iter_rows(ctx: PipelineContext, request_id: str) -> Iterator[ProductRow]:
+    """The parsed rows of a request (written by `validate_request`), read lazily in input order."""
     try:
-        raw = ctx.store.get(rows_key(request_id))
-    except ObjectNotFound as exc:
+        return open_rows(ctx.store, request_id)
+    except RowsMissing as exc:
         raise RequestFailed(f"parsed rows of request {request_id} are missing from storage") from exc
-    return [ProductRow.from_dict(d) for d in json.loads(raw)]
 
 
-def validate_request(ctx: PipelineContext, request_id: str) -> list[ProductRow]:
-    """Parse the stored input CSV with the API's own rules, store the rows, mark the request processing."""
+@dataclass(frozen=True)
+class Validated:
+    """What `validate_request` found: counts and the first rows (the asset's preview), not every row."""
+
+    rows: int
+    urls: int
+    preview: list[ProductRow]
+
+
+PREVIEW_ROWS = 10
+
+
+def validate_request(ctx: PipelineContext, request_id: str) -> Validated:
+    """Parse the stored input CSV with the API's own rules, store the rows (JSON lines, streamed to storage
+    as they are parsed: a refused file leaves none), mark the request processing."""
     try:
         data = ctx.store.get(input_key(request_id))
     except ObjectNotFound as exc:
         raise RequestFailed(f"input CSV of request {request_id} is missing from storage") from exc
-    parsed = parse_csv(data, ctx.limits)
-    if not parsed.ok:
-        first = parsed.errors[0]
-        raise RequestFailed(f"input CSV is invalid: row {first.row}, {first.column}: {first.message}")
-    ctx.store.put(rows_key(request_id), json.dumps([r.as_dict() for r in parsed.rows]).encode(), "application/json")
+    preview: list[ProductRow] = []
+
+    with ctx.store.open_writer(rows_key(request_id), "application/x-ndjson") as out:
+
+        def keep(row: ProductRow) -> None:
+            write_row(out, row)
+            if len(preview) < PREVIEW_ROWS:
+                preview.append(row)
+
+        parsed = parse_csv(data, ctx.limits, on_row=keep)
+        del data
+        if not parsed.ok:
+            first = parsed.errors[0]
+            raise RequestFailed(f"input CSV is invalid: row {first.row}, {first.column}: {first.message}")
     with ctx.sessions() as s:
         if repo.get_request(s, request_id) is None:
             raise RequestFailed(f"request {request_id} is not in the database")
-        repo.mark_processing(s, request_id, row_count=len(parsed.rows), url_count=parsed.url_count)
+        repo.mark_processing(s, request_id, row_count=parsed.row_count, url_count=parsed.url_count)
         ctx.publish_status(s, request_id)
-    return parsed.rows
+    return Validated(parsed.row_count, parsed.url_count, preview)
 
 
 class ProgressRecorder:
@@ -169,17 +193,21 @@ def request_counts(ctx: PipelineContext, request_id: str):  # noqa: ANN201 (Imag
 
 
 def write_output(ctx: PipelineContext, request_id: str) -> tuple[str, str]:
-    """Write the output CSV from the chunk manifests, in input order, one manifest in memory at a time
-    (written last, so its presence means the request is complete); set the final status."""
+    """Write the output CSV from the parsed rows and the chunk manifests, streamed to storage in input
+    order: one row and one manifest in memory at a time, uploaded in parts as it is produced (written
+    last, so its presence means the request is complete); set the final status."""
     from image_pipeline.chunks import iter_manifest_results, load_plan
 
-    rows = load_rows(ctx, request_id)
+    rows = iter_rows(ctx, request_id)
     results = iter_manifest_results(ctx, load_plan(ctx, request_id))
-    done = 0
+    done = total = 0
 
     def url_of(idx: int) -> str | None:  # called once per URL, in input order
-        nonlocal done
-        r = next(results)
+        nonlocal done, total
+        total += 1
+        r = next(results, None)
+        if r is None:
+            raise RequestFailed(f"chunk manifests end before URL {idx}")
         if r["idx"] != idx:
             raise RequestFailed(f"chunk manifests are out of order at URL {idx} (found {r['idx']})")
         if r["status"] == "done" and r["output_key"]:
@@ -188,8 +216,8 @@ def write_output(ctx: PipelineContext, request_id: str) -> tuple[str, str]:
         return None
 
     key = output_csv_key(request_id)
-    ctx.store.put(key, render_output_csv(rows, url_of), "text/csv; charset=utf-8")
-    total = sum(len(r.urls) for r in rows)
+    with ctx.store.open_writer(key, "text/csv; charset=utf-8") as out:
+        write_output_csv(rows, url_of, out.write)
     status = COMPLETED if done == total else (FAILED if done == 0 else PARTIALLY_FAILED)
     error = None if status == COMPLETED else f"{total - done} of {total} images failed"
     with ctx.sessions() as s:
@@ -202,7 +230,7 @@ def notify(ctx: PipelineContext, request_id: str) -> SentAttempt | None:
     """Queue the request's final event once (whoever claims it first: the run or the failure sensor) and
     make the first delivery attempt now; later attempts are the retry sensor's (see webhook_delivery)."""
     with ctx.sessions() as s:
-        delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url)
+        delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url, ctx.event_limits)
     if delivery_id is None:
         return None
     sent = send_deliveries(

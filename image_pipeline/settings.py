@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(None, description="Bucket for inputs and outputs; unset = local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); unset = AWS.")
     s3_region: str = "us-east-1"
+    s3_part_size: int = Field(
+        8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Part size of streamed S3 uploads (the output CSV, parsed rows): at most about one part "
+        "is in memory. S3 requires at least 5 MiB for every part but the last.",
+    )
     public_base_url: str | None = Field(
         None, description="Base URL under which stored objects are public (CDN); default: the API's /files/."
     )
@@ -64,6 +70,17 @@ class Settings(BaseSettings):
 
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
     webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_products: int = Field(
+        1000,
+        ge=0,
+        description="Above this many products the final event lists none (products_omitted); the receiver "
+        "fetches output_csv_url instead.",
+    )
+    webhook_max_urls: int = Field(
+        10_000,
+        ge=0,
+        description="Above this many image URLs the final event lists no products either (bounds the body's size).",
+    )
 
     # --- Access control and API hardening (issue 4) ---
     upload_rate_limit: str = Field(

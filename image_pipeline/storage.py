@@ -5,14 +5,22 @@ Keys are deterministic (`requests/<id>/...`), so re-running a request overwrites
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from image_pipeline.settings import Settings
+
+
+log = logging.getLogger(__name__)
+
+S3_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's rule: every part of a multipart upload but the last is at least 5 MiB
+DEFAULT_PART_SIZE = 8 * 1024 * 1024  # boto3's own multipart chunk size
 
 
 class ObjectNotFound(KeyError):
@@ -24,6 +32,12 @@ def input_key(request_id: str) -> str:
 
 
 def rows_key(request_id: str) -> str:
+    """The parsed rows, one JSON object per line in input order (streamed: never one document)."""
+    return f"requests/{request_id}/rows.jsonl"
+
+
+def legacy_rows_key(request_id: str) -> str:
+    """Where requests stored before the JSON-lines file kept their rows: one JSON array."""
     return f"requests/{request_id}/rows.json"
 
 
@@ -43,10 +57,23 @@ def check_key(key: str) -> str:
     return key
 
 
+class ObjectWriter(Protocol):
+    """An object written piece by piece (`with store.open_writer(key) as w: w.write(...)`): it appears,
+    whole, when the block ends without an exception; on an exception nothing is stored and nothing is
+    left behind (no temp file, no multipart parts)."""
+
+    def write(self, data: bytes) -> int: ...
+    def __enter__(self) -> ObjectWriter: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
 class ObjectStore(Protocol):
     public_base_url: str
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def open_writer(self, key: str, content_type: str = "application/octet-stream") -> ObjectWriter: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int | None: ...
@@ -78,6 +105,10 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream") -> LocalWriter:
+        """Written incrementally to a temp file next to the object, renamed into place at the end."""
+        return LocalWriter(self._path(key))
 
     def get(self, key: str) -> bytes:
         try:
@@ -120,15 +151,132 @@ class LocalStore:
         return f"{self.public_base_url}/{check_key(key)}"
 
 
+class LocalWriter:
+    """An object file written as it is produced; atomic like `LocalStore.put` (temp file + rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> int:
+        return self._file.write(data)
+
+    def __enter__(self) -> LocalWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)  # gone already after the rename
+
+
+class S3MultipartWriter:
+    """An S3 object uploaded as it is produced: parts of `part_size` bytes (S3's multipart upload), so at
+    most about one part is in memory whatever the object's size.
+
+    An object smaller than one part is sent with a single PutObject at the end (one request instead of
+    three). On an exception the multipart upload is aborted, so S3 keeps no orphan parts (which would be
+    billed until a lifecycle rule removed them); the exception propagates.
+    """
+
+    def __init__(self, client, bucket: str, key: str, content_type: str, part_size: int) -> None:  # noqa: ANN001
+        self.client, self.bucket, self.key, self.content_type = client, bucket, check_key(key), content_type
+        self.part_size = part_size
+        self._pieces: list[bytes] = []
+        self._buffered = 0
+        self._upload_id: str | None = None
+        self._parts: list[dict] = []
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._pieces.append(bytes(data))
+            self._buffered += len(data)
+            if self._buffered >= self.part_size:
+                self._upload_part(self._take())
+        return len(data)
+
+    def _take(self) -> bytes:
+        body = b"".join(self._pieces)
+        self._pieces, self._buffered = [], 0
+        return body
+
+    def _upload_part(self, body: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )["UploadId"]
+        number = len(self._parts) + 1
+        resp = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        part = {"PartNumber": number, "ETag": resp["ETag"]}
+        for checksum in ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"):
+            if resp.get(checksum):
+                part[checksum] = resp[checksum]  # botocore checksums each part by default; S3 wants them back
+        self._parts.append(part)
+
+    def _finish(self) -> None:
+        if self._upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._take(), ContentType=self.content_type)
+            return
+        if self._buffered:
+            self._upload_part(self._take())  # the last part may be smaller than 5 MiB
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+        )
+
+    def abort(self) -> None:
+        self._pieces, self._buffered = [], 0
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 (the original error matters more; a lifecycle rule is the backstop)
+                log.exception("could not abort multipart upload %s of %s", upload_id, self.key)
+
+    def __enter__(self) -> S3MultipartWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+
 class S3Store:
     """Objects in an S3 bucket through one shared boto3 client (boto3 clients are thread-safe)."""
 
-    def __init__(self, client, bucket: str, public_base_url: str) -> None:  # noqa: ANN001 (boto3 client)
+    def __init__(
+        self,
+        client,  # noqa: ANN001 (boto3 client)
+        bucket: str,
+        public_base_url: str,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
         self.client, self.bucket = client, bucket
         self.public_base_url = public_base_url.rstrip("/")
+        self.part_size = part_size
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
+
+    def open_writer(self, key: str, content_type: str = "application/octet-stream") -> S3MultipartWriter:
+        """Uploaded in parts of `part_size` (`IMGPIPE_S3_PART_SIZE`) as it is written."""
+        return S3MultipartWriter(self.client, self.bucket, key, content_type, self.part_size)
 
     def get(self, key: str) -> bytes:
         try:
@@ -223,5 +371,5 @@ def make_store(settings: Settings, client=None) -> ObjectStore:  # noqa: ANN001
     """The configured store: S3 when `IMGPIPE_S3_BUCKET` is set, else the local objects directory."""
     if settings.s3_bucket:
         client = client or make_s3_client(settings.s3_endpoint_url, settings.s3_region)
-        return S3Store(client, settings.s3_bucket, settings.resolved_public_base_url)
+        return S3Store(client, settings.s3_bucket, settings.resolved_public_base_url, settings.s3_part_size)
     return LocalStore(settings.objects_dir, settings.resolved_public_base_url)

@@ -18,7 +18,6 @@ Outcome of an attempt:
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,10 +25,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from image_pipeline.csv_input import ProductRow
 from image_pipeline.fetch import FetchPolicy
+from image_pipeline.rows import RowsMissing, open_rows
 from image_pipeline.settings import parse_retry_schedule
-from image_pipeline.storage import ObjectNotFound, ObjectStore, rows_key
+from image_pipeline.storage import ObjectStore
 from image_pipeline.store import requests as repo
 from image_pipeline.store.models import (
     DELIVERY_DELIVERED,
@@ -42,7 +41,15 @@ from image_pipeline.store.models import (
     WebhookDelivery,
     utcnow,
 )
-from image_pipeline.webhooks import Attempt, build_event, deliver, event_body, event_id_for, products_of
+from image_pipeline.webhooks import (
+    Attempt,
+    EventLimits,
+    build_event,
+    deliver,
+    event_body,
+    event_id_for,
+    products_of,
+)
 
 RETRYABLE_STATUS = frozenset({408, 429})
 LEASE_MARGIN_S = 30.0
@@ -99,12 +106,19 @@ def outcome_of(attempt: Attempt) -> str:
 # --- building and queueing events -------------------------------------------------------------------
 
 
-def final_event(session: Session, store: ObjectStore, req: ImageRequest, api_base_url: str) -> dict:
-    """The request's final event, with per-product results when its parsed rows are still stored."""
+def final_event(
+    session: Session, store: ObjectStore, req: ImageRequest, api_base_url: str, limits: EventLimits | None = None
+) -> dict:
+    """The request's final event, with per-product results when its parsed rows are still stored and the
+    request is within `limits`; above them the event lists no products (nothing per product is read:
+    the size of the event and of the memory that builds it does not grow with the request)."""
+    limits = limits or EventLimits()
+    if not limits.lists_products(req.row_count, req.url_count):
+        return build_event(req, None, api_base_url, omitted=True)
     products = None
     try:
-        rows = [ProductRow.from_dict(d) for d in json.loads(store.get(rows_key(req.id)))]
-    except ObjectNotFound:
+        rows = open_rows(store, req.id)
+    except RowsMissing:
         rows = None  # failed before parsing: nothing per product to report
     if rows is not None:
         outcomes = repo.OrderedOutcomes(session, req.id)  # streamed in index order: products_of asks in order
@@ -132,7 +146,9 @@ def _new_delivery(req: ImageRequest, event_id: str, event_type: str, payload: st
     )
 
 
-def enqueue_final_event(session: Session, store: ObjectStore, request_id: str, api_base_url: str) -> int | None:
+def enqueue_final_event(
+    session: Session, store: ObjectStore, request_id: str, api_base_url: str, limits: EventLimits | None = None
+) -> int | None:
     """Mark the final event owed and queue its delivery in ONE transaction; the delivery id, or None.
 
     None when another caller already claimed the final event (the run and the failure sensor race for
@@ -141,7 +157,7 @@ def enqueue_final_event(session: Session, store: ObjectStore, request_id: str, a
     req = session.scalars(select(ImageRequest).where(ImageRequest.id == request_id)).first()
     if req is None or req.final_event_sent:
         return None
-    event = final_event(session, store, req, api_base_url)
+    event = final_event(session, store, req, api_base_url, limits)
     won = session.execute(
         update(ImageRequest)
         .where(ImageRequest.id == request_id, ImageRequest.final_event_sent.is_(False))
@@ -162,7 +178,9 @@ class ReplayRefused(Exception):
     """A replay cannot be made (request not final, no webhook URL); the message is user-facing."""
 
 
-def replay_final_event(session: Session, store: ObjectStore, req: ImageRequest, api_base_url: str) -> WebhookDelivery:
+def replay_final_event(
+    session: Session, store: ObjectStore, req: ImageRequest, api_base_url: str, limits: EventLimits | None = None
+) -> WebhookDelivery:
     """Send the final event again: same `webhook-id` and the same body as the original delivery.
 
     A delivery of it that is still pending is made due now instead of queueing a second copy.
@@ -186,7 +204,7 @@ def replay_final_event(session: Session, store: ObjectStore, req: ImageRequest, 
     if previous is not None:
         payload, event_id = previous.payload, previous.event_id
     else:
-        event = final_event(session, store, req, api_base_url)
+        event = final_event(session, store, req, api_base_url, limits)
         payload, event_id = event_body(event), event_id_for(req.id, event_type)
     delivery = _new_delivery(req, event_id, event_type, payload, replay_of=previous.id if previous else None)
     session.add(delivery)

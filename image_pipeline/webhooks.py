@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -19,7 +19,24 @@ from image_pipeline.csv_input import ProductRow
 from image_pipeline.fetch import FetchError, FetchPolicy, FetchRefused, fetch, make_client
 from image_pipeline.store.models import ImageRequest
 
-MAX_PRODUCTS_IN_EVENT = 1000
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Up to which size the final event lists every product (`IMGPIPE_WEBHOOK_MAX_PRODUCTS` / `_MAX_URLS`).
+
+    A larger request's event lists none (`products: null`, `products_omitted: true`) and the receiver
+    reads `output_csv_url`, which has every product: the event of a 100,000-URL request would otherwise
+    be one JSON document of about 14 MB (about 140 bytes per URL), built in memory, stored in the outbox
+    and POSTed on each retry, and most receivers refuse bodies that large (nginx's default
+    `client_max_body_size` is 1 MB). 1,000 products of 10 URLs is about 1.4 MB; the URL limit bounds
+    products with many (or long) URLs. Decided on the request's counts, before anything is read.
+    """
+
+    max_products: int = 1000
+    max_urls: int = 10_000
+
+    def lists_products(self, products: int, urls: int) -> bool:
+        return products <= self.max_products and urls <= self.max_urls
 
 
 def event_type_for(status: str) -> str:
@@ -35,7 +52,7 @@ class OrderedLookup(Protocol):
     def get(self, idx: int) -> Any | None: ...
 
 
-def products_of(rows: list[ProductRow], results: Mapping[int, Any] | OrderedLookup, public_url) -> list[dict]:  # noqa: ANN001
+def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | OrderedLookup, public_url) -> list[dict]:  # noqa: ANN001
     """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors.
 
     `results.get(idx)` gives anything with `status`, `output_key` and `error` (ORM rows or light
@@ -64,9 +81,15 @@ def products_of(rows: list[ProductRow], results: Mapping[int, Any] | OrderedLook
     return out
 
 
-def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: str) -> dict:
-    """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products}}`."""
-    products = products or []
+def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: str, *, omitted: bool = False) -> dict:
+    """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products, products_omitted,
+    products_total}}`.
+
+    `omitted`: the request is over the event's limits (`EventLimits`), so `products` is null and the
+    receiver reads the output CSV; `products_total` says how many there are either way.
+    `products_truncated` is the older name of `products_omitted` (events once listed the first 1,000
+    products and set it), kept so receivers that test it still fall back to the CSV.
+    """
     output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key else None
     return {
         "type": event_type_for(req.status),
@@ -85,8 +108,10 @@ def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: st
             "output_csv_url": output,
             "status_url": f"{api_base_url}/api/status/{req.id}",
             "error": req.error,
-            "products": products[:MAX_PRODUCTS_IN_EVENT],
-            "products_truncated": len(products) > MAX_PRODUCTS_IN_EVENT,
+            "products": None if omitted else (products or []),
+            "products_omitted": omitted,
+            "products_total": req.row_count if omitted or products is None else len(products),
+            "products_truncated": omitted,
         },
     }
 

@@ -8,6 +8,7 @@ from api.responses import AUTH_ERRORS
 from api.schemas import ErrorResponse, WebhookDeliveryOut, WebhookLog
 from image_pipeline.store.requests import get_request
 from image_pipeline.webhook_delivery import ReplayRefused, delivery_log, replay_final_event
+from image_pipeline.webhooks import EventLimits
 
 router = APIRouter(tags=["webhooks"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}
@@ -37,7 +38,8 @@ def replay_webhook(
     if req is None:
         raise ApiError(404, f"request {request_id} not found")
     try:
-        delivery = replay_final_event(session, store, req, settings.resolved_api_base_url)
+        limits = EventLimits(settings.webhook_max_products, settings.webhook_max_urls)
+        delivery = replay_final_event(session, store, req, settings.resolved_api_base_url, limits)
     except ReplayRefused as exc:
         raise ApiError(409, str(exc)) from exc
     [doc] = [d for d in delivery_log(session, req.id) if d["id"] == delivery.id]

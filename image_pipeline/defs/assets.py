@@ -62,12 +62,12 @@ def _run_step(context: dg.AssetExecutionContext, ctx: "PipelineContext", fn, *ar
 def validated_csv(context: dg.AssetExecutionContext, pipeline: ImagePipelineResource) -> dg.MaterializeResult:
     """The request's uploaded CSV, parsed with the API's rules: one row per product with its image URLs."""
     ctx = pipeline.context()
-    rows = _run_step(context, ctx, _steps().validate_request)
-    preview = [[r.serial, r.name, len(r.urls), r.urls[0]] for r in rows[:10]]
+    validated = _run_step(context, ctx, _steps().validate_request)
+    preview = [[r.serial, r.name, len(r.urls), r.urls[0]] for r in validated.preview]
     return dg.MaterializeResult(
         metadata={
-            "rows": dg.MetadataValue.int(len(rows)),
-            "urls": dg.MetadataValue.int(sum(len(r.urls) for r in rows)),
+            "rows": dg.MetadataValue.int(validated.rows),
+            "urls": dg.MetadataValue.int(validated.urls),
             "preview": dg.MetadataValue.md(_md_table(["S.No.", "Product Name", "URLs", "first URL"], preview)),
         }
     )

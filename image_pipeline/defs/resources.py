@@ -27,6 +27,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    s3_part_size: int = 8 * 1024 * 1024
     local_objects_dir: str = ".imgpipe/objects"
     public_base_url: str
     api_base_url: str
@@ -57,6 +58,8 @@ class ImagePipelineResource(dg.ConfigurableResource):
     webhook_retry_schedule: str = "5,30,120,600,1800,3600*23"
     webhook_retry_jitter: float = 0.2
     webhook_retry_batch: int = 20
+    webhook_max_products: int = 1000
+    webhook_max_urls: int = 10_000
     # Performance (issue 9)
     launch_claim_timeout: float = 60.0
     encode_workers: int = 0
@@ -104,9 +107,15 @@ class ImagePipelineResource(dg.ConfigurableResource):
             from image_pipeline.storage import LocalStore, S3Store, make_s3_client
             from image_pipeline.store.cache import StatusCache
             from image_pipeline.store.db import make_engine, session_factory
+            from image_pipeline.webhooks import EventLimits
 
             store = (
-                S3Store(make_s3_client(self.s3_endpoint_url, self.s3_region), self.s3_bucket, self.public_base_url)
+                S3Store(
+                    make_s3_client(self.s3_endpoint_url, self.s3_region),
+                    self.s3_bucket,
+                    self.public_base_url,
+                    self.s3_part_size,
+                )
                 if self.s3_bucket
                 else LocalStore(self.local_objects_dir, self.public_base_url)
             )
@@ -130,6 +139,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                 api_base_url=self.api_base_url.rstrip("/"),
                 webhook_secret=self.webhook_secret,
                 retry=self.retry_policy(),
+                event_limits=EventLimits(self.webhook_max_products, self.webhook_max_urls),
             )
         return self._ctx
 
@@ -143,6 +153,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             s3_bucket=s.s3_bucket,
             s3_endpoint_url=s.s3_endpoint_url,
             s3_region=s.s3_region,
+            s3_part_size=s.s3_part_size,
             local_objects_dir=str(s.objects_dir),
             public_base_url=s.resolved_public_base_url,
             api_base_url=s.resolved_api_base_url,
@@ -171,6 +182,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             webhook_retry_schedule=s.webhook_retry_schedule,
             webhook_retry_jitter=s.webhook_retry_jitter,
             webhook_retry_batch=s.webhook_retry_batch,
+            webhook_max_products=s.webhook_max_products,
+            webhook_max_urls=s.webhook_max_urls,
             launch_claim_timeout=s.launch_claim_timeout,
             encode_workers=s.encode_workers,
             encode_pool=s.encode_pool,

@@ -5,14 +5,15 @@ Reads only; the web page, the CLI and any client use these through the API.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from image_pipeline.csv_input import CsvLimits, ProductRow, parse_csv
-from image_pipeline.storage import ObjectNotFound, ObjectStore, rows_key
+from image_pipeline.rows import RowsMissing, open_rows
+from image_pipeline.storage import ObjectNotFound, ObjectStore
 from image_pipeline.store.models import ImageRequest, ImageResult
 from image_pipeline.store.requests import status_document
 
@@ -39,17 +40,18 @@ def summary_document(req: ImageRequest, api_base_url: str) -> dict:
     return doc
 
 
-def product_rows(store: ObjectStore, req: ImageRequest, limits: CsvLimits) -> list[ProductRow]:
-    """The request's products: the rows the pipeline parsed, or (before it has) the stored input CSV parsed."""
+def product_rows(store: ObjectStore, req: ImageRequest, limits: CsvLimits) -> Iterator[ProductRow]:
+    """The request's products in input order: the rows the pipeline parsed (streamed), or (before it has)
+    the stored input CSV parsed."""
     try:
-        return [ProductRow.from_dict(d) for d in json.loads(store.get(rows_key(req.id)))]
-    except ObjectNotFound:
+        return open_rows(store, req.id)
+    except RowsMissing:
         pass
     try:
         parsed = parse_csv(store.get(req.input_key), limits)
     except ObjectNotFound:
-        return []
-    return parsed.rows if parsed.ok else []
+        return iter(())
+    return iter(parsed.rows if parsed.ok else [])
 
 
 def results_document(
@@ -67,32 +69,36 @@ def results_document(
 
     URLs the pipeline has not reached yet are listed as `pending`.
     """
-    rows = product_rows(store, req, limits)
-    first = sum(len(r.urls) for r in rows[:offset])
-    last = first + sum(len(r.urls) for r in rows[offset : offset + limit])
+    rows = product_rows(store, req, limits)  # streamed: the page's rows are the only ones kept
+    first = skipped = 0
+    for row in itertools.islice(rows, offset):
+        first += len(row.urls)
+        skipped += 1
+    page = list(itertools.islice(rows, limit))
+    last = first + sum(len(r.urls) for r in page)
     results = results_between(session, req.id, first, last)
     to_url = public_url or store.public_url
-    products, idx = [], 0
-    for n, row in enumerate(rows):
+    products, idx = [], first
+    for row in page:
         images = []
         for url in row.urls:
-            if offset <= n < offset + limit:
-                r = results.get(idx)
-                images.append(
-                    {
-                        "index": idx,
-                        "url": url,
-                        "status": r.status if r else "pending",
-                        "error": r.error if r else None,
-                        "bytes_in": r.bytes_in if r else None,
-                        "bytes_out": r.bytes_out if r else None,
-                        "kept_original": bool(r.kept_original) if r else False,
-                        "output_url": to_url(r.output_key) if r and r.status == "done" and r.output_key else None,
-                    }
-                )
+            r = results.get(idx)
+            images.append(
+                {
+                    "index": idx,
+                    "url": url,
+                    "status": r.status if r else "pending",
+                    "error": r.error if r else None,
+                    "bytes_in": r.bytes_in if r else None,
+                    "bytes_out": r.bytes_out if r else None,
+                    "kept_original": bool(r.kept_original) if r else False,
+                    "output_url": to_url(r.output_key) if r and r.status == "done" and r.output_key else None,
+                }
+            )
             idx += 1
-        if offset <= n < offset + limit:
-            products.append({"row": row.row, "serial": row.serial, "name": row.name, "images": images})
+        products.append({"row": row.row, "serial": row.serial, "name": row.name, "images": images})
+    # The request's row count is the parse's own count (the API's and the pipeline's, the same function).
+    total = req.row_count or (skipped + len(page) + sum(1 for _ in rows))
     doc = summary_document(req, api_base_url)
-    doc.update(total_products=len(rows), offset=offset, limit=limit, products=products)
+    doc.update(total_products=total, offset=offset, limit=limit, products=products)
     return doc

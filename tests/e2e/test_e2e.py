@@ -56,6 +56,8 @@ def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receive
         pytest.fail("no webhook; daemon log tail:\n" + (logs / "daemon.log").read_text()[-4000:])
     event = Webhook(WEBHOOK_SECRET).verify(delivery.body, delivery.headers)
     assert event["request_id"] == rid and event["type"] == "request.completed"
+    products = event["data"]["products"]  # a small request: every product listed (large ones: output CSV)
+    assert [p["serial"] for p in products] == ["1", "2"] and event["data"]["products_omitted"] is False
 
     status = httpx.get(f"{api}/api/status/{rid}", headers=auth).json()
     assert status["status"] == "completed" and status["progress"] == {"total": 4, "done": 4, "failed": 0}
