@@ -78,7 +78,7 @@ def _use_pool(storage: Any) -> None:  # noqa: ANN401 (a dagster-postgres storage
     nullpool = storage._engine
     kwargs: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
-        "pool_size": 1,
+        "pool_size": 2,
         "max_overflow": -1,
         "pool_recycle": POOL_RECYCLE_SECONDS,
     }
