@@ -3,17 +3,18 @@
 dagster-postgres builds its engines with `NullPool` ("not holding any connections open to prevent
 accumulating connections per DagsterInstance"): every event a run writes (a dozen per step) and every
 read opens a new PostgreSQL connection (TCP, start-up, authentication, a server process forked) and
-closes it. A three-image request writes ~60 events, and profiling a run inside a warm Celery worker
+closes it. A three-image request writes ~50 events, and profiling a run inside a warm Celery worker
 (docs/scale-out.md, "Measured") showed about a third of its time in those connects.
 
 `PooledPostgresStorage` is the same storage (same tables, same config: `postgres_url` or `postgres_db`)
-whose run and event-log storages keep one connection per engine open for the instance's lifetime
-(`pool_size=1`), pre-pinged before use so a restarted PostgreSQL costs a reconnect, not an error. More
-threads at once (the daemon's) get extra connections that are closed when returned
-(`max_overflow=-1`: no limit and no waiting, as with NullPool). The engines are disposed with the
-instance, so a process that opens an instance per run (a Celery run worker) holds at most two idle
-connections per open instance, not one per run. The schedule storage is left as it is: runs do not
-use it.
+whose run, event-log and schedule storages keep up to two connections per engine open for the
+instance's lifetime (`pool_size=2`); more threads at once (the daemon's) get extra connections that are
+closed when returned (`max_overflow=-1`: no limit and no waiting, as with NullPool). A connection idle
+for over a second is checked before use, so one PostgreSQL dropped meanwhile is replaced, not used.
+Schema checks that came out true are remembered (`_SchemaChecks`). The run and event-log engines are
+disposed with the instance (Dagster disposes those two storages), the schedule storage's when it is
+garbage-collected: a process that opens an instance per run (a Celery run worker) does not accumulate
+connections.
 
 The webserver still replaces these engines with its own (`optimize_for_webserver`). Select it in
 dagster.yaml:
