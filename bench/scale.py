@@ -16,7 +16,7 @@ Parts:
   d  small-request latency (3 images, below the fan-out threshold): the `make up` stack (same method
      as `make bench` part 4) and the scale-out configuration (IMGPIPE_EXECUTOR=celery, PostgreSQL)
   e  the same 3-image latency with CeleryRunLauncher (deploy/celery/dagster.yaml): whole runs execute
-     in already-warm Celery workers
+     in already-warm Celery workers; also the CPU seconds each run costs its worker (load-independent)
 
 Prints one table and writes bench/scale_results.json. Every figure is recorded with the machine's load
 average (os.getloadavg) at the time: the machine may be shared. A benchmark, not a test: it checks only
@@ -251,6 +251,20 @@ class Stack:
                 raise RuntimeError(f"worker {name} did not start:\n{self.log(name)}")
             time.sleep(0.2)
         return name
+
+    def cpu_s(self, name: str) -> float:
+        """CPU seconds (user + system) used so far by the process group of `name` (a worker: the
+        `dagster-celery` wrapper and the `celery` process under it). A run's CPU in its worker is the
+        difference around the run: unlike wall time, it barely moves with the machine's load."""
+        group, tick, total = self.procs[name].p.pid, os.sysconf("SC_CLK_TCK"), 0.0
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group:  # pgrp (fields after the command name: state, ppid, pgrp, ...)
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
 
     def stop_workers(self) -> None:
         for name in self.workers:
@@ -587,16 +601,20 @@ class ScaleBench:
         finally:
             self.drop(s)
 
-    def latency(self, part: str, s: Stack, config: str) -> None:
+    def latency(self, part: str, s: Stack, config: str, run_worker: str | None = None) -> None:
         """Upload -> webhook for a 3-image CSV, as `make bench` part 4: one warm-up, then uploads spaced
-        0.3-2.5 s apart."""
+        0.3-2.5 s apart. `run_worker`: the worker that executes the runs (part e), whose CPU per run is
+        recorded too."""
         rng = random.Random(4)
         small = self.photos(self.slow_images, 3, "lat")
         s.process(small, self.hook)  # warm-up, not counted
-        lat, jobs, timelines = [], set(), []
+        lat, jobs, timelines, cpu = [], set(), [], []
         for _ in range(self.args.uploads):
             time.sleep(rng.uniform(0.3, 2.5))
+            cpu0 = s.cpu_s(run_worker) if run_worker else 0.0
             fig = s.process(small, self.hook)
+            if run_worker:
+                cpu.append(s.cpu_s(run_worker) - cpu0)
             lat.append(fig["upload_to_webhook_s"])
             jobs.add(fig["job"])
             timelines.append(fig["timeline_s"])
@@ -614,6 +632,11 @@ class ScaleBench:
             max_s=max(lat),
             all_s=[round(x, 3) for x in lat],
             median_timeline_s={k: round(statistics.median(t[k] for t in timelines if k in t), 3) for k in keys},
+            **(
+                {"run_worker_cpu_s_p50": statistics.median(cpu), "run_worker_cpu_s": [round(c, 2) for c in cpu]}
+                if cpu
+                else {}
+            ),
         )
 
     def part_d_make_up(self) -> None:
@@ -661,8 +684,8 @@ class ScaleBench:
         env = {"IMGPIPE_EXECUTOR": "celery", "IMGPIPE_CELERY_BACKEND_URL": REDIS}
         s = self.stack("launcher", env, instance_yaml=ROOT / "deploy/celery/dagster.yaml", webserver=True)
         try:
-            s.add_worker(queues=(s.run_queue,))
-            self.latency("e_3_images_celery_run_launcher", s, "CeleryRunLauncher, runs in a warm solo worker")
+            worker = s.add_worker(queues=(s.run_queue,))
+            self.latency("e_3_images_celery_run_launcher", s, "CeleryRunLauncher, runs in a warm solo worker", worker)
         finally:
             self.drop(s)
 
@@ -720,7 +743,8 @@ def table(results: dict) -> str:
     ):
         if key in p:
             r = p[key]
-            add(name, f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s", r["load"])
+            cpu = f", worker CPU {r['run_worker_cpu_s_p50']:.2f} s" if "run_worker_cpu_s_p50" in r else ""
+            add(name, f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s{cpu}", r["load"])
     return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from image_pipeline.process_cache import ProcessCache
+
 if TYPE_CHECKING:
     from image_pipeline.settings import Settings
 
@@ -343,6 +345,21 @@ def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
     return client
 
 
+def _new_shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN202
+    return make_s3_client(endpoint_url, region)
+
+
+# One client per (endpoint, region) per process, reused by every run a long-lived process executes
+# (building one costs tens of ms of CPU, a new boto3 Session several hundred: image_pipeline.process_cache).
+_S3_CLIENTS = ProcessCache(_new_shared_s3_client, close=lambda c: c.close())
+
+
+def shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN201 (botocore S3 client)
+    """This process's S3 client for `endpoint_url` and `region` (credentials: the standard AWS chain,
+    resolved when the client is first built)."""
+    return _S3_CLIENTS.get(endpoint_url, region)
+
+
 EXPECT_CONTINUE_MIN_BYTES = 8 * 1024 * 1024
 
 
@@ -358,11 +375,12 @@ def _no_expect_for_small_bodies(request, **_kwargs: object) -> None:  # noqa: AN
 def _body_size(body: object) -> int | None:
     if isinstance(body, bytes | bytearray):
         return len(body)
-    try:
+    try:  # a file-like body; s3transfer's (upload_fileobj, the Dagster S3 IO manager) seek() returns None
         pos = body.tell()  # type: ignore[attr-defined]
-        end = body.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
+        body.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
+        end = body.tell()  # type: ignore[attr-defined]
         body.seek(pos)  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError, TypeError):
         return None
     return end - pos
 

@@ -143,10 +143,13 @@ def _chunk_summaries(context: dg.OpExecutionContext, ctx: "PipelineContext") -> 
         yield summary
 
 
-@dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(), **_CHECK_OUTS})
+@dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(dg.Nothing), **_CHECK_OUTS})
 def summarize_chunks(context: dg.OpExecutionContext, pipeline: ImagePipelineResource):  # noqa: ANN201
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
-    asset checks of this partition."""
+    asset checks of this partition.
+
+    The asset's value is `Nothing`: `output_csv` reads the manifests from object storage, not this
+    output, so there is nothing for an IO manager to store (an S3 write and an event per run saved)."""
     ctx = pipeline.context()
     chunks = skipped = kept_original = 0
     errors: list[list[str]] = []  # the first few, for the table

@@ -99,19 +99,21 @@ class ImagePipelineResource(dg.ConfigurableResource):
         )
 
     def context(self) -> PipelineContext:
-        """Connections are made once per process and reused by every step of the run."""
+        """Built once per run (resources are per run); its heavy clients (S3 client, database engine and
+        pool) come from per-process caches keyed by their configuration, so a process executing many
+        runs (a Celery run worker) builds them once (image_pipeline.process_cache)."""
         if self._ctx is None:
             from image_pipeline.csv_input import CsvLimits
             from image_pipeline.pipeline import PipelineContext
             from image_pipeline.processing import ProcessOptions
-            from image_pipeline.storage import LocalStore, S3Store, make_s3_client
+            from image_pipeline.storage import LocalStore, S3Store, shared_s3_client
             from image_pipeline.store.cache import StatusCache
-            from image_pipeline.store.db import make_engine, session_factory
+            from image_pipeline.store.db import session_factory, shared_engine
             from image_pipeline.webhooks import EventLimits
 
             store = (
                 S3Store(
-                    make_s3_client(self.s3_endpoint_url, self.s3_region),
+                    shared_s3_client(self.s3_endpoint_url, self.s3_region),
                     self.s3_bucket,
                     self.public_base_url,
                     self.s3_part_size,
@@ -120,7 +122,7 @@ class ImagePipelineResource(dg.ConfigurableResource):
                 else LocalStore(self.local_objects_dir, self.public_base_url)
             )
             self._ctx = PipelineContext(
-                sessions=session_factory(make_engine(self.database_url)),
+                sessions=session_factory(shared_engine(self.database_url)),
                 store=store,
                 cache=StatusCache(self.redis_url),
                 policy=self.fetch_policy(),
@@ -193,10 +195,12 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     }
     if s.executor != "in_process" and s.s3_bucket:
         # Steps on other processes/machines hand each other their (small) outputs through S3.
-        from dagster_aws.s3 import S3PickleIOManager, S3Resource
+        from dagster_aws.s3 import S3PickleIOManager
+
+        from image_pipeline.defs.s3_io import SharedClientS3Resource
 
         resources["io_manager"] = S3PickleIOManager(
-            s3_resource=S3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+            s3_resource=SharedClientS3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
             s3_bucket=s.s3_bucket,
             s3_prefix="dagster-io",
         )

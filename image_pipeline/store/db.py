@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from image_pipeline.process_cache import ProcessCache
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -47,6 +49,17 @@ def make_engine(url: str, *, connect_timeout: int = 5) -> Engine:
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": connect_timeout},
     )
+
+
+# One engine (and its connection pool) per database URL per process, shared by every run a long-lived
+# process executes instead of a new engine and new connections per run (image_pipeline.process_cache).
+_ENGINES: ProcessCache[Engine] = ProcessCache(make_engine, close=lambda e: e.dispose())
+
+
+def shared_engine(url: str) -> Engine:
+    """This process's engine for `url` (PostgreSQL engines check a pooled connection before using it,
+    so a restarted database costs a reconnect)."""
+    return _ENGINES.get(url)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

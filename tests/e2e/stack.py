@@ -38,12 +38,12 @@ class Stack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def dagster_home(tmp_path: Path, warm_launcher: bool = False) -> Path:
-    """A DAGSTER_HOME with the repo's dagster.yaml; `warm_launcher`: runs fork from a warm process
-    (WarmForkRunLauncher, as `make up` runs them) instead of Dagster's default launcher."""
+def dagster_home(tmp_path: Path, warm_launcher: bool = False, instance_yaml: Path = ROOT / "dagster.yaml") -> Path:
+    """A DAGSTER_HOME with the repo's dagster.yaml (or `instance_yaml`); `warm_launcher`: runs fork from
+    a warm process (WarmForkRunLauncher, as `make up` runs them) instead of Dagster's default launcher."""
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(instance_yaml, home / "dagster.yaml")
     if warm_launcher:
         with open(home / "dagster.yaml", "a") as f:
             f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
@@ -58,16 +58,18 @@ def running_stack(
     *,
     webserver: bool = False,
     warm_launcher: bool = False,
+    instance_yaml: Path = ROOT / "dagster.yaml",
 ) -> Iterator[Stack]:
     """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon.
     `webserver`: also run dagster-webserver, which the API's fast path launches runs through.
     `warm_launcher`: runs fork from a warm process (the launcher `make up` uses), not Dagster's default.
+    `instance_yaml`: the Dagster instance to run (default: the repo's dagster.yaml).
 
     The stack gets its own app database and Dagster database: requests other tests left pending in the
     session's database must not be picked up by this daemon."""
     app_pg = create_pg_database("imgpipe_e2e_app")
     dagster_pg = create_pg_database("imgpipe_e2e_dagster")
-    home = dagster_home(tmp_path, warm_launcher)
+    home = dagster_home(tmp_path, warm_launcher, instance_yaml)
     api_port, ui_port = free_port(), free_port()
     ui = f"http://127.0.0.1:{ui_port}" if webserver else None
     full_env = dict(

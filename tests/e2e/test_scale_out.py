@@ -110,3 +110,91 @@ def _run_jobs(env: dict[str, str], request_id: str) -> str:
         "print(' '.join(r.job_name for r in runs))\n"
     )
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
+    tmp_path,
+    redis_url,
+    s3_endpoint,
+    bucket,
+    image_server,
+    webhook_receiver,  # noqa: ANN001
+) -> None:
+    """deploy/celery/dagster.yaml (CeleryRunLauncher, pooled Dagster storage): whole runs execute in one
+    already-running worker process, which keeps its S3 client and database engines from run to run
+    (image_pipeline.process_cache). Between the two requests PostgreSQL drops every connection the
+    worker holds (as a restart would): the second request still completes."""
+    from sqlalchemy import text
+
+    from tests.conftest import _pg_admin_engine
+
+    require_rabbitmq()
+    queue = f"imgpipe-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        "IMGPIPE_REDIS_URL": redis_url,
+        "IMGPIPE_S3_BUCKET": bucket,
+        "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,
+        "IMGPIPE_FETCH_ALLOW": f"{image_server.allow},{webhook_receiver.allow}",
+        "IMGPIPE_EXECUTOR": "celery",
+        "IMGPIPE_CELERY_BROKER_URL": BROKER,
+        "IMGPIPE_CELERY_BACKEND_URL": redis_url,
+        "IMGPIPE_CELERY_QUEUE": queue,
+        "IMGPIPE_CELERY_RUN_QUEUE": queue + "-runs",
+    }
+    worker = [
+        str(BIN / "dagster-celery"),
+        *("worker", "start", "-A", "dagster_celery.app", "-y", str(ROOT / "deploy/celery/celery.yaml")),
+        *("-q", queue + "-runs", "-n", queue, "--", "--pool=solo"),
+    ]
+    urls = [image_server.add(f"/warm/{i}.jpg", make_image("JPEG", (120 + i, 90), seed=i)) for i in range(4)]
+    instance_yaml = ROOT / "deploy/celery/dagster.yaml"
+    with running_stack(tmp_path, env, extra={"celery": worker}, instance_yaml=instance_yaml) as stack:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        rids = []
+        for n, batch in enumerate((urls[:2], urls[2:])):
+            if n:  # what a PostgreSQL restart does to the connections the worker keeps between runs
+                dbs = [stack.env["IMGPIPE_DATABASE_URL"], stack.env["IMGPIPE_DAGSTER_PG_URL"]]
+                admin = _pg_admin_engine()
+                with admin.connect() as c:
+                    c.execute(
+                        text("select pg_terminate_backend(pid) from pg_stat_activity where datname = any(:d)"),
+                        {"d": [u.rsplit("/", 1)[1] for u in dbs]},
+                    )
+                admin.dispose()
+            r = httpx.post(
+                f"{stack.api}/api/upload",
+                headers=auth,
+                timeout=30,
+                files={"file": ("p.csv", csv_bytes([("1", f"Warm {n}", batch)]))},
+                data={"webhook_url": webhook_receiver.url},
+            )
+            assert r.status_code == 202, r.text
+            rids.append(r.json()["request_id"])
+            try:
+                webhook_receiver.wait_for(n + 1, timeout=180)
+            except AssertionError:
+                pytest.fail(f"no webhook; daemon:\n{stack.log_tail('daemon')}\ncelery:\n{stack.log_tail('celery')}")
+        events = [Webhook(WEBHOOK_SECRET).verify(d.body, d.headers) for d in webhook_receiver.deliveries]
+        assert [(e["request_id"], e["type"]) for e in events] == [(rid, "request.completed") for rid in rids]
+        for rid, batch in zip(rids, (urls[:2], urls[2:]), strict=True):
+            out = httpx.get(f"{stack.api}/api/requests/{rid}/output.csv", headers=auth)
+            assert list(csv.reader(io.StringIO(out.text)))[1][2].split(", ") == batch
+        # Both runs executed in the same worker process (Dagster records its pid per run).
+        pids = _run_pids(stack.env, rids)
+        assert len(pids) == 2 and len(set(pids)) == 1, pids
+
+
+def _run_pids(env: dict[str, str], request_ids: list[str]) -> list[str]:
+    import subprocess
+    import sys
+
+    code = (
+        "import re, dagster as dg\n"
+        "inst = dg.DagsterInstance.get()\n"
+        f"for rid in {request_ids!r}:\n"
+        "    run = inst.get_runs(dg.RunsFilter(tags={'dagster/partition': rid}))[0]\n"
+        "    msgs = [e.message for e in inst.all_logs(run.run_id) if 'Started process for run' in (e.message or '')]\n"
+        "    print(re.search(r'pid: (\\d+)', msgs[0]).group(1))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return proc.stdout.split()

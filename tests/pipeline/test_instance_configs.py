@@ -28,6 +28,7 @@ print(json.dumps({
     "pool_limit": c.pool_config.default_pool_limit,
     "free_slots": i.run_monitoring_settings.get("free_slots_after_run_end_seconds"),
     "python_log_level": i.python_log_level,
+    "storage": [type(x).__name__ for x in (i.run_storage, i.event_log_storage, i.schedule_storage)],
 }))
 """
 
@@ -91,6 +92,11 @@ def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) ->
     got = load_instance(ROOT / "deploy/celery/dagster.yaml", tmp_path, env)
     assert got["launcher"] == "CeleryRunLauncher" and got["run_queue"] == "imgpipe-runs"
     assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["free_slots"] == 30
+    assert got["storage"] == [
+        "PooledPostgresRunStorage",
+        "PooledPostgresEventLogStorage",
+        "PooledPostgresScheduleStorage",
+    ]
 
 
 def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:  # noqa: ANN001
@@ -111,8 +117,14 @@ def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> 
 
 
 def test_celery_instance_is_the_deployment_instance_plus_its_launcher() -> None:
+    """The same instance as dagster.yaml but for the launcher and the storage, which is the same
+    PostgreSQL database through the pooled storage class (image_pipeline/dagster_pg.py)."""
     import yaml
 
     celery = yaml.safe_load((ROOT / "deploy/celery/dagster.yaml").read_text())
+    deployment = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert celery.pop("run_launcher")["class"] == "CeleryRunLauncher"
-    assert celery == yaml.safe_load((ROOT / "dagster.yaml").read_text())  # no drift from dagster.yaml
+    storage = celery.pop("storage")["custom"]
+    assert (storage["module"], storage["class"]) == ("image_pipeline.dagster_pg", "PooledPostgresStorage")
+    assert storage["config"] == deployment.pop("storage")["postgres"]
+    assert celery == deployment  # no drift from dagster.yaml
