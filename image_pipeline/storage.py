@@ -97,16 +97,8 @@ class LocalStore:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self.open_writer(key, content_type) as w:  # temp file + rename: readers never see half an object
+            w.write(data)
 
     def open_writer(self, key: str, content_type: str = "application/octet-stream") -> LocalWriter:
         """Written incrementally to a temp file next to the object, renamed into place at the end."""
@@ -154,7 +146,8 @@ class LocalStore:
 
 
 class LocalWriter:
-    """An object file written as it is produced; atomic like `LocalStore.put` (temp file + rename)."""
+    """An object file written as it is produced, atomically: a temp file next to it, renamed into place
+    when the block ends without an exception, removed otherwise (also `LocalStore.put`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
