@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench bench-scale clean lock chromium
+.PHONY: install up test check lint format bench bench-scale clean lock chromium
 
 # Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
 # --compile-bytecode: every process (API, webserver, daemon, each run) imports Dagster; without .pyc
@@ -33,14 +33,21 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 up: $(STAMP)
-	@exec $(BIN)/python -m image_pipeline.devstack
+	@exec $(BIN)/python -m image_pipeline.cli.devstack
 
 # Tests run on TEST_WORKERS pytest-xdist workers: most end-to-end tests wait on daemons and sensors,
 # not on the CPU, so three workers on two cores cut the wall time nearly in half.
 TEST_WORKERS ?= 3
-test: $(STAMP) chromium
-	@$(BIN)/ruff check .
+test: $(STAMP) chromium check
 	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The fast checks: lint, the layer contracts (import-linter, pyproject [tool.importlinter]) and the Dagster
+# definitions as dg loads them (on a throwaway DAGSTER_HOME: the repo's dagster.yaml wants PostgreSQL).
+check: $(STAMP)
+	@$(BIN)/ruff check .
+	@$(BIN)/lint-imports --no-cache
+	@home=$$(mktemp -d) && trap 'rm -rf $$home' EXIT && \
+	  DAGSTER_HOME=$$home VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 lint: $(STAMP)
 	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -61,8 +68,8 @@ bench-scale: $(STAMP)
 
 # Re-pin after editing pyproject.toml (hashes, no download addresses).
 lock:
-	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
-	uv pip compile pyproject.toml --python-version 3.11 --group dev --generate-hashes -o requirements-dev.lock
+	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+	$(UV) pip compile pyproject.toml --python-version 3.11 --group dev --generate-hashes -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .imgpipe .pytest_cache

@@ -12,7 +12,7 @@ import hmac
 
 from fastapi import HTTPException, Request, status
 
-from image_pipeline.store.api_keys import find_active_key, key_hash, owner_for_hash
+from image_pipeline.domain.db.api_keys import find_active_key, key_hash, owner_for_hash
 
 MAX_KEY_CHARS = 256
 

@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate
-from image_pipeline.launch import RunLauncher
-from image_pipeline.settings import Settings
-from image_pipeline.storage import ObjectStore
-from image_pipeline.store.cache import StatusCache
+from image_pipeline.domain.objects import ObjectStore
+from image_pipeline.domain.request.fast_launch import FastLauncher
+from image_pipeline.domain.request.status_cache import StatusCache
+from image_pipeline.domain.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:
@@ -32,7 +32,7 @@ def get_cache(request: Request) -> StatusCache:
     return request.app.state.cache
 
 
-def get_launcher(request: Request) -> RunLauncher | None:
+def get_launcher(request: Request) -> FastLauncher | None:
     return getattr(request.app.state, "launcher", None)
 
 
@@ -40,5 +40,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 CacheDep = Annotated[StatusCache, Depends(get_cache)]
-LauncherDep = Annotated[RunLauncher | None, Depends(get_launcher)]
+LauncherDep = Annotated[FastLauncher | None, Depends(get_launcher)]
 OwnerDep = Annotated[str, Depends(authenticate)]

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.schemas import UploadAccepted
-from image_pipeline.settings import Settings
-from image_pipeline.store.models import ImageRequest
-from image_pipeline.store.requests import find_by_idempotency_key
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.db.requests import find_by_idempotency_key
+from image_pipeline.domain.settings import Settings
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255

@@ -14,10 +14,9 @@ from api.ratelimit import UploadGate, UploadRateLimiter
 from api.routes import api_router, files_router
 from api.routes.pages import router as page_router
 from api.routes.pages import static_files
-from image_pipeline.settings import Settings
-from image_pipeline.storage import make_store
-from image_pipeline.store.cache import StatusCache
-from image_pipeline.store.db import make_engine, session_factory, upgrade
+from image_pipeline.domain.db.engine import upgrade
+from image_pipeline.domain.services import build_context
+from image_pipeline.domain.settings import Settings
 
 log = logging.getLogger("imgpipe.api")
 
@@ -29,16 +28,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             upgrade(settings.resolved_database_url)
-        engine = make_engine(settings.resolved_database_url)
-        app.state.engine = engine
-        app.state.sessions = session_factory(engine)
-        app.state.store = make_store(settings)
-        app.state.cache = StatusCache(settings.redis_url)
+        ctx = build_context(settings)  # the same wiring as the pipeline's: one path from settings to behaviour
+        engine = ctx.sessions.kw["bind"]
+        app.state.context, app.state.engine = ctx, engine
+        app.state.sessions, app.state.store, app.state.cache = ctx.sessions, ctx.store, ctx.cache
         app.state.launcher = None
         if settings.dagster_url:  # fast path: launch runs at once (the upload sensor stays the safety net)
-            from image_pipeline.launch import RunLauncher
+            from image_pipeline.domain.request.fast_launch import FastLauncher
 
-            app.state.launcher = RunLauncher(
+            app.state.launcher = FastLauncher(
                 settings.dagster_url, app.state.sessions, claim_timeout_s=settings.launch_claim_timeout
             )
         try:
@@ -47,7 +45,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             if app.state.launcher is not None:
                 await app.state.launcher.aclose()
             app.state.cache.close()
-            engine.dispose()
+            engine.dispose()  # this process's engine: closes its pooled connections, stays usable
 
     app = FastAPI(
         title="image-pipeline",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from image_pipeline.settings import Settings
+from image_pipeline.domain.settings import Settings
 
 _DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 _DOCS_CSP = (

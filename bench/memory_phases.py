@@ -35,16 +35,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlalchemy import text
 
-    from image_pipeline import chunks
-    from image_pipeline.csv_input import CsvLimits
-    from image_pipeline.fetch import FetchPolicy
-    from image_pipeline.pipeline import PipelineContext, validate_request, write_output
-    from image_pipeline.processing import ProcessOptions
-    from image_pipeline.storage import LocalStore, input_key, output_csv_key
-    from image_pipeline.store import requests as repo
-    from image_pipeline.store.cache import StatusCache
-    from image_pipeline.store.db import make_engine, session_factory, upgrade
-    from image_pipeline.webhook_delivery import enqueue_final_event
+    from image_pipeline.domain.catalog.csv_input import CsvLimits
+    from image_pipeline.domain.db import requests as repo
+    from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
+    from image_pipeline.domain.images.fetch import FetchPolicy
+    from image_pipeline.domain.images.worker import ProcessOptions
+    from image_pipeline.domain.keys import input_key, output_csv_key
+    from image_pipeline.domain.objects.local import LocalStore
+    from image_pipeline.domain.request import chunks
+    from image_pipeline.domain.request.context import RequestContext
+    from image_pipeline.domain.request.finish import write_output
+    from image_pipeline.domain.request.status_cache import StatusCache
+    from image_pipeline.domain.request.validate import validate_request
+    from image_pipeline.domain.webhooks.outbox import enqueue_final_event
 
     tmp = Path(tempfile.mkdtemp(prefix="imgpipe-memphases-"))
     db_url = f"sqlite:///{tmp}/app.db"
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions = session_factory(make_engine(db_url))
     store = LocalStore(tmp / "objects", "http://127.0.0.1:8000/files")
     rows = args.urls // args.per_row
-    ctx = PipelineContext(
+    ctx = RequestContext(
         sessions=sessions,
         store=store,
         cache=StatusCache(None),

@@ -62,7 +62,7 @@ def codec_fast(data: bytes) -> int:
 
 
 def codec_ours(data: bytes) -> int:
-    from image_pipeline.imaging import recompress
+    from image_pipeline.domain.images.codec import recompress
 
     return len(recompress(data, 50).data)
 
@@ -180,16 +180,18 @@ class Bench:
             self._pipeline_once(pool)
 
     def _pipeline_once(self, pool: str) -> None:
-        from image_pipeline.chunks import compress_request
-        from image_pipeline.csv_input import CsvLimits
-        from image_pipeline.fetch import FetchPolicy
-        from image_pipeline.pipeline import PipelineContext, validate_request
-        from image_pipeline.processing import ProcessOptions
-        from image_pipeline.settings import Settings, parse_allow
-        from image_pipeline.storage import S3Store, input_key, make_s3_client
-        from image_pipeline.store.cache import StatusCache
-        from image_pipeline.store.db import make_engine, session_factory, upgrade
-        from image_pipeline.store.requests import create_request
+        from image_pipeline.domain.catalog.csv_input import CsvLimits
+        from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
+        from image_pipeline.domain.db.requests import create_request
+        from image_pipeline.domain.images.fetch import FetchPolicy
+        from image_pipeline.domain.images.worker import ProcessOptions
+        from image_pipeline.domain.keys import input_key
+        from image_pipeline.domain.objects.s3 import S3Store, make_s3_client
+        from image_pipeline.domain.request.chunks import compress_request
+        from image_pipeline.domain.request.context import RequestContext
+        from image_pipeline.domain.request.status_cache import StatusCache
+        from image_pipeline.domain.request.validate import validate_request
+        from image_pipeline.domain.settings import Settings, parse_allow
 
         defaults = Settings(_env_file=None)
         db = f"sqlite:///{self.tmp / f'pipeline-{pool}.db'}"
@@ -197,7 +199,7 @@ class Bench:
         engine = make_engine(db)
         bucket = self.bucket(f"pipeline-{pool}")
         host = self.image_base().removeprefix("http://")
-        ctx = PipelineContext(
+        ctx = RequestContext(
             sessions=session_factory(engine),
             store=S3Store(make_s3_client(self.s3(), "us-east-1"), bucket, "http://cdn.example"),
             cache=StatusCache(None),
@@ -285,7 +287,7 @@ class Bench:
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
             env.pop(k, None)
         log = self.tmp / "stack.log"
-        self._stack_proc = Proc([sys.executable, "-m", "image_pipeline.devstack"], env=env, log=log, cwd=ROOT)
+        self._stack_proc = Proc([sys.executable, "-m", "image_pipeline.cli.devstack"], env=env, log=log, cwd=ROOT)
         self.procs.append(self._stack_proc)
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/api/check_db_connection", 120)

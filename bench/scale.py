@@ -180,6 +180,8 @@ class Stack:
             raise
 
     def _boot(self, env: dict[str, str], instance_yaml: Path, warm_launcher: bool, webserver: bool) -> None:
+        from image_pipeline.dagster_plugins.warm_fork_launcher import WARM_LAUNCHER_YAML
+
         self.app_db = create_db("imgpipe_bench_app")
         self.dbs.append(self.app_db)
         self.dagster_db = create_db("imgpipe_bench_dagster")
@@ -189,7 +191,7 @@ class Stack:
         shutil.copyfile(instance_yaml, home / "dagster.yaml")
         if warm_launcher:
             with open(home / "dagster.yaml", "a") as f:
-                f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+                f.write(WARM_LAUNCHER_YAML)
         api_port, ui_port = free_port(), free_port()
         self.api = f"http://127.0.0.1:{api_port}"
         ui = f"http://127.0.0.1:{ui_port}"
@@ -211,15 +213,15 @@ class Stack:
             **({"IMGPIPE_DAGSTER_URL": ui} if webserver else {}),
         )
         self.env.update(env)
-        from image_pipeline.dagster_storage import create_dagster_storage
+        from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
 
         create_dagster_storage(home, self.env)
         self._start(
             "api", [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port)]
         )
-        self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"])
+        self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"])
         if webserver:
-            self._start("webserver", [str(BIN / "dagster-webserver"), "-m", "image_pipeline.defs.definitions",
+            self._start("webserver", [str(BIN / "dagster-webserver"), "-m", "image_pipeline.definitions",
                                       "-p", str(ui_port)])  # fmt: skip
         wait_http(f"{self.api}/api/check_db_connection", 120)
         if webserver:

@@ -69,7 +69,7 @@ def drop_pg_database(url: str) -> None:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """The app database for this test session (migrated to head)."""
-    from image_pipeline.store.db import upgrade
+    from image_pipeline.domain.db.engine import upgrade
 
     url = create_pg_database()
     upgrade(url)
@@ -106,7 +106,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def bucket(s3_endpoint: str) -> str:
-    from image_pipeline.storage import make_s3_client
+    from image_pipeline.domain.objects.s3 import make_s3_client
 
     name = f"imgpipe-{uuid.uuid4().hex[:12]}"
     make_s3_client(s3_endpoint, "us-east-1").create_bucket(Bucket=name)
@@ -130,7 +130,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # noqa: ANN001, ANN201
     """Settings for one test: real Postgres/Redis/S3; extra keyword arguments override."""
-    from image_pipeline.settings import Settings
+    from image_pipeline.domain.settings import Settings
 
     def build(**overrides) -> Settings:  # noqa: ANN003
         values = {

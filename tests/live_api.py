@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from image_pipeline.settings import Settings
+from image_pipeline.domain.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,18 +3,16 @@
 Request ids are random UUIDs, so an image URL is unguessable; inputs and CSVs are never served here.
 """
 
-import re
-
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.deps import StoreDep
 from api.errors import ApiError
 from api.schemas import ErrorResponse
-from image_pipeline.storage import ObjectNotFound
+from image_pipeline.domain.keys import PUBLIC_IMAGE_KEY
+from image_pipeline.domain.objects import ObjectNotFound
 
 router = APIRouter(tags=["files"])
-_PUBLIC = re.compile(r"^requests/[0-9a-f-]{36}/images/\d{7}\.jpg$")
 
 
 @router.get(
@@ -28,7 +26,7 @@ _PUBLIC = re.compile(r"^requests/[0-9a-f-]{36}/images/\d{7}\.jpg$")
 )
 def get_file(key: str, store: StoreDep) -> StreamingResponse:
     """One recompressed image."""
-    if not _PUBLIC.match(key):
+    if not PUBLIC_IMAGE_KEY.match(key):
         raise ApiError(404, "not found")
     try:
         chunks = store.iter_chunks(key)

@@ -8,9 +8,9 @@ from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.responses import AUTH_ERRORS, NOT_FOUND
 from api.view_schemas import RequestList, RequestResults
-from image_pipeline.csv_input import CsvLimits
-from image_pipeline.store.history import recent_requests, results_document, summary_document
-from image_pipeline.store.requests import get_request
+from image_pipeline.domain.catalog.csv_input import CsvLimits
+from image_pipeline.domain.db.requests import get_request
+from image_pipeline.domain.request.history import recent_requests, results_document, summary_document
 
 router = APIRouter(tags=["requests"])
 
@@ -41,12 +41,12 @@ def get_results(
     req = get_request(session, request_id, owner)
     if req is None:
         raise ApiError(404, f"request {request_id} not found")
-    limits = CsvLimits(
-        max_rows=settings.max_rows,
-        max_urls_per_row=settings.max_urls_per_row,
-        max_cell_chars=settings.max_cell_chars,
-        max_url_chars=settings.max_url_chars,
-    )
     return results_document(
-        session, store, req, api_base_url=settings.resolved_api_base_url, limits=limits, offset=offset, limit=limit
+        session,
+        store,
+        req,
+        api_base_url=settings.resolved_api_base_url,
+        limits=CsvLimits.from_settings(settings),
+        offset=offset,
+        limit=limit,
     )

@@ -5,8 +5,9 @@ from api.deps import CacheDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.responses import AUTH_ERRORS
 from api.schemas import ErrorResponse, StatusResponse
-from image_pipeline.storage import ObjectNotFound
-from image_pipeline.store.requests import get_request, status_document
+from image_pipeline.domain.db.requests import get_request
+from image_pipeline.domain.objects import ObjectNotFound
+from image_pipeline.domain.status import status_document
 
 router = APIRouter(tags=["requests"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}

@@ -11,10 +11,10 @@ from api.deps import LauncherDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.ratelimit import upload_owner
 from api.schemas import ErrorResponse, UploadAccepted
-from image_pipeline.csv_input import CsvLimits, parse_csv, url_problem
-from image_pipeline.fetch import FetchError, FetchPolicy, check_url
-from image_pipeline.storage import input_key
-from image_pipeline.store.requests import create_request
+from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, url_problem
+from image_pipeline.domain.db.requests import create_request
+from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, check_url
+from image_pipeline.domain.keys import input_key, request_prefix
 
 router = APIRouter(tags=["requests"])
 
@@ -80,14 +80,7 @@ async def upload(
     digest = idempotency.fingerprint(data, webhook_url) if idem_key else None
     if idem_key and (previous := idempotency.previous_answer(session, owner, idem_key, digest, settings, response)):
         return previous
-    limits = CsvLimits(
-        max_rows=settings.max_rows,
-        max_urls_per_row=settings.max_urls_per_row,
-        max_cell_chars=settings.max_cell_chars,
-        max_url_chars=settings.max_url_chars,
-        max_errors=settings.max_reported_errors,
-    )
-    parsed = parse_csv(data, limits)
+    parsed = parse_csv(data, CsvLimits.from_settings(settings))
     if not parsed.ok:
         binary = parsed.errors[0].message.startswith("file is binary")
         code = 415 if binary else _STATUS_FOR_KIND[parsed.kind]
@@ -128,7 +121,7 @@ async def upload(
             raise
         # A concurrent upload with the same key won the insert: answer with its request.
         session.rollback()
-        store.delete_prefix(f"requests/{request_id}/")
+        store.delete_prefix(request_prefix(request_id))
         previous = idempotency.previous_answer(session, owner, idem_key, digest, settings, response)
         if previous is None:
             raise

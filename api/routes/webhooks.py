@@ -6,9 +6,9 @@ from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
 from api.responses import AUTH_ERRORS
 from api.schemas import ErrorResponse, WebhookDeliveryOut, WebhookLog
-from image_pipeline.store.requests import get_request
-from image_pipeline.webhook_delivery import ReplayRefused, delivery_log, replay_final_event
-from image_pipeline.webhooks import EventLimits
+from image_pipeline.domain.db.requests import get_request
+from image_pipeline.domain.webhooks.events import EventLimits
+from image_pipeline.domain.webhooks.outbox import ReplayRefused, delivery_log, replay_final_event
 
 router = APIRouter(tags=["webhooks"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}

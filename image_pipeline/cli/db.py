@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _upgrade(_: argparse.Namespace) -> int:
-    from image_pipeline.settings import Settings
-    from image_pipeline.store.db import upgrade
+    from image_pipeline.domain.db.engine import upgrade
+    from image_pipeline.domain.settings import Settings
 
     url = Settings().resolved_database_url
     upgrade(url)

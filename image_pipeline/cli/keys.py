@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine():  # noqa: ANN202
-    from image_pipeline.settings import Settings
-    from image_pipeline.store.db import make_engine, upgrade
+    from image_pipeline.domain.db.engine import make_engine, upgrade
+    from image_pipeline.domain.settings import Settings
 
     url = Settings().resolved_database_url
     upgrade(url)  # idempotent: the table exists even before the API first started
@@ -33,8 +33,8 @@ def _engine():  # noqa: ANN202
 
 
 def _create(args: argparse.Namespace) -> int:
-    from image_pipeline.store.api_keys import create_key, owner_for_hash
-    from image_pipeline.store.db import session_factory
+    from image_pipeline.domain.db.api_keys import create_key, owner_for_hash
+    from image_pipeline.domain.db.engine import session_factory
 
     engine = _engine()
     try:
@@ -56,8 +56,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
-    from image_pipeline.store.api_keys import list_keys
-    from image_pipeline.store.db import session_factory
+    from image_pipeline.domain.db.api_keys import list_keys
+    from image_pipeline.domain.db.engine import session_factory
 
     engine = _engine()
     try:
@@ -74,8 +74,8 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from image_pipeline.store.api_keys import revoke_key
-    from image_pipeline.store.db import session_factory
+    from image_pipeline.domain.db.api_keys import revoke_key
+    from image_pipeline.domain.db.engine import session_factory
 
     engine = _engine()
     try:

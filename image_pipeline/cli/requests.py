@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):  # noqa: ANN202
-    from image_pipeline.client import ApiClient
-    from image_pipeline.settings import Settings
+    from image_pipeline.cli.client import ApiClient
+    from image_pipeline.domain.settings import Settings
 
     settings = Settings()
     key = args.api_key or settings.api_key
@@ -50,7 +50,7 @@ def _client(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _fail(exc: Exception) -> int:
-    from image_pipeline.client import ApiFailure
+    from image_pipeline.cli.client import ApiFailure
 
     if isinstance(exc, ApiFailure):
         print(f"imgpipe: {exc.detail} (HTTP {exc.status_code})", file=sys.stderr)
@@ -74,7 +74,7 @@ def _describe(doc: dict) -> str:
 def _submit(args: argparse.Namespace) -> int:
     import httpx
 
-    from image_pipeline.client import ApiFailure
+    from image_pipeline.cli.client import ApiFailure
 
     if not args.file.is_file():
         print(f"imgpipe: no such file: {args.file}", file=sys.stderr)
@@ -111,7 +111,7 @@ def _watch(api, request_id: str, interval: float) -> dict:  # noqa: ANN001
 def _status(args: argparse.Namespace) -> int:
     import httpx
 
-    from image_pipeline.client import ApiFailure
+    from image_pipeline.cli.client import ApiFailure
 
     try:
         with _client(args) as api:
@@ -125,7 +125,7 @@ def _status(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     import httpx
 
-    from image_pipeline.client import ApiFailure
+    from image_pipeline.cli.client import ApiFailure
 
     target = args.output or f"{args.request_id}-output.csv"
     try:

@@ -11,6 +11,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(_: argparse.Namespace) -> int:
-    from image_pipeline.devstack import main
+    from image_pipeline.cli.devstack import main
 
     return main()

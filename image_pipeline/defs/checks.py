@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 if TYPE_CHECKING:  # the domain loads when a step runs, not when the code location loads
-    from image_pipeline.pipeline import PipelineContext
+    from image_pipeline.domain.request.context import RequestContext
 
 ASSET = "compressed_images"
 EVERY_URL_HAS_RESULT = "every_url_has_result"
@@ -39,9 +39,9 @@ def _listing(items: list, limit: int = 20) -> str:
     )
 
 
-def evaluate(ctx: PipelineContext, request_id: str, decode_sample: int) -> list[dg.AssetCheckResult]:
-    from image_pipeline import verify
-    from image_pipeline.store.requests import count_done, get_request, iter_result_facts
+def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[dg.AssetCheckResult]:
+    from image_pipeline.domain.db.requests import count_done, get_request, iter_result_facts
+    from image_pipeline.domain.request import checks as verify
 
     with ctx.sessions() as s:
         req = get_request(s, request_id)

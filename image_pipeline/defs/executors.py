@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from image_pipeline.settings import Settings
+from image_pipeline.domain.settings import Settings
 
 _PACKAGES = {"celery": "dagster-celery", "k8s": "dagster-k8s", "ecs": "dagster-aws", "docker": "dagster-docker"}
 

@@ -1,26 +1,31 @@
+"""The jobs the upload sensor chooses from (`image_pipeline.domain.runs.job_name_for`).
+
+`process_request_job` runs every step in one process (no ~1 s subprocess start per step, one set of
+connections): every request below IMGPIPE_FANOUT_THRESHOLD runs there, whatever the deployment uses.
+With another executor configured (IMGPIPE_EXECUTOR), the same assets also get a fan-out job whose
+chunk steps run on that executor. The executor is deployment configuration: read once per process.
+"""
+
 import dagster as dg
 
-from image_pipeline.defs.assets import request_assets
+from image_pipeline.defs import assets
 from image_pipeline.defs.partitions import request_partitions_def
-from image_pipeline.settings import Settings, get_settings
+from image_pipeline.domain.runs import FANOUT_JOB_NAME, JOB_NAME
+from image_pipeline.domain.settings import Settings, get_settings
 
-_SELECTION = dg.AssetSelection.assets(*request_assets)
+_SELECTION = dg.AssetSelection.assets(*assets.request_assets)
 
-# In-process executor: all steps share one process (no ~1 s subprocess start per step) and one set of
-# connections. Every request below IMGPIPE_FANOUT_THRESHOLD runs here, whatever the deployment uses.
 process_request_job = dg.define_asset_job(
-    name="process_request_job",
+    name=JOB_NAME,
     selection=_SELECTION,
     partitions_def=request_partitions_def,
     executor_def=dg.in_process_executor,
     description="Process one request (one partition): validate, recompress, write the output CSV, notify.",
 )
-FANOUT_JOB_NAME = "process_request_fanout_job"
 
 
 def request_jobs(settings: Settings) -> list:
-    """The jobs the upload sensor chooses from: the in-process job, plus the same assets on the
-    configured executor (IMGPIPE_EXECUTOR) for large requests when that is not in-process."""
+    """The in-process job, plus the fan-out job when the configured executor is not in-process."""
     if settings.executor == "in_process":
         return [process_request_job]
     from image_pipeline.defs.executors import build_executor
@@ -35,5 +40,9 @@ def request_jobs(settings: Settings) -> list:
     return [process_request_job, fanout]
 
 
-# Built once per code-location process from the environment (the executor is deployment configuration).
 REQUEST_JOBS = request_jobs(get_settings())
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=REQUEST_JOBS)

@@ -11,12 +11,11 @@ import dagster as dg
 
 from image_pipeline.defs.jobs import process_request_job
 from image_pipeline.defs.partitions import request_partitions_def
-from image_pipeline.defs.resources import ImagePipelineResource
-from image_pipeline.defs.sensors import run_tags
-from image_pipeline.settings import Settings
+from image_pipeline.defs.resources import PipelineParam
+from image_pipeline.domain.clock import as_utc
+from image_pipeline.domain.runs import PARTITION_TAG, REQUEST_ID_TAG, RETRY_TAG, TRIGGER_TAG, run_tags
+from image_pipeline.domain.settings import Settings, get_settings
 
-RETRY_TAG = "imgpipe/retry_attempt"
-TRIGGER_TAG = "imgpipe/trigger"
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -30,27 +29,26 @@ class PurgeConfig(dg.Config):
 
 
 def _now(context: dg.ScheduleEvaluationContext) -> datetime:
-    t = context.scheduled_execution_time or datetime.now(UTC)
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return as_utc(context.scheduled_execution_time) or datetime.now(UTC)
 
 
 def retry_run_requests(
-    context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource
+    context: dg.ScheduleEvaluationContext, pipeline: PipelineParam
 ) -> list[dg.RunRequest] | dg.SkipReason:
     """One run per recent request with failed URLs, unless it is running or used up its attempts."""
-    from image_pipeline.store.maintenance import retry_candidates
+    from image_pipeline.domain.db.maintenance import retry_candidates
 
-    since = _now(context) - timedelta(hours=pipeline.retry_lookback_hours)
+    since = _now(context) - timedelta(hours=pipeline.settings.retry_lookback_hours)
     with pipeline.context().sessions() as s:
         candidates = retry_candidates(s, since)
     instance, runs = context.instance, []
     for req in candidates:
         if not instance.has_dynamic_partition(request_partitions_def.name, req.id):
             continue
-        if instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition": req.id}, statuses=_ACTIVE)):
+        if instance.get_runs_count(dg.RunsFilter(tags={PARTITION_TAG: req.id}, statuses=_ACTIVE)):
             continue
-        attempts = instance.get_runs_count(dg.RunsFilter(tags={"imgpipe/request_id": req.id, TRIGGER_TAG: "retry"}))
-        if attempts >= pipeline.retry_max_attempts:
+        attempts = instance.get_runs_count(dg.RunsFilter(tags={REQUEST_ID_TAG: req.id, TRIGGER_TAG: "retry"}))
+        if attempts >= pipeline.settings.retry_max_attempts:
             continue
         tags = run_tags(req.id, req.owner, req.row_count, req.url_count)
         tags.update({TRIGGER_TAG: "retry", RETRY_TAG: str(attempts + 1)})
@@ -60,9 +58,9 @@ def retry_run_requests(
 
 @dg.op(description="Delete requests created before the cut-off: objects, rows, cache entries, partitions.")
 def purge_expired_requests(
-    context: dg.OpExecutionContext, config: PurgeConfig, pipeline: ImagePipelineResource
+    context: dg.OpExecutionContext, config: PurgeConfig, pipeline: PipelineParam
 ) -> dg.Output[dict]:
-    from image_pipeline.retention import purge_expired
+    from image_pipeline.domain.request.retention import purge_expired
 
     before = datetime.fromisoformat(config.before)
     summary = purge_expired(pipeline.context(), before)
@@ -88,11 +86,11 @@ def purge_expired_job() -> None:
 
 
 def retention_run_request(
-    context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource
+    context: dg.ScheduleEvaluationContext, pipeline: PipelineParam
 ) -> dg.RunRequest | dg.SkipReason:
-    if not pipeline.retention_days:
+    if not pipeline.settings.retention_days:
         return dg.SkipReason("retention is off (set IMGPIPE_RETENTION_DAYS to delete old requests)")
-    before = (_now(context) - timedelta(days=pipeline.retention_days)).replace(microsecond=0)
+    before = (_now(context) - timedelta(days=pipeline.settings.retention_days)).replace(microsecond=0)
     return dg.RunRequest(
         run_key=f"retention:{before.isoformat()}",
         run_config=dg.RunConfig(ops={"purge_expired_requests": PurgeConfig(before=before.isoformat())}),
@@ -100,8 +98,8 @@ def retention_run_request(
     )
 
 
-def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinition]:
-    s = settings or Settings()
+def build_schedules(s: Settings) -> list[dg.ScheduleDefinition]:
+    """The schedules, at the times `s` gives (IMGPIPE_RETRY_SCHEDULE_CRON, IMGPIPE_RETENTION_SCHEDULE_CRON)."""
 
     @dg.schedule(
         name="retry_failed_images",
@@ -110,7 +108,7 @@ def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinit
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Re-run recent requests that have failed images (only the failed URLs are fetched again).",
     )
-    def retry_failed_images(context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource):  # noqa: ANN202
+    def retry_failed_images(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):  # noqa: ANN202
         return retry_run_requests(context, pipeline)
 
     @dg.schedule(
@@ -120,7 +118,12 @@ def build_schedules(settings: Settings | None = None) -> list[dg.ScheduleDefinit
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Delete requests older than IMGPIPE_RETENTION_DAYS (skips when it is unset).",
     )
-    def retention(context: dg.ScheduleEvaluationContext, pipeline: ImagePipelineResource):  # noqa: ANN202
+    def retention(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):  # noqa: ANN202
         return retention_run_request(context, pipeline)
 
     return [retry_failed_images, retention]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[purge_expired_job], schedules=build_schedules(get_settings()))

@@ -5,21 +5,21 @@ whose retry time has come (the schedule lives in the database, so it survives re
 import dagster as dg
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
-from image_pipeline.defs.jobs import REQUEST_JOBS
+from image_pipeline.defs import jobs
 from image_pipeline.defs.partitions import request_partitions_def
-from image_pipeline.defs.resources import ImagePipelineResource
-from image_pipeline.launch import SENSOR_NAME, run_tags
+from image_pipeline.defs.resources import PipelineParam
+from image_pipeline.domain.runs import PARTITION_TAG, SENSOR_NAME, job_name_for, run_tags
 
 SENSOR_BATCH = 500
 
 
 @dg.sensor(
     name=SENSOR_NAME,
-    jobs=REQUEST_JOBS,
+    jobs=jobs.REQUEST_JOBS,
     minimum_interval_seconds=1,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineResource) -> dg.SensorResult:
+def upload_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineParam) -> dg.SensorResult:
     """New uploads -> a dynamic partition each + one run each (`run_key` = request_id, so never twice).
 
     Reads the indexed `status = 'pending'` slice of the request table, oldest first, not a bucket
@@ -28,12 +28,12 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineRe
     fast path already claimed is left alone, unless that claim went stale (`launch_claim_timeout`),
     in which case it is offered again and Dagster's run-key check skips it if its run exists.
     """
-    from image_pipeline.store.requests import claim_launches, pending_requests
+    from image_pipeline.domain.db.requests import claim_launches, pending_requests
 
-    ctx = pipeline.context()
+    ctx, timeout = pipeline.context(), pipeline.settings.launch_claim_timeout
     with ctx.sessions() as s:
         pending = pending_requests(s, SENSOR_BATCH)
-        won = set(claim_launches(s, [r.id for r in pending], pipeline.launch_claim_timeout)) if pending else set()
+        won = set(claim_launches(s, [r.id for r in pending], timeout)) if pending else set()
     if not pending:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending uploads"))
     last_seq = max(r.seq for r in pending)
@@ -49,7 +49,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineRe
             dg.RunRequest(
                 partition_key=r.id,
                 run_key=r.id,
-                job_name=pipeline.job_for(r.url_count),
+                job_name=job_name_for(pipeline.settings, r.url_count),
                 tags=run_tags(r.id, r.owner, r.row_count, r.url_count),
             )
             for r in pending
@@ -60,13 +60,13 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineRe
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=REQUEST_JOBS, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
+    monitored_jobs=jobs.REQUEST_JOBS, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
 )
-def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: ImagePipelineResource) -> None:
+def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: PipelineParam) -> None:
     """A run failed: mark its request failed with the reason and send the final webhook (once)."""
-    from image_pipeline.pipeline import fail_request
+    from image_pipeline.domain.request.finish import fail_request
 
-    request_id = context.dagster_run.tags.get("dagster/partition")
+    request_id = context.dagster_run.tags.get(PARTITION_TAG)
     if not request_id:
         return
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
@@ -80,27 +80,26 @@ def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: ImageP
 
 
 @dg.sensor(minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
-def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: ImagePipelineResource) -> dg.SkipReason:
+def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineParam) -> dg.SkipReason:
     """Send due webhook retries (at most `IMGPIPE_WEBHOOK_RETRY_BATCH` per tick, concurrently).
 
     It launches no runs: a delivery is one HTTP POST, and its attempt is logged in the app database
     (`GET /api/requests/{id}/webhooks`). A tick takes at most about one webhook timeout.
     """
-    from image_pipeline.store.db import make_engine, session_factory
-    from image_pipeline.webhook_delivery import send_due
+    from image_pipeline.domain.images.fetch import FetchPolicy
+    from image_pipeline.domain.services import make_sessions
+    from image_pipeline.domain.webhooks.delivery import RetryPolicy, send_due
 
-    # Only the database is needed (no object store or cache clients): this runs every 2 s.
-    engine = make_engine(pipeline.database_url)
-    try:
-        sent = send_due(
-            session_factory(engine),
-            secret=pipeline.webhook_secret,
-            fetch_policy=pipeline.fetch_policy(),
-            policy=pipeline.retry_policy(),
-            limit=pipeline.webhook_retry_batch,
-        )
-    finally:
-        engine.dispose()
+    # Only the database is needed (no object store or cache clients): this runs every 2 s, on this
+    # process's shared engine rather than a connection opened and closed per tick.
+    settings = pipeline.settings
+    sent = send_due(
+        make_sessions(settings),
+        secret=settings.webhook_secret,
+        fetch_policy=FetchPolicy.from_settings(settings),
+        policy=RetryPolicy.from_settings(settings),
+        limit=settings.webhook_retry_batch,
+    )
     if not sent:
         return dg.SkipReason("no webhook deliveries due")
     for s in sent:

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, text
 
 from api.auth import owner_of
 from api.main import create_app
-from image_pipeline.store.api_keys import create_key
-from image_pipeline.store.db import make_engine, session_factory
+from image_pipeline.domain.db.api_keys import create_key
+from image_pipeline.domain.db.engine import make_engine, session_factory
 from tests.api.conftest import AUTH, OTHER
 from tests.api.test_upload import GOOD
 

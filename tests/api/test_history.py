@@ -1,8 +1,9 @@
 """The read-only views: a key's recent requests and one request's per-URL results, and the web page shell."""
 
-from image_pipeline import pipeline as steps
-from image_pipeline.chunks import compress_request
 from image_pipeline.defs.resources import build_resources
+from image_pipeline.domain.request.chunks import compress_request
+from image_pipeline.domain.request.finish import write_output
+from image_pipeline.domain.request.validate import validate_request
 from tests.api.conftest import AUTH, OTHER
 from tests.helpers import csv_bytes, make_image
 
@@ -42,9 +43,9 @@ def test_results_list_pending_urls_then_outcomes(client, settings, image_server)
     assert doc["products"][0]["row"] == 2 and doc["products"][1]["images"][0]["index"] == 2
 
     ctx = build_resources(settings)["pipeline"].context()
-    steps.validate_request(ctx, rid)
+    validate_request(ctx, rid)
     compress_request(ctx, rid)
-    steps.write_output(ctx, rid)
+    write_output(ctx, rid)
 
     doc = client.get(f"/api/requests/{rid}/results", headers=AUTH).json()
     assert doc["status"] == "partially_failed" and doc["progress"] == {"total": 3, "done": 2, "failed": 1}

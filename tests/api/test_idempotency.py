@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from image_pipeline.storage import make_s3_client
-from image_pipeline.store.db import make_engine, session_factory, upgrade
-from image_pipeline.store.models import ImageRequest, utcnow
-from image_pipeline.store.requests import create_request
+from image_pipeline.domain.clock import utcnow
+from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.db.requests import create_request
+from image_pipeline.domain.objects.s3 import make_s3_client
 from tests.api.conftest import AUTH, OTHER
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 from api.main import create_app
-from image_pipeline import pipeline as steps
-from image_pipeline.chunks import compress_request
 from image_pipeline.defs.resources import build_resources
+from image_pipeline.domain.request.chunks import compress_request
+from image_pipeline.domain.request.finish import write_output
+from image_pipeline.domain.request.validate import validate_request
 from tests.helpers import csv_bytes, make_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
     assert send("Output CSV").status_code == 409
 
     ctx = build_resources(settings)["pipeline"].context()
-    for step in (steps.validate_request, compress_request, steps.write_output):
+    for step in (validate_request, compress_request, write_output):
         step(ctx, variables["requestId"])
 
     assert send("Status and progress").json()["status"] == "completed"

@@ -1,7 +1,8 @@
 from sqlalchemy import create_engine, func, select
 
-from image_pipeline.storage import input_key, make_store
-from image_pipeline.store.models import ImageRequest
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.keys import input_key
+from image_pipeline.domain.services import make_store
 from tests.api.conftest import AUTH
 from tests.helpers import csv_bytes
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from image_pipeline.settings import Settings
+from image_pipeline.domain.settings import Settings
 from tests.api.conftest import AUTH
 from tests.api.test_upload import count_requests
 from tests.helpers import free_port
@@ -86,8 +86,9 @@ def test_unreadable_files_get_a_clear_answer(client, body: bytes | str, code: in
 
 
 def test_bom_crlf_and_quoted_commas_and_newlines_are_accepted(client, settings) -> None:  # noqa: ANN001
-    from image_pipeline.csv_input import parse_csv
-    from image_pipeline.storage import input_key, make_store
+    from image_pipeline.domain.catalog.csv_input import parse_csv
+    from image_pipeline.domain.keys import input_key
+    from image_pipeline.domain.services import make_store
 
     body = (
         "\ufeffS.No.,Product Name,Input Image Urls\r\n"

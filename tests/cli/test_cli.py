@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from api.auth import owner_of
-from image_pipeline import pipeline as steps
-from image_pipeline.chunks import compress_request
 from image_pipeline.cli import main
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.requests import pending_requests
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.requests import pending_requests
+from image_pipeline.domain.request.chunks import compress_request
+from image_pipeline.domain.request.finish import write_output
+from image_pipeline.domain.request.validate import validate_request
 from tests.helpers import csv_bytes, free_port, make_image
 from tests.live_api import ROOT, live_api
 
@@ -64,9 +65,9 @@ def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:  # 
 
 def process(settings, rid: str) -> None:  # noqa: ANN001
     ctx = build_resources(settings)["pipeline"].context()
-    steps.validate_request(ctx, rid)
+    validate_request(ctx, rid)
     compress_request(ctx, rid)
-    steps.write_output(ctx, rid)
+    write_output(ctx, rid)
 
 
 def test_submit_wait_status_download(api, image_server, tmp_path, capsys) -> None:  # noqa: ANN001

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from image_pipeline.dagster_storage import create_dagster_storage
+from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
+from image_pipeline.dagster_plugins.warm_fork_launcher import WARM_LAUNCHER_YAML
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import free_port
 
@@ -46,7 +47,7 @@ def dagster_home(tmp_path: Path, warm_launcher: bool = False, instance_yaml: Pat
     shutil.copyfile(instance_yaml, home / "dagster.yaml")
     if warm_launcher:
         with open(home / "dagster.yaml", "a") as f:
-            f.write("\nrun_launcher:\n  module: image_pipeline.defs.run_launcher\n  class: WarmForkRunLauncher\n")
+            f.write(WARM_LAUNCHER_YAML)
     return home
 
 
@@ -90,11 +91,11 @@ def running_stack(
     logs.mkdir()
     commands = {
         "api": [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port)],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"],
         **(extra or {}),
     }
     if webserver:
-        module = "image_pipeline.defs.definitions"
+        module = "image_pipeline.definitions"
         commands["webserver"] = [str(BIN / "dagster-webserver"), "-m", module, "-p", str(ui_port)]
     procs = []
     try:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
-from image_pipeline.storage import make_s3_client
+from image_pipeline.domain.objects.s3 import make_s3_client
 from tests.conftest import WEBHOOK_SECRET
 from tests.e2e.stack import KEY, running_stack
 from tests.helpers import csv_bytes, make_image
@@ -141,8 +141,8 @@ def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monke
 
     from image_pipeline.defs.resources import build_resources
     from image_pipeline.defs.sensors import upload_sensor
-    from image_pipeline.launch import RunLauncher
-    from image_pipeline.store.db import make_engine, session_factory
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.request.fast_launch import FastLauncher
     from tests.pipeline.conftest import submit_to
 
     api, logs, ui, env = stack
@@ -163,7 +163,7 @@ def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monke
 
                 def run_fast(rids: list[str], barrier: threading.Barrier, fast: dict) -> None:
                     async def go() -> None:
-                        launcher = RunLauncher(ui, sessions)  # as the API holds one per process
+                        launcher = FastLauncher(ui, sessions)  # as the API holds one per process
                         await launcher.repository()  # warm, like a running API: the race is claim vs claim
                         barrier.wait()
                         try:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from image_pipeline.storage import make_s3_client
+from image_pipeline.domain.objects.s3 import make_s3_client
 from tests.conftest import WEBHOOK_SECRET
 from tests.e2e.stack import BIN, KEY, ROOT, running_stack
 from tests.helpers import csv_bytes, make_image
@@ -122,7 +122,7 @@ def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
 ) -> None:
     """deploy/celery/dagster.yaml (CeleryRunLauncher, pooled Dagster storage): whole runs execute in one
     already-running worker process, which keeps its S3 client and database engines from run to run
-    (image_pipeline.process_cache). Between the two requests PostgreSQL drops every connection the
+    (image_pipeline.domain.process_cache). Between the two requests PostgreSQL drops every connection the
     worker holds (as a restart would): the second request still completes."""
     from sqlalchemy import text
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from image_pipeline.csv_input import parse_csv
-from image_pipeline.storage import input_key, make_store
-from image_pipeline.store.db import make_engine, session_factory, upgrade
-from image_pipeline.store.requests import create_request, get_request
+from image_pipeline.domain.catalog.csv_input import parse_csv
+from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
+from image_pipeline.domain.db.requests import create_request, get_request
+from image_pipeline.domain.keys import input_key
+from image_pipeline.domain.services import make_store
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.helpers import csv_bytes, make_image
 from tests.live_api import kill_group
@@ -66,7 +67,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
     )
     log = tmp_path / "daemon.log"
     daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"],
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"],
         env=env,
         cwd=ROOT,
         stdout=log.open("wb"),

@@ -64,7 +64,7 @@ class Stack:
     def start_daemon(self) -> None:
         bin_dir = Path(sys.executable).parent
         self.daemon_proc = self._spawn(
-            "daemon", [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.defs.definitions"]
+            "daemon", [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"]
         )
 
     def kill_api(self, sig: int = signal.SIGKILL) -> None:
@@ -164,7 +164,7 @@ def make_env(
     warm_launcher: bool = False,
 ) -> dict[str, str]:
     """`warm_launcher`: runs are forks of a warm process (WarmForkRunLauncher, as `make up` runs them)."""
-    from image_pipeline.dagster_storage import create_dagster_storage
+    from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
     from tests.conftest import WEBHOOK_SECRET
     from tests.e2e.stack import dagster_home
 

@@ -19,10 +19,11 @@ import redis
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from image_pipeline.storage import input_key, make_s3_client
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.models import ImageRequest, ImageResult
-from image_pipeline.store.requests import status_document
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.models import ImageRequest, ImageResult
+from image_pipeline.domain.keys import input_key
+from image_pipeline.domain.objects.s3 import make_s3_client
+from image_pipeline.domain.status import status_document
 from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.faults.services import ThrowawayPostgres, ThrowawayRedis
 from tests.faults.stack import Stack, make_env, slow_images, wait_until
@@ -110,7 +111,7 @@ def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:  # noq
     "Started process for run (pid: N)" event."""
     from dagster._core.events import DagsterEventType
 
-    from image_pipeline.defs.run_launcher import PID_TAG
+    from image_pipeline.dagster_plugins.warm_fork_launcher import PID_TAG
 
     monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", stack.env["IMGPIPE_DAGSTER_PG_URL"])
     with dg.DagsterInstance.from_config(stack.env["DAGSTER_HOME"]) as instance:

@@ -4,9 +4,10 @@ import dagster as dg
 import pytest
 
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.storage import input_key, make_store
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.requests import create_request
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.requests import create_request
+from image_pipeline.domain.keys import input_key
+from image_pipeline.domain.services import make_store
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def instance():  # noqa: ANN201
 
 def submit_to(settings, sessions, csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:  # noqa: ANN001
     """Accept a request the way the API does: store the CSV object, then record the row."""
-    from image_pipeline.csv_input import parse_csv
+    from image_pipeline.domain.catalog.csv_input import parse_csv
 
     parsed = parse_csv(csv)
     rid = str(uuid.uuid4())

@@ -11,9 +11,9 @@ from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.partitions import request_partitions_def
-from image_pipeline.storage import make_store
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.requests import get_request, results_for
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.requests import get_request, results_for
+from image_pipeline.domain.services import make_store
 from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import csv_bytes, make_image
 
@@ -118,7 +118,7 @@ def test_missing_input_fails_the_request_and_tells_the_caller(
     submit,  # noqa: ANN001
     webhook_receiver,
 ) -> None:
-    from image_pipeline.storage import input_key
+    from image_pipeline.domain.keys import input_key
 
     rid = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]), webhook_url=webhook_receiver.url)
     store = make_store(settings)

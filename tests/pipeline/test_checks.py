@@ -3,9 +3,9 @@
 from sqlalchemy import delete
 
 from image_pipeline.defs import checks
-from image_pipeline.storage import make_store
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.models import ImageResult
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.models import ImageResult
+from image_pipeline.domain.services import make_store
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import db_request, run_partition
 

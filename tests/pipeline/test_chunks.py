@@ -6,10 +6,10 @@ import json
 
 import dagster as dg
 
-from image_pipeline.chunks import chunk_manifest_key, plan_key
 from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.storage import make_store
+from image_pipeline.domain.keys import chunk_manifest_key, plan_key
+from image_pipeline.domain.services import make_store
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import db_request, run_partition
 
@@ -102,9 +102,9 @@ def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submi
     """A run crashed between the plan and its chunk steps is retried from failure; Dagster then re-runs
     only steps that started, so no chunk step comes back and `summarize_chunks` gets nothing to collect.
     It must do the planned chunks itself rather than let the request finish with nothing processed."""
-    from image_pipeline.chunks import plan_chunks
     from image_pipeline.defs.assets import summarize_chunks
-    from image_pipeline.pipeline import validate_request
+    from image_pipeline.domain.request.chunks import plan_chunks
+    from image_pipeline.domain.request.validate import validate_request
 
     s, resources = chunked(settings, 4)
     urls = serve(image_server, 10, prefix="nostep")
@@ -125,8 +125,8 @@ def test_progress_writer_thread_records_every_result_once(settings, resources, s
     """Batches written from the writer thread (one in flight, the rest joining the next) add up exactly."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from image_pipeline.pipeline import ProgressRecorder
-    from image_pipeline.store.requests import UrlResult
+    from image_pipeline.domain.db.requests import UrlResult
+    from image_pipeline.domain.request.progress import ProgressRecorder
 
     rid = submit(csv_bytes([(str(i), f"P{i}", [f"https://img.example.com/{i}.jpg"]) for i in range(450)]))
     ctx = resources["pipeline"].context()

@@ -11,7 +11,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import event, text
 
-from image_pipeline import dagster_pg
+from image_pipeline.dagster_plugins import pooled_postgres
+from image_pipeline.dagster_plugins import pooled_postgres as dagster_pg
 from tests.conftest import _pg_admin_engine, create_pg_database, drop_pg_database
 
 
@@ -26,7 +27,7 @@ def _instance(url: str, storage: str):  # noqa: ANN202
     config = {"postgres_url": url}
     storages = {
         "pooled": {
-            "custom": {"module": "image_pipeline.dagster_pg", "class": "PooledPostgresStorage", "config": config}
+            "custom": {"module": pooled_postgres.__name__, "class": "PooledPostgresStorage", "config": config}
         },
         "plain": {"postgres": config},
     }

@@ -1,6 +1,8 @@
 import dagster as dg
 
-from image_pipeline.defs.definitions import defs
+from image_pipeline import definitions
+
+defs = definitions.defs()  # what the code location loads: the defs folder, the dg way
 
 
 def test_definitions_load() -> None:

@@ -8,9 +8,10 @@ import dagster as dg
 import pytest
 
 from image_pipeline.defs.executors import ScaleOutConfigError, build_executor, scale_out_problems
-from image_pipeline.defs.jobs import FANOUT_JOB_NAME, request_jobs
+from image_pipeline.defs.jobs import request_jobs
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.settings import Settings
+from image_pipeline.domain.runs import FANOUT_JOB_NAME, job_name_for
+from image_pipeline.domain.settings import Settings
 from tests.e2e.stack import ROOT
 
 SCALE_OUT = {
@@ -38,9 +39,8 @@ def test_scale_out_executor_gets_a_second_job_and_s3_io(executor: str) -> None:
     assert set(jobs) == {"process_request_job", FANOUT_JOB_NAME}
     assert jobs[FANOUT_JOB_NAME].executor_def.name == executor
     assert type(build_resources(s)["io_manager"]).__name__ == "S3PickleIOManager"
-    pipeline = build_resources(s)["pipeline"]
-    assert pipeline.job_for(s.fanout_threshold) == FANOUT_JOB_NAME
-    assert pipeline.job_for(s.fanout_threshold - 1) == "process_request_job"
+    assert job_name_for(s, s.fanout_threshold) == FANOUT_JOB_NAME
+    assert job_name_for(s, s.fanout_threshold - 1) == "process_request_job"
 
 
 def test_scale_out_without_shared_storage_is_refused_with_every_problem() -> None:
@@ -60,7 +60,7 @@ def test_missing_integration_package_is_named() -> None:
 def test_code_location_refuses_to_load_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
     env = {"PATH": "/usr/bin:/bin", "IMGPIPE_EXECUTOR": "multiprocess", "IMGPIPE_DATA_DIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-c", "import image_pipeline.defs.definitions"],
+        [sys.executable, "-c", "from image_pipeline import definitions; definitions.defs()"],
         cwd=ROOT,
         env=env,
         capture_output=True,

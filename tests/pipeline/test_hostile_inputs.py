@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from image_pipeline.storage import make_store
+from image_pipeline.domain.services import make_store
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import db_request, run_partition
 from tests.unit.test_fetch_hostile import Canary, encoded, redirect_to, trickle

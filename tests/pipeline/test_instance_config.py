@@ -6,8 +6,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from image_pipeline.defs.definitions import defs
+from image_pipeline import definitions
 from tests.conftest import create_pg_database, drop_pg_database
+
+defs = definitions.defs()  # what the code location loads: the defs folder, the dg way
 
 ROOT = Path(__file__).resolve().parents[2]
 

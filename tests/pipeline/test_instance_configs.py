@@ -118,13 +118,14 @@ def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> 
 
 def test_celery_instance_is_the_deployment_instance_plus_its_launcher() -> None:
     """The same instance as dagster.yaml but for the launcher and the storage, which is the same
-    PostgreSQL database through the pooled storage class (image_pipeline/dagster_pg.py)."""
+    PostgreSQL database through the pooled storage class (image_pipeline/dagster_plugins/pooled_postgres.py)."""
     import yaml
 
     celery = yaml.safe_load((ROOT / "deploy/celery/dagster.yaml").read_text())
     deployment = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert celery.pop("run_launcher")["class"] == "CeleryRunLauncher"
     storage = celery.pop("storage")["custom"]
-    assert (storage["module"], storage["class"]) == ("image_pipeline.dagster_pg", "PooledPostgresStorage")
+    assert storage["module"] == "image_pipeline.dagster_plugins.pooled_postgres"
+    assert storage["class"] == "PooledPostgresStorage"
     assert storage["config"] == deployment.pop("storage")["postgres"]
     assert celery == deployment  # no drift from dagster.yaml

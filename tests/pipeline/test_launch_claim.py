@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from image_pipeline.store.db import make_engine, session_factory, upgrade
-from image_pipeline.store.requests import claim_launches, mark_processing, release_launch
+from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
+from image_pipeline.domain.db.requests import claim_launches, mark_processing, release_launch
 from tests.helpers import csv_bytes
 from tests.pipeline.conftest import submit_to
 

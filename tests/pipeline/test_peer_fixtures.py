@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from image_pipeline.csv_input import parse_csv
-from image_pipeline.storage import make_store
+from image_pipeline.domain.catalog.csv_input import parse_csv
+from image_pipeline.domain.services import make_store
 from tests.helpers import make_image
 from tests.pipeline.test_assets import db_request, run_partition
 from tests.unit.test_csv_input import ACCEPTED, FIXTURES

@@ -10,9 +10,10 @@ from image_pipeline.defs.jobs import process_request_job
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.defs.schedules import build_schedules, purge_expired_job
-from image_pipeline.storage import input_key, make_store
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.models import ImageRequest
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.keys import input_key
+from image_pipeline.domain.services import make_store
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import db_request, run_partition
 

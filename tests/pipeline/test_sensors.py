@@ -11,8 +11,8 @@ def evaluate(resources, instance, cursor=None):  # noqa: ANN001, ANN201
 
 
 def test_no_pending_uploads_skips(resources, instance, settings) -> None:  # noqa: ANN001
-    from image_pipeline.store.db import make_engine
-    from image_pipeline.store.models import ImageRequest
+    from image_pipeline.domain.db.engine import make_engine
+    from image_pipeline.domain.db.models import ImageRequest
 
     engine = make_engine(settings.resolved_database_url)
     with engine.begin() as c:  # other tests' pending rows would show up here
@@ -56,8 +56,8 @@ def test_stale_claims_are_offered_again(settings, instance, submit, monkeypatch)
 
 
 def test_sensor_leaves_requests_claimed_by_the_fast_path(resources, instance, submit, settings) -> None:  # noqa: ANN001
-    from image_pipeline.store.db import make_engine, session_factory
-    from image_pipeline.store.requests import claim_launches
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.db.requests import claim_launches
 
     test_no_pending_uploads_skips(resources, instance, settings)
     a = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]))

@@ -1,4 +1,4 @@
-"""Heavy clients shared by the runs a long-lived process executes (image_pipeline.process_cache): the
+"""Heavy clients shared by the runs a long-lived process executes (image_pipeline.domain.process_cache): the
 same configuration gets the same S3 client and database engine run after run, another configuration
 its own, and they stay correct while the process keeps running (the database dropping its connections
 between runs, the S3 IO manager writing through the shared client)."""
@@ -11,8 +11,8 @@ import dagster as dg
 from sqlalchemy import text
 
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.fetch import FetchPolicy, default_tls_context, make_client
-from image_pipeline.storage import make_s3_client
+from image_pipeline.domain.images.fetch import FetchPolicy, default_tls_context, make_client
+from image_pipeline.domain.objects.s3 import make_s3_client
 
 
 def _run_context(settings):  # noqa: ANN001, ANN202
@@ -66,7 +66,7 @@ def test_the_s3_io_manager_stores_outputs_through_the_shared_client(make_setting
     (its Expect hook measures the body) and read back what it wrote, on the process's shared client."""
     resources = build_resources(make_settings(s3_bucket=bucket, executor="celery"))
     io_manager = resources["io_manager"]
-    from image_pipeline.storage import shared_s3_client
+    from image_pipeline.domain.objects.s3 import shared_s3_client
 
     assert io_manager.s3_resource.get_client() is shared_s3_client(s3_endpoint, "us-east-1")
 

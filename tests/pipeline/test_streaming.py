@@ -8,22 +8,17 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from image_pipeline import pipeline as steps
-from image_pipeline.chunks import compress_request
-from image_pipeline.csv_input import parse_csv
-from image_pipeline.csv_output import render_output_csv, write_output_csv
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.rows import open_rows
-from image_pipeline.storage import (
-    S3_MIN_PART_SIZE,
-    LocalStore,
-    S3Store,
-    legacy_rows_key,
-    make_s3_client,
-    output_csv_key,
-    rows_key,
-)
-from image_pipeline.store.requests import results_for
+from image_pipeline.domain.catalog.csv_input import parse_csv
+from image_pipeline.domain.catalog.csv_output import render_output_csv, write_output_csv
+from image_pipeline.domain.catalog.rows import open_rows
+from image_pipeline.domain.db.requests import results_for
+from image_pipeline.domain.keys import legacy_rows_key, output_csv_key, rows_key
+from image_pipeline.domain.objects.local import LocalStore
+from image_pipeline.domain.objects.s3 import S3_MIN_PART_SIZE, S3Store, make_s3_client
+from image_pipeline.domain.request.chunks import compress_request
+from image_pipeline.domain.request.finish import write_output
+from image_pipeline.domain.request.validate import validate_request
 from tests.conftest import WEBHOOK_SECRET
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import run_partition
@@ -65,9 +60,9 @@ def test_small_request_output_is_one_put_with_the_same_bytes(ctx_for, submit, im
     good = [image_server.add(f"/s{i}.jpg", make_image(size=(64, 48), seed=i)) for i in range(3)]
     csv = csv_bytes([("1", "=Shoe", good[:2]), ("2", 'Hat, "red"', [good[2], image_server.url("/gone.jpg")])])
     rid = submit(csv)
-    steps.validate_request(ctx, rid)
+    validate_request(ctx, rid)
     compress_request(ctx, rid)
-    key, status = steps.write_output(ctx, rid)
+    key, status = write_output(ctx, rid)
     assert status == "partially_failed"
     assert ctx.store.get(key) == _expected_csv(csv, ctx, rid)
     assert _etag_parts(ctx.store.client, bucket, key) == 1  # smaller than a part: a single PutObject
@@ -85,9 +80,9 @@ def test_large_output_is_uploaded_in_parts_with_the_same_bytes(ctx_for, submit, 
         rows.append((str(i + 1), name, [missing if i % 7 == 0 else images[i % 3]]))
     csv = csv_bytes(rows)
     rid = submit(csv)
-    steps.validate_request(ctx, rid)
+    validate_request(ctx, rid)
     compress_request(ctx, rid)
-    key, status = steps.write_output(ctx, rid)
+    key, status = write_output(ctx, rid)
     assert status == "partially_failed"
     expected = _expected_csv(csv, ctx, rid)
     assert len(expected) > 2 * S3_MIN_PART_SIZE

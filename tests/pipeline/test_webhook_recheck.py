@@ -3,8 +3,8 @@
 import pytest
 from sqlalchemy import select
 
-from image_pipeline.store.db import make_engine, session_factory
-from image_pipeline.store.models import WebhookAttempt
+from image_pipeline.domain.db.engine import make_engine, session_factory
+from image_pipeline.domain.db.models import WebhookAttempt
 from tests.helpers import csv_bytes, make_image
 from tests.pipeline.test_assets import db_request, run_partition
 

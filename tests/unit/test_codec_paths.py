@@ -7,7 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from image_pipeline.imaging import ImageError, recompress, recompress_fast_jpeg, recompress_pillow
+from image_pipeline.domain.images.codec import ImageError, recompress, recompress_fast_jpeg, recompress_pillow
 from tests.helpers import make_image
 
 

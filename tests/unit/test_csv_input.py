@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from image_pipeline.csv_input import CsvLimits, parse_csv, split_urls
+from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, split_urls
 
 # Real-world CSVs written for other implementations of this job (copied from the team's shared/fixtures,
 # so a clone anywhere has them; test_fixture_copy_matches_the_shared_set keeps the copy honest).

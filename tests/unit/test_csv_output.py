@@ -1,8 +1,8 @@
 import csv
 import io
 
-from image_pipeline.csv_input import ProductRow
-from image_pipeline.csv_output import neutralise, render_output_csv
+from image_pipeline.domain.catalog.csv_input import ProductRow
+from image_pipeline.domain.catalog.csv_output import neutralise, render_output_csv
 
 
 def test_output_keeps_order_and_leaves_failed_slots_empty() -> None:

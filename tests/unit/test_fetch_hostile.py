@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from image_pipeline.fetch import FetchError, FetchPolicy, fetch, make_client
-from image_pipeline.settings import parse_allow
-from image_pipeline.webhooks import deliver
+from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, fetch, make_client
+from image_pipeline.domain.settings import parse_allow
+from image_pipeline.domain.webhooks.events import deliver
 from tests.helpers import ImageServer, _Server, make_image
 
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from image_pipeline.host_limits import LocalHostLimiter, RedisHostLimiter, make_host_limiter
+from image_pipeline.domain.images.host_limits import LocalHostLimiter, RedisHostLimiter, make_host_limiter
 from tests.helpers import free_port
 
 
@@ -88,7 +88,7 @@ def test_a_killed_holder_frees_its_slot_after_the_timeout(redis_url: str) -> Non
     host = f"img-{uuid.uuid4().hex[:8]}.example"
     holder = (
         "import asyncio, sys\n"
-        "from image_pipeline.host_limits import RedisHostLimiter\n"
+        "from image_pipeline.domain.images.host_limits import RedisHostLimiter\n"
         "async def main():\n"
         f"    async with RedisHostLimiter({redis_url!r}, 1, lease=2).hold({host!r}):\n"
         "        print('holding', flush=True)\n"

@@ -5,7 +5,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from image_pipeline.imaging import ImageError, recompress, sniff_format
+from image_pipeline.domain.images.codec import ImageError, recompress, sniff_format
 from tests.helpers import make_image
 
 

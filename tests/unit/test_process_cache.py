@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from image_pipeline.process_cache import ProcessCache
+from image_pipeline.domain.process_cache import ProcessCache
 
 
 class Client:

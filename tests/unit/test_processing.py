@@ -10,11 +10,11 @@ import threading
 import pytest
 from PIL import Image
 
-from image_pipeline.fetch import FetchPolicy
-from image_pipeline.processing import ProcessOptions, WorkItem, process_items
-from image_pipeline.settings import parse_allow
-from image_pipeline.storage import LocalStore
-from image_pipeline.store.requests import UrlResult
+from image_pipeline.domain.db.requests import UrlResult
+from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.images.worker import ProcessOptions, WorkItem, process_items
+from image_pipeline.domain.objects.local import LocalStore
+from image_pipeline.domain.settings import parse_allow
 from tests.helpers import ImageServer, delayed_route, make_image
 
 

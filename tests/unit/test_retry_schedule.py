@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from image_pipeline.settings import Settings, parse_retry_schedule
-from image_pipeline.webhook_delivery import RetryPolicy, outcome_of
-from image_pipeline.webhooks import Attempt
+from image_pipeline.domain.settings import Settings, parse_retry_schedule
+from image_pipeline.domain.webhooks.delivery import RetryPolicy, outcome_of
+from image_pipeline.domain.webhooks.events import Attempt
 
 
 def test_schedule_parsing() -> None:

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from image_pipeline.verify import even_positions, scan
+from image_pipeline.domain.request.checks import even_positions, scan
 
 
 def result(idx: int, status: str = "done", bytes_out: int = 5, kept: bool = False) -> SimpleNamespace:

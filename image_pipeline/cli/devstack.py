@@ -1,0 +1,183 @@
+"""`make up`: the whole service on embedded defaults, in the foreground, stopped cleanly by Ctrl-C/SIGTERM.
+
+Starts the API (uvicorn), the Dagster webserver and the Dagster daemon with all state under
+IMGPIPE_DATA_DIR (SQLite, local objects). Generates a dev API key and webhook secret on first use
+(kept in the data dir). Works unattended (stdin closed), and leaves no process behind: children
+share our process group and die with us (PR_SET_PDEATHSIG) even if we are killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from image_pipeline.domain.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _persisted(path: Path, make) -> str:  # noqa: ANN001
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def _say(msg: str = "") -> None:
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    settings = Settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, IMGPIPE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    key = (
+        settings.api_key_list[0]
+        if settings.api_key_list
+        else _persisted(data_dir / "dev-api-key", lambda: "dev-" + secrets.token_urlsafe(24))
+    )
+    env["IMGPIPE_API_KEYS"] = settings.api_keys or key
+    env["IMGPIPE_WEBHOOK_SECRET"] = settings.webhook_secret or _persisted(
+        data_dir / "webhook-secret", lambda: "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    )
+    dagster_home = data_dir / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "deploy" / "embedded" / "dagster.yaml", dagster_home / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(dagster_home)
+
+    from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
+    from image_pipeline.domain.db.engine import upgrade
+
+    create_dagster_storage(dagster_home, env)
+
+    upgrade(Settings(data_dir=data_dir, database_url=settings.database_url).resolved_database_url)
+
+    bin_dir = Path(sys.executable).parent
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    ui = f"http://127.0.0.1:{settings.ui_port}"
+    # Fast path: the API launches each accepted upload's run through the webserver at once.
+    env.setdefault("IMGPIPE_DAGSTER_URL", ui)
+    module = "image_pipeline.definitions"
+    commands = {
+        "api": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.main:create_app",
+            "--host",
+            settings.api_host,
+            "--port",
+            str(settings.api_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-m", module],
+        "dagster-webserver": [
+            str(bin_dir / "dagster-webserver"),
+            "-m",
+            module,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(settings.ui_port),
+        ],
+    }
+    procs: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, stop)
+    try:
+        # Dagster first, the API once the webserver answers: the API's fast path launches each
+        # upload's run through the webserver, so the first upload should not find it still starting.
+        for name in ("dagster-daemon", "dagster-webserver"):
+            procs[name] = _start(commands[name], env)
+        ui_ready = False
+        ready = False
+        while not stopping:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    _say(f"imgpipe: {name} exited with code {p.returncode}; stopping")
+                    return 1
+            if not ui_ready:
+                ui_ready = _answers(f"{ui}/server_info")
+                if ui_ready:
+                    procs["api"] = _start(commands["api"], env)
+            elif not ready:
+                ready = _answers(f"{api}/api/check_db_connection")
+                if ready:
+                    _banner(api, ui, key, data_dir)
+            time.sleep(0.3)
+        return 0
+    finally:
+        _stop_all(procs)
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:
+    _say("")
+    _say("image-pipeline is up")
+    _say(f"  Web page   {api}/")
+    _say(f"  API        {api}   (OpenAPI docs: {api}/docs)")
+    _say(f"  Dagster UI {ui}")
+    _say(f"  API key    {key}")
+    _say(f"  data dir   {data_dir}")
+    _say("Try it:")
+    _say(f"  curl -H 'Authorization: Bearer {key}' -F file=@examples/products.csv {api}/api/upload")
+    _say("Ctrl-C stops everything.")
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

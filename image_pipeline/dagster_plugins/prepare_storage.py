@@ -1,0 +1,54 @@
+"""Prepare Dagster's storage once, before the processes that share it start.
+
+- dagster-daemon, dagster-webserver and Celery workers each create any missing storage tables when
+  they open the instance. Started together on an empty PostgreSQL database they race, and the loser
+  dies with `type "snapshots" already exists`.
+- The first runs that claim a slot of a pool initialise its limit from `pools.default_limit`; when two
+  do it at once on PostgreSQL one of them crashes (Dagster 1.13 retries an INSERT as an UPDATE inside
+  the transaction the failed INSERT aborted). Initialising the chunk pool here avoids that.
+
+Launchers call this first (`make up`, the e2e test stack); docker compose runs it as a one-shot
+service: `python -m image_pipeline.dagster_plugins.prepare_storage` (uses $DAGSTER_HOME and the environment).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def prepare(instance) -> None:  # noqa: ANN001 (dagster.DagsterInstance)
+    """Bring the schema to head and give the chunk pool its configured limit."""
+    from image_pipeline.domain.runs import CHUNK_POOL
+
+    instance.upgrade()
+    instance.event_log_storage.initialize_concurrency_limit_to_default(CHUNK_POOL)
+
+
+def create_dagster_storage(dagster_home: Path, env: Mapping[str, str]) -> None:
+    """`prepare` the instance in `dagster_home`, resolving its `env:` settings from `env`."""
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            prepare(instance)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main() -> None:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        prepare(instance)
+
+
+if __name__ == "__main__":
+    main()

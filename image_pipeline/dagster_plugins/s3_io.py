@@ -1,0 +1,23 @@
+"""The S3 client of the IO manager that steps on other processes use to hand each other their outputs.
+
+dagster-aws's `S3Resource.get_client()` builds a new boto3 Session each time it is called, i.e. for
+every run's IO manager, and a new Session re-parses botocore's endpoint and S3 models: ~0.3 s of CPU
+per run in a Celery run worker, more than anything else a small request's run did (docs/scale-out.md,
+"Measured"). Here it returns this process's shared client for the endpoint and region instead
+(`image_pipeline.domain.objects.shared_s3_client`, a bounded per-process cache keyed by that configuration).
+
+Imported only when an S3 IO manager is configured (dagster_aws is slow to import).
+"""
+
+from __future__ import annotations
+
+from dagster_aws.s3 import S3Resource
+
+
+class SharedClientS3Resource(S3Resource):
+    """S3Resource configured with `endpoint_url` and `region_name` only (other fields are not used)."""
+
+    def get_client(self):  # noqa: ANN201 (botocore S3 client)
+        from image_pipeline.domain.objects.s3 import shared_s3_client
+
+        return shared_s3_client(self.endpoint_url, self.region_name or "us-east-1")

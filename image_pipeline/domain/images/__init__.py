@@ -1,0 +1,1 @@
+"""One image: fetched safely (fetch, host_limits), recompressed (codec), a chunk of them concurrently (worker)."""

@@ -1,0 +1,56 @@
+"""Every object key of a request, in one place: `requests/<request_id>/...`.
+
+Keys are deterministic, so a re-run overwrites instead of duplicating, and a step finds what an earlier
+step (possibly on another machine) stored without asking anyone. `PUBLIC_IMAGE_KEY` is the only shape
+`GET /files/...` serves: output images, never inputs or CSVs.
+"""
+
+from __future__ import annotations
+
+import re
+
+IMAGE_INDEX_DIGITS = 7
+PUBLIC_IMAGE_KEY = re.compile(rf"^requests/[0-9a-f-]{{36}}/images/\d{{{IMAGE_INDEX_DIGITS}}}\.jpg$")
+
+
+def request_prefix(request_id: str) -> str:
+    """Everything stored for one request lives under this prefix (retention deletes it whole)."""
+    return f"requests/{request_id}"
+
+
+def input_key(request_id: str) -> str:
+    return f"{request_prefix(request_id)}/input.csv"
+
+
+def rows_key(request_id: str) -> str:
+    """The parsed rows, one JSON object per line in input order (streamed: never one document)."""
+    return f"{request_prefix(request_id)}/rows.jsonl"
+
+
+def legacy_rows_key(request_id: str) -> str:
+    """Where requests stored before the JSON-lines file kept their rows: one JSON array."""
+    return f"{request_prefix(request_id)}/rows.json"
+
+
+def image_key(request_id: str, index: int) -> str:
+    return f"{request_prefix(request_id)}/images/{index:0{IMAGE_INDEX_DIGITS}d}.jpg"
+
+
+def output_csv_key(request_id: str) -> str:
+    return f"{request_prefix(request_id)}/output.csv"
+
+
+def plan_key(request_id: str) -> str:
+    return f"{request_prefix(request_id)}/chunks/plan.json"
+
+
+def chunk_urls_key(request_id: str, number: int) -> str:
+    return f"{request_prefix(request_id)}/chunks/{number:05d}/urls.json"
+
+
+def chunk_manifest_key(request_id: str, number: int) -> str:
+    return f"{request_prefix(request_id)}/chunks/{number:05d}/manifest.jsonl"
+
+
+def chunk_summary_key(request_id: str, number: int) -> str:
+    return f"{request_prefix(request_id)}/chunks/{number:05d}/summary.json"

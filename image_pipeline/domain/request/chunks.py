@@ -1,0 +1,195 @@
+"""Chunked fan-out of one request: the unit a Dagster step processes, on whatever machine runs it.
+
+A request's URLs are cut into chunks of `chunk_size` (in input order). The plan and every chunk's URL
+list are objects in storage, so a chunk step needs only its key: steps pass keys, never image bytes.
+A chunk writes its images and then a manifest (one JSON line per URL, in order); a manifest's presence
+means the chunk is done, so re-running a request skips chunks that finished without failures, and a
+retried chunk skips the URLs whose results and objects are already stored (deterministic keys:
+nothing is duplicated); only failed or unfinished URLs are fetched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.images.worker import WorkItem, process_items, work_items
+from image_pipeline.domain.keys import chunk_manifest_key, chunk_summary_key, chunk_urls_key, plan_key
+from image_pipeline.domain.objects import ObjectNotFound
+from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
+from image_pipeline.domain.request.progress import ProgressRecorder
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of a request's URLs: indices `start` .. `start + count - 1`."""
+
+    request_id: str
+    number: int
+    start: int
+    count: int
+
+    @property
+    def urls_key(self) -> str:
+        return chunk_urls_key(self.request_id, self.number)
+
+    @property
+    def manifest_key(self) -> str:
+        return chunk_manifest_key(self.request_id, self.number)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Chunk:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ChunkSummary:
+    number: int
+    total: int
+    done: int
+    failed: int
+    skipped: int  # URLs (or the whole chunk) already finished by an earlier attempt
+    bytes_in: int
+    bytes_out: int
+    kept_original: int
+    errors: list[tuple[str, str]]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_chunks(ctx: RequestContext, request_id: str, chunk_size: int, fanout_threshold: int) -> list[Chunk]:
+    """Cut the request into chunks and store each chunk's URL list. A request with fewer than
+    `fanout_threshold` URLs is one chunk. Idempotent: an existing plan is reused as it is (a changed
+    setting never re-cuts a request that is half done). The rows are streamed: one chunk's URLs in
+    memory at a time."""
+    stored = _stored_plan(ctx, request_id)
+    if stored is not None:
+        return stored
+    items = work_items(iter_rows(ctx, request_id))
+    head = list(itertools.islice(items, fanout_threshold))
+    if len(head) < fanout_threshold:
+        chunk_size = fanout_threshold  # the whole request is `head`: one chunk
+    items = itertools.chain(head, items)
+    chunks = []
+    for number, batch in enumerate(iter(lambda: list(itertools.islice(items, chunk_size)), [])):
+        chunk = Chunk(request_id, number, batch[0].idx, len(batch))
+        ctx.store.put(chunk.urls_key, json.dumps([[i.idx, i.row, i.url] for i in batch]).encode(), "application/json")
+        chunks.append(chunk)
+    # Written last: a plan that exists always has all of its chunk lists.
+    ctx.store.put(plan_key(request_id), json.dumps([c.as_dict() for c in chunks]).encode(), "application/json")
+    return chunks
+
+
+def _summary_of(number: int, results: list[dict], skipped: int) -> ChunkSummary:
+    done = [r for r in results if r["status"] == "done"]
+    return ChunkSummary(
+        number=number,
+        total=len(results),
+        done=len(done),
+        failed=len(results) - len(done),
+        skipped=skipped,
+        bytes_in=sum(r["bytes_in"] or 0 for r in done),
+        bytes_out=sum(r["bytes_out"] or 0 for r in done),
+        kept_original=sum(bool(r["kept_original"]) for r in done),
+        errors=[(r["url"], r["error"] or "") for r in results if r["status"] != "done"][:20],
+    )
+
+
+def read_manifest(ctx: RequestContext, chunk: Chunk) -> list[dict]:
+    return [json.loads(line) for line in ctx.store.get(chunk.manifest_key).splitlines() if line]
+
+
+def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
+    """Fetch and recompress one chunk's URLs (those not already done), then write its manifest."""
+    if ctx.store.exists(chunk.manifest_key):
+        earlier = read_manifest(ctx, chunk)
+        if all(r["status"] == "done" for r in earlier):
+            return _summary_of(chunk.number, earlier, skipped=chunk.count)
+        # A finished chunk with failed URLs (a "retry failed images" run): only those are tried again.
+    try:
+        items = [WorkItem(*t) for t in json.loads(ctx.store.get(chunk.urls_key))]
+    except ObjectNotFound as exc:
+        raise RequestFailed(f"chunk {chunk.number} of request {chunk.request_id} is missing from storage") from exc
+    rid = chunk.request_id
+    with ctx.sessions() as s:
+        earlier = repo.completed_indices(s, rid, start=chunk.start, stop=chunk.start + chunk.count)
+        # A retried chunk skips what an earlier attempt stored (the object must really be there).
+        results = {
+            i: repo.UrlResult.from_row(r) for i, r in earlier.items() if r.output_key and ctx.store.exists(r.output_key)
+        }
+    skipped = len(results)
+    with ThreadPoolExecutor(1, thread_name_prefix="progress") as writer:
+        recorder = ProgressRecorder(ctx, rid, writer=writer)
+
+        def on_result(r: repo.UrlResult) -> None:
+            results[r.idx] = r
+            recorder(r)
+
+        asyncio.run(
+            process_items(
+                (i for i in items if i.idx not in results),
+                request_id=rid,
+                store=ctx.store,
+                policy=ctx.policy,
+                opts=ctx.options,
+                on_result=on_result,
+                expected=chunk.count - skipped,
+            )
+        )
+        recorder.flush()
+    lines = [results[i.idx].as_dict() for i in items]
+    ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
+    return _summary_of(chunk.number, lines, skipped)
+
+
+def store_summary(ctx: RequestContext, request_id: str, summary: ChunkSummary, run_id: str) -> None:
+    """What one chunk step did, for the request's summary step (tagged with the Dagster run that did it)."""
+    body = json.dumps({**summary.as_dict(), "run_id": run_id}).encode()
+    ctx.store.put(chunk_summary_key(request_id, summary.number), body, "application/json")
+
+
+def load_summary(ctx: RequestContext, chunk: Chunk) -> dict | None:
+    try:
+        return json.loads(ctx.store.get(chunk_summary_key(chunk.request_id, chunk.number)))
+    except ObjectNotFound:
+        return None
+
+
+def iter_manifest_results(ctx: RequestContext, chunks: list[Chunk]) -> Iterator[dict]:
+    """Every URL's result in input order, one chunk's manifest in memory at a time."""
+    for chunk in chunks:
+        try:
+            yield from read_manifest(ctx, chunk)
+        except ObjectNotFound as exc:
+            raise RequestFailed(f"chunk {chunk.number} of request {chunk.request_id} has no manifest") from exc
+
+
+def _stored_plan(ctx: RequestContext, request_id: str) -> list[Chunk] | None:
+    try:
+        return [Chunk.from_dict(d) for d in json.loads(ctx.store.get(plan_key(request_id)))]
+    except ObjectNotFound:
+        return None
+
+
+def load_plan(ctx: RequestContext, request_id: str) -> list[Chunk]:
+    plan = _stored_plan(ctx, request_id)
+    if plan is None:
+        raise RequestFailed(f"request {request_id} has no chunk plan (compressed_images did not run)")
+    return plan
+
+
+def compress_request(
+    ctx: RequestContext, request_id: str, chunk_size: int = 1000, fanout_threshold: int = 1000
+) -> list[ChunkSummary]:
+    """Every chunk of a request, one after the other in this process (what the in-process executor does
+    with the graph; tests and the benchmark call it without Dagster)."""
+    return [process_chunk(ctx, c) for c in plan_chunks(ctx, request_id, chunk_size, fanout_threshold)]

@@ -1,0 +1,192 @@
+"""Fast path: the API starts a request's run itself, right after answering 202, instead of waiting for
+the upload sensor (whose daemon loop ticks every 5 s at best).
+
+It speaks GraphQL to the Dagster webserver over HTTP (`addDynamicPartition`, then `launchRun`), so the
+API never imports Dagster. The run carries the same tags the sensor would give it, including
+`dagster/run_key` = request_id and `dagster/sensor_name` = upload_sensor, so a later sensor tick that
+still sees the request pending skips it by Dagster's own run-key check.
+
+Exactly one run per request: before launching, the fast path and the sensor each claim the request in
+the app database (`store.requests.claim_launches`, one atomic UPDATE). Only the winner launches. A
+failed launch releases its claim, and a claim left by a crashed launcher goes stale after
+`IMGPIPE_LAUNCH_CLAIM_TIMEOUT` seconds; either way the sensor then launches it, so the fast path may
+fail without losing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, fast_path_tags
+
+log = logging.getLogger("imgpipe.launch")
+
+class LaunchError(Exception):
+    """The webserver refused or could not be reached; the sensor will launch the run instead."""
+
+
+class WebserverUnreachable(LaunchError):
+    """No answer at all (e.g. the webserver is still starting): worth a few retries."""
+
+
+@dataclass(frozen=True)
+class RepoSelector:
+    location: str
+    repository: str
+
+
+_REPOS_QUERY = """
+query ImgpipeRepos {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection { nodes { name location { name } jobs { name } } }
+    ... on Error { message }
+  }
+}
+"""
+
+_ADD_PARTITION = """
+mutation ImgpipeAddPartition($repo: RepositorySelector!, $def: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $def, partitionKey: $key) {
+    __typename
+    ... on Error { message }
+  }
+}
+"""
+
+_LAUNCH_RUN = """
+mutation ImgpipeLaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
+
+
+class FastLauncher:
+    """Claims and launches runs through the Dagster webserver's GraphQL API. One per API process."""
+
+    def __init__(
+        self,
+        dagster_url: str,
+        sessions: sessionmaker[Session],
+        *,
+        claim_timeout_s: float = 60.0,
+        http_timeout_s: float = 10.0,
+        unreachable_retry_s: float = 15.0,
+    ) -> None:
+        import httpx
+
+        self.graphql_url = dagster_url.rstrip("/") + "/graphql"
+        self.sessions = sessions
+        self.claim_timeout_s = claim_timeout_s
+        # How long to keep retrying while the webserver does not answer (it starts after the API under
+        # `make up`); kept well under the claim timeout so the sensor never waits on a live claim for long.
+        self.unreachable_retry_s = min(unreachable_retry_s, claim_timeout_s / 2)
+        self._client = httpx.AsyncClient(timeout=http_timeout_s)
+        self._repo: RepoSelector | None = None
+        self._repo_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _graphql(self, query: str, variables: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            r = await self._client.post(self.graphql_url, json={"query": query, "variables": variables or {}})
+        except httpx.TransportError as exc:
+            raise WebserverUnreachable(f"Dagster webserver unreachable at {self.graphql_url}: {exc}") from exc
+        if r.status_code != 200:
+            raise LaunchError(f"Dagster webserver answered HTTP {r.status_code}: {r.text[:300]}")
+        body = r.json()
+        if body.get("errors"):
+            raise LaunchError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    async def repository(self) -> RepoSelector:
+        """The code location and repository that hold the request job (looked up once, then kept)."""
+        async with self._repo_lock:
+            if self._repo is None:
+                data = (await self._graphql(_REPOS_QUERY))["repositoriesOrError"]
+                if data["__typename"] != "RepositoryConnection":
+                    raise LaunchError(f"cannot list repositories: {data.get('message')}")
+                for node in data["nodes"]:
+                    if any(j["name"] == JOB_NAME for j in node["jobs"]):
+                        self._repo = RepoSelector(node["location"]["name"], node["name"])
+                        break
+                else:
+                    raise LaunchError(f"no code location on the webserver defines {JOB_NAME}")
+            return self._repo
+
+    async def launch_run(self, request_id: str, owner: str, rows: int, urls: int) -> str:
+        """Add the request's partition and launch its run (no claim: see `claim_and_launch`)."""
+        sel = await self.repository()
+        repo_sel = {"repositoryLocationName": sel.location, "repositoryName": sel.repository}
+        added = (
+            await self._graphql(_ADD_PARTITION, {"repo": repo_sel, "def": PARTITIONS_DEF_NAME, "key": request_id})
+        )["addDynamicPartition"]
+        if added["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+            raise LaunchError(f"addDynamicPartition: {added['__typename']}: {added.get('message')}")
+        tags = fast_path_tags(request_id, owner, rows, urls)
+        params = {
+            "selector": {**repo_sel, "jobName": JOB_NAME},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        res = (await self._graphql(_LAUNCH_RUN, {"params": params}))["launchRun"]
+        if res["__typename"] != "LaunchRunSuccess":
+            detail = res.get("message") or res.get("errors")
+            raise LaunchError(f"launchRun: {res['__typename']}: {detail}")
+        return res["run"]["runId"]
+
+    async def _launch_with_retry(self, request_id: str, owner: str, rows: int, urls: int) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.unreachable_retry_s
+        delay = 0.25
+        while True:
+            try:
+                return await self.launch_run(request_id, owner, rows, urls)
+            except WebserverUnreachable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def claim(self, request_id: str) -> bool:
+        with self.sessions() as s:
+            return bool(repo.claim_launches(s, [request_id], self.claim_timeout_s))
+
+    def release(self, request_id: str) -> None:
+        with self.sessions() as s:
+            repo.release_launch(s, request_id)
+
+    async def claim_and_launch(self, request_id: str, owner: str, rows: int, urls: int) -> str | None:
+        """Launch the request's run if this caller wins the claim; the run id, or None if not launched.
+
+        Never raises: a failure is logged, the claim released, and the sensor launches the run instead.
+        """
+        try:
+            if not await asyncio.to_thread(self.claim, request_id):
+                return None
+        except Exception:  # noqa: BLE001 (the sensor is the safety net)
+            log.exception("fast path: could not claim request %s; leaving it to the sensor", request_id)
+            return None
+        try:
+            run_id = await self._launch_with_retry(request_id, owner, rows, urls)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("fast path: launch of request %s failed (%s); the sensor will launch it", request_id, exc)
+            try:
+                await asyncio.to_thread(self.release, request_id)
+            except Exception:  # noqa: BLE001 (a stale claim is re-offered after the timeout anyway)
+                log.exception("fast path: could not release the claim of request %s", request_id)
+            return None
+        log.info("fast path: request %s launched as run %s", request_id, run_id)
+        return run_id

@@ -1,0 +1,76 @@
+"""The end of a request's run: the output CSV (streamed, written last), the final status, the webhook."""
+
+from __future__ import annotations
+
+from image_pipeline.domain.catalog.csv_output import write_output_csv
+from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.keys import output_csv_key
+from image_pipeline.domain.request.chunks import iter_manifest_results, load_plan
+from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
+from image_pipeline.domain.status import COMPLETED, final_status
+from image_pipeline.domain.webhooks.delivery import SentAttempt, send_deliveries
+from image_pipeline.domain.webhooks.outbox import enqueue_final_event
+
+
+def request_counts(ctx: RequestContext, request_id: str) -> ImageRequest:
+    """The request row with its counters (done, failed, bytes in/out), detached from the session."""
+    with ctx.sessions() as s:
+        req = repo.get_request(s, request_id)
+        if req is None:
+            raise RequestFailed(f"request {request_id} is not in the database")
+        s.expunge(req)
+        return req
+
+
+def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
+    """Write the output CSV from the parsed rows and the chunk manifests, streamed to storage in input
+    order: one row and one manifest in memory at a time, uploaded in parts as it is produced (written
+    last, so its presence means the request is complete); set the final status."""
+    rows = iter_rows(ctx, request_id)
+    results = iter_manifest_results(ctx, load_plan(ctx, request_id))
+    done = total = 0
+
+    def url_of(idx: int) -> str | None:  # called once per URL, in input order
+        nonlocal done, total
+        total += 1
+        r = next(results, None)
+        if r is None:
+            raise RequestFailed(f"chunk manifests end before URL {idx}")
+        if r["idx"] != idx:
+            raise RequestFailed(f"chunk manifests are out of order at URL {idx} (found {r['idx']})")
+        if r["status"] == "done" and r["output_key"]:
+            done += 1
+            return ctx.store.public_url(r["output_key"])
+        return None
+
+    key = output_csv_key(request_id)
+    with ctx.store.open_writer(key, "text/csv; charset=utf-8") as out:
+        write_output_csv(rows, url_of, out.write)
+    status = final_status(done, total)
+    error = None if status == COMPLETED else f"{total - done} of {total} images failed"
+    with ctx.sessions() as s:
+        repo.finish(s, request_id, status, output_csv_key=key, error=error)
+        ctx.publish_status(s, request_id)
+    return key, status
+
+
+def notify(ctx: RequestContext, request_id: str) -> SentAttempt | None:
+    """Queue the request's final event once (whoever claims it first: the run or the failure sensor) and
+    make the first delivery attempt now; later attempts are the retry sensor's (see webhook_delivery)."""
+    with ctx.sessions() as s:
+        delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url, ctx.event_limits)
+    if delivery_id is None:
+        return None
+    sent = send_deliveries(
+        ctx.sessions, [delivery_id], secret=ctx.webhook_secret, fetch_policy=ctx.policy, policy=ctx.retry
+    )
+    return sent[0] if sent else None
+
+
+def fail_request(ctx: RequestContext, request_id: str, reason: str) -> SentAttempt | None:
+    """Mark a request failed (unless already final) and send its final event."""
+    with ctx.sessions() as s:
+        repo.fail_unless_final(s, request_id, reason)
+        ctx.publish_status(s, request_id)
+    return notify(ctx, request_id)

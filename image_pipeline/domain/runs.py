@@ -1,0 +1,51 @@
+"""Names the API and the Dagster definitions share: jobs, the partitions, the sensor, the chunk pool, run
+tags, and the fan-out rule that picks a request's job. Both sides import them from here, so they cannot
+drift apart (the API launches runs by name over GraphQL and never imports Dagster)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from image_pipeline.domain.settings import Settings
+
+JOB_NAME = "process_request_job"  # every request below the fan-out threshold: one process, in-process steps
+FANOUT_JOB_NAME = "process_request_fanout_job"  # large requests: chunk steps on the configured executor
+PARTITIONS_DEF_NAME = "requests"  # one dynamic partition per request; the key is the request_id
+SENSOR_NAME = "upload_sensor"
+CHUNK_POOL = "image_chunks"  # the Dagster pool of chunk steps (its limit: dagster.yaml `pools`)
+
+# Run tags
+PARTITION_TAG = "dagster/partition"
+REQUEST_ID_TAG = "imgpipe/request_id"
+OWNER_TAG = "imgpipe/owner"
+ROWS_TAG = "imgpipe/rows"
+URLS_TAG = "imgpipe/urls"
+TRIGGER_TAG = "imgpipe/trigger"  # "retry" or "retention" (schedules)
+RETRY_TAG = "imgpipe/retry_attempt"
+LAUNCHED_BY_TAG = "imgpipe/launched_by"
+
+
+def run_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:
+    """The request's own tags on its run (the sensor adds the dagster/* ones itself)."""
+    return {REQUEST_ID_TAG: request_id, OWNER_TAG: owner, ROWS_TAG: str(rows), URLS_TAG: str(urls)}
+
+
+def fast_path_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:
+    """What a sensor-launched run of this request carries, so the sensor recognises it as its own."""
+    return {
+        **run_tags(request_id, owner, rows, urls),
+        PARTITION_TAG: request_id,
+        "dagster/run_key": request_id,
+        "dagster/sensor_name": SENSOR_NAME,
+        LAUNCHED_BY_TAG: "api",
+    }
+
+
+def uses_fanout(settings: Settings, url_count: int) -> bool:
+    """Small requests run in-process (lowest latency); large ones on the configured executor."""
+    return settings.executor != "in_process" and url_count >= settings.fanout_threshold
+
+
+def job_name_for(settings: Settings, url_count: int) -> str:
+    return FANOUT_JOB_NAME if uses_fanout(settings, url_count) else JOB_NAME

@@ -1,0 +1,207 @@
+"""Sending webhook deliveries with retries that survive restarts: a retry schedule and an attempt log.
+
+Deliveries are rows of the outbox (`outbox.py`). The run's notification step makes the first attempt at once;
+later attempts are made by the `webhook_retry_sensor` (Dagster daemon), which sends whatever is due.
+Nothing sleeps in memory: the schedule is `next_attempt_at` in the database.
+
+Outcome of an attempt:
+- 2xx: delivered.
+- 410 Gone: the receiver asked us to stop -> `gone`, no more attempts.
+- timeout, connection error, 408, 429, 5xx: retried after the next delay of the schedule
+  (`IMGPIPE_WEBHOOK_RETRY_SCHEDULE`, each delay scaled by a random 1 +/- `IMGPIPE_WEBHOOK_RETRY_JITTER`),
+  `failed` once the schedule is used up.
+- anything else (3xx - redirects are never followed -, other 4xx, a URL the fetch policy refuses):
+  `failed` at once; retrying the same request cannot change the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from image_pipeline.domain.clock import utcnow
+from image_pipeline.domain.db.models import (
+    DELIVERY_DELIVERED,
+    DELIVERY_FAILED,
+    DELIVERY_GONE,
+    DELIVERY_PENDING,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.settings import parse_retry_schedule
+from image_pipeline.domain.webhooks.events import Attempt, deliver
+
+if TYPE_CHECKING:
+    from image_pipeline.domain.settings import Settings
+
+RETRYABLE_STATUS = frozenset({408, 429})
+LEASE_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again. `delays[i]` is the wait before retry i+1, so len(delays)+1 attempts at most."""
+
+    delays: tuple[float, ...] = (5, 30, 120, 600, 1800) + (3600,) * 23
+    jitter: float = 0.2
+    timeout_s: float = 10.0  # one attempt, all included
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        return cls(tuple(parse_retry_schedule(s.webhook_retry_schedule)), s.webhook_retry_jitter, s.webhook_timeout)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed delivery is hidden from other senders: longer than any attempt can take."""
+        return self.timeout_s + LEASE_MARGIN_S
+
+    def next_delay(self, attempts_made: int, rng: random.Random) -> float | None:
+        """The wait after the `attempts_made`-th failed attempt, or None when the schedule is used up."""
+        if attempts_made - 1 >= len(self.delays):
+            return None
+        base = self.delays[attempts_made - 1]
+        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+    def fetch_policy(self, policy: FetchPolicy) -> FetchPolicy:
+        """The download policy with the webhook's own time limit."""
+        return replace(
+            policy,
+            total_timeout=self.timeout_s,
+            connect_timeout=min(policy.connect_timeout, self.timeout_s),
+            read_timeout=min(policy.read_timeout, self.timeout_s),
+        )
+
+
+def outcome_of(attempt: Attempt) -> str:
+    """`delivered`, `gone`, `retry` or `failed` (no retry can help)."""
+    if attempt.delivered:
+        return DELIVERY_DELIVERED
+    code = attempt.status_code
+    if code is None:
+        return DELIVERY_FAILED if attempt.refused else "retry"
+    if code == 410:
+        return DELIVERY_GONE
+    if code >= 500 or code in RETRYABLE_STATUS:
+        return "retry"
+    return DELIVERY_FAILED
+
+
+def due_delivery_ids(session: Session, limit: int, now: datetime | None = None) -> list[int]:
+    now = now or utcnow()
+    q = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.state == DELIVERY_PENDING, WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+    )
+    return list(session.scalars(q).all())
+
+
+def claim(session: Session, delivery_id: int, lease_s: float) -> WebhookDelivery | None:
+    """Take a due delivery for one attempt by pushing its `next_attempt_at` past the attempt (a lease).
+
+    A sender that dies mid-attempt leaves the row pending; it is due again when the lease runs out.
+    """
+    now = utcnow()
+    won = session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.state == DELIVERY_PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now)
+    ).rowcount
+    session.commit()
+    if not won:
+        return None
+    return session.get(WebhookDelivery, delivery_id)
+
+
+def record_attempt(
+    session: Session,
+    delivery: WebhookDelivery,
+    attempt: Attempt,
+    started_at: datetime,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> str:
+    """Log the attempt and move the delivery on (delivered / gone / failed / next retry); its new state."""
+    now = utcnow()
+    delivery.attempts += 1
+    session.add(
+        WebhookAttempt(
+            request_id=delivery.request_id,
+            delivery_id=delivery.id,
+            attempt_no=delivery.attempts,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            url=delivery.url,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
+            created_at=started_at,
+        )
+    )
+    outcome = outcome_of(attempt)
+    delay = policy.next_delay(delivery.attempts, rng) if outcome == "retry" else None
+    if outcome == "retry" and delay is not None:
+        delivery.state, delivery.next_attempt_at = DELIVERY_PENDING, now + timedelta(seconds=delay)
+    else:
+        if outcome == "retry":
+            outcome = DELIVERY_FAILED  # the schedule is used up
+        delivery.state, delivery.next_attempt_at, delivery.finished_at = outcome, None, now
+    delivery.last_status_code, delivery.last_error, delivery.updated_at = attempt.status_code, attempt.error, now
+    session.commit()
+    return delivery.state
+
+
+@dataclass
+class SentAttempt:
+    delivery_id: int
+    attempt: Attempt
+    state: str
+
+
+def send_deliveries(
+    sessions: sessionmaker[Session],
+    delivery_ids: list[int],
+    *,
+    secret: str | None,
+    fetch_policy: FetchPolicy,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> list[SentAttempt]:
+    """Claim each delivery, POST the claimed ones concurrently, record every attempt."""
+    rng = rng or random.Random()
+    web = policy.fetch_policy(fetch_policy)
+    with sessions() as s:
+        claimed = [d for d in (claim(s, i, policy.lease_s) for i in delivery_ids) if d is not None]
+        if not claimed:
+            return []
+        started = utcnow()
+
+        async def send_all() -> list[Attempt]:
+            return await asyncio.gather(*(deliver(d.url, d.payload, d.event_id, secret, web) for d in claimed))
+
+        attempts = asyncio.run(send_all())
+        return [
+            SentAttempt(d.id, a, record_attempt(s, d, a, started, policy, rng))
+            for d, a in zip(claimed, attempts, strict=True)
+        ]
+
+
+def send_due(
+    sessions: sessionmaker[Session], *, secret: str | None, fetch_policy: FetchPolicy, policy: RetryPolicy, limit: int
+) -> list[SentAttempt]:
+    """Send up to `limit` deliveries whose time has come (the retry sensor's tick)."""
+    with sessions() as s:
+        ids = due_delivery_ids(s, limit)
+    return send_deliveries(sessions, ids, secret=secret, fetch_policy=fetch_policy, policy=policy) if ids else []
