@@ -46,7 +46,7 @@ test: $(STAMP) chromium check
 check: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/lint-imports --no-cache
-	@home=$$(mktemp -d) && trap 'rm -rf $$home' EXIT && \
+	@home=$$(mktemp -d) && trap 'rm -rf $$home' EXIT && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml && \
 	  DAGSTER_HOME=$$home VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 lint: $(STAMP)

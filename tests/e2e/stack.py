@@ -54,17 +54,19 @@ def dagster_home(tmp_path: Path, warm_launcher: bool = False, instance_yaml: Pat
 @contextmanager
 def running_stack(
     tmp_path: Path,
-    env: dict[str, str],
+    env: dict[str, str | None],
     extra: dict[str, list[str]] | None = None,
     *,
     webserver: bool = False,
     warm_launcher: bool = False,
     instance_yaml: Path = ROOT / "dagster.yaml",
+    cwd: Path = ROOT,
 ) -> Iterator[Stack]:
     """`env`: IMGPIPE_* settings of the test; `extra`: more commands to run beside the API and daemon.
     `webserver`: also run dagster-webserver, which the API's fast path launches runs through.
     `warm_launcher`: runs fork from a warm process (the launcher `make up` uses), not Dagster's default.
     `instance_yaml`: the Dagster instance to run (default: the repo's dagster.yaml).
+    `cwd`: where the processes run (their `.env` is read from there); an `env` value of None unsets it.
 
     The stack gets its own app database and Dagster database: requests other tests left pending in the
     session's database must not be picked up by this daemon."""
@@ -84,8 +86,10 @@ def running_stack(
         IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
         **({"IMGPIPE_DAGSTER_URL": ui} if ui else {}),
-        **env,
+        **{k: v for k, v in env.items() if v is not None},
     )
+    for name in [k for k, v in env.items() if v is None]:
+        full_env.pop(name, None)
     create_dagster_storage(home, full_env)  # before the processes that would race to create it
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -104,7 +108,7 @@ def running_stack(
                 subprocess.Popen(
                     cmd,
                     env=full_env,
-                    cwd=ROOT,
+                    cwd=cwd,
                     stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115 (closed with the process)
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # own group: children (celery's pool) are stopped too
