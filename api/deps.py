@@ -1,4 +1,5 @@
-"""Dependencies routes declare in their signatures: settings, a DB session, the object store, the cache."""
+"""Dependencies routes declare in their signatures: settings, a DB session, the object store, the cache,
+the caller (owner) and the caller's own request (`OwnedRequestDep`: another key's request is a 404)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.auth import authenticate
+from api.errors import request_not_found
+from image_pipeline.domain.db.models import ImageRequest
+from image_pipeline.domain.db.requests import get_request
 from image_pipeline.domain.objects import ObjectStore
 from image_pipeline.domain.request.fast_launch import FastLauncher
 from image_pipeline.domain.request.status_cache import StatusCache
@@ -42,3 +46,14 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 CacheDep = Annotated[StatusCache, Depends(get_cache)]
 LauncherDep = Annotated[FastLauncher | None, Depends(get_launcher)]
 OwnerDep = Annotated[str, Depends(authenticate)]
+
+
+def get_owned_request(request_id: str, owner: OwnerDep, session: SessionDep) -> ImageRequest:
+    """The request `request_id` of the calling key; 404 when it does not exist or is another key's."""
+    req = get_request(session, request_id, owner)
+    if req is None:
+        raise request_not_found(request_id)
+    return req
+
+
+OwnedRequestDep = Annotated[ImageRequest, Depends(get_owned_request)]

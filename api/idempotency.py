@@ -14,7 +14,7 @@ from fastapi import Request, Response
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.schemas import UploadAccepted
+from api.schemas.requests import UploadAccepted
 from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.db.requests import find_by_idempotency_key
 from image_pipeline.domain.settings import Settings

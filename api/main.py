@@ -8,9 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, openapi, security
-from api.limits import BodySizeLimit
-from api.ratelimit import UploadGate, UploadRateLimiter
+from api import errors, middleware, openapi
 from api.routes import api_router, files_router
 from api.routes.pages import router as page_router
 from api.routes.pages import static_files
@@ -54,14 +52,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         description="Upload a CSV of product image URLs; get recompressed JPEGs, progress and a signed webhook.",
     )
     app.state.settings = settings
-    app.state.upload_limiter = UploadRateLimiter(settings.upload_rate_limit, settings.redis_url)
     errors.install(app)
     openapi.install(app)
     app.include_router(api_router)
     app.include_router(files_router)
     app.include_router(page_router)
     app.mount("/static", static_files, name="static")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(UploadGate)  # key + rate limit checked before the body is read (outside the size limit)
-    security.install(app, settings)  # outermost: headers on every answer, the 413 above included
+    middleware.install(app, settings)
     return app

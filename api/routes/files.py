@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import StoreDep
 from api.errors import ApiError
-from api.schemas import ErrorResponse
+from api.schemas.errors import ErrorResponse
 from image_pipeline.domain.keys import PUBLIC_IMAGE_KEY
 from image_pipeline.domain.objects import ObjectNotFound
 
@@ -34,7 +34,7 @@ def get_file(key: str, store: StoreDep) -> StreamingResponse:
     except ObjectNotFound as exc:
         raise ApiError(404, "not found") from exc
 
-    def body():  # noqa: ANN202
+    def body():
         yield first
         yield from chunks
 

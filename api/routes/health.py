@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.schemas import DbHealth
+from api.schemas.requests import DbHealth
 
 router = APIRouter(tags=["health"])
 DB_CHECK_TIMEOUT_S = 3.0
@@ -27,6 +27,6 @@ async def check_db_connection(request: Request) -> JSONResponse:
         await asyncio.wait_for(asyncio.to_thread(_ping, request), DB_CHECK_TIMEOUT_S)
     except TimeoutError:
         return JSONResponse({"db_status": "unavailable", "detail": f"no answer within {DB_CHECK_TIMEOUT_S:g} s"}, 503)
-    except Exception as exc:  # noqa: BLE001 (any driver error means unavailable)
+    except Exception as exc:  # any driver error means unavailable
         return JSONResponse({"db_status": "unavailable", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}, 503)
     return JSONResponse({"db_status": "connected"})

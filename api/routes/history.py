@@ -4,12 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import OwnerDep, SessionDep, SettingsDep, StoreDep
-from api.errors import ApiError
-from api.responses import AUTH_ERRORS, NOT_FOUND
-from api.view_schemas import RequestList, RequestResults
+from api.deps import OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.errors import AUTH_ERRORS, OWNED_REQUEST_ERRORS
+from api.schemas.views import RequestList, RequestResults
 from image_pipeline.domain.catalog.csv_input import CsvLimits
-from image_pipeline.domain.db.requests import get_request
 from image_pipeline.domain.request.history import recent_requests, results_document, summary_document
 
 router = APIRouter(tags=["requests"])
@@ -27,10 +25,9 @@ def list_requests(
     return {"requests": [summary_document(r, base) for r in recent_requests(session, owner, limit)]}
 
 
-@router.get("/requests/{request_id}/results", response_model=RequestResults, responses={**AUTH_ERRORS, **NOT_FOUND})
+@router.get("/requests/{request_id}/results", response_model=RequestResults, responses=OWNED_REQUEST_ERRORS)
 def get_results(
-    request_id: str,
-    owner: OwnerDep,
+    req: OwnedRequestDep,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -38,9 +35,6 @@ def get_results(
     limit: Annotated[int, Query(ge=1, le=1000, description="Products per page")] = 100,
 ) -> dict:
     """Every input URL of a page of products: pending/done/failed, the error in words, bytes, output URL."""
-    req = get_request(session, request_id, owner)
-    if req is None:
-        raise ApiError(404, f"request {request_id} not found")
     return results_document(
         session,
         store,

@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from api.deps import SettingsDep
+from image_pipeline.domain.status import FINAL_STATUSES
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -26,7 +27,11 @@ def index(request: Request, settings: SettingsDep) -> HTMLResponse:
     response = templates.TemplateResponse(
         request,
         "index.html",
-        {"max_upload_mb": settings.max_upload_bytes / 1024 / 1024, "max_rows": settings.max_rows},
+        {
+            "max_upload_mb": settings.max_upload_bytes / 1024 / 1024,
+            "max_rows": settings.max_rows,
+            "final_statuses": ",".join(FINAL_STATUSES),
+        },
     )
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"

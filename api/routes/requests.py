@@ -1,19 +1,18 @@
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import CacheDep, OwnerDep, SessionDep, SettingsDep, StoreDep
-from api.errors import ApiError
-from api.responses import AUTH_ERRORS
-from api.schemas import ErrorResponse, StatusResponse
+from api.deps import CacheDep, OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.errors import OWNED_REQUEST_ERRORS, ApiError, request_not_found
+from api.schemas.errors import ErrorResponse
+from api.schemas.requests import StatusResponse
 from image_pipeline.domain.db.requests import get_request
 from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.status import status_document
 
 router = APIRouter(tags=["requests"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown request (or another key's)"}, **AUTH_ERRORS}
 
 
-@router.get("/status/{request_id}", response_model=StatusResponse, responses=NOT_FOUND)
+@router.get("/status/{request_id}", response_model=StatusResponse, responses=OWNED_REQUEST_ERRORS)
 @router.get("/status/{request_id}/", response_model=StatusResponse, include_in_schema=False)
 def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: CacheDep, settings: SettingsDep) -> dict:
     """Status and progress of a request: from the cache when it has it, else from the database."""
@@ -21,11 +20,11 @@ def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: Cac
     if doc is None:
         req = get_request(session, request_id)
         if req is None:
-            raise ApiError(404, f"request {request_id} not found")
+            raise request_not_found(request_id)
         doc = status_document(req, settings.resolved_api_base_url)
         cache.set(request_id, doc)
     if doc.get("owner") != owner:
-        raise ApiError(404, f"request {request_id} not found")
+        raise request_not_found(request_id)
     return doc
 
 
@@ -33,7 +32,7 @@ def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: Cac
     "/requests/{request_id}/output.csv",
     response_class=StreamingResponse,
     responses={
-        **NOT_FOUND,
+        **OWNED_REQUEST_ERRORS,
         409: {"model": ErrorResponse, "description": "not finished yet"},
         200: {
             "content": {
@@ -46,11 +45,8 @@ def get_status(request_id: str, owner: OwnerDep, session: SessionDep, cache: Cac
         },
     },
 )
-def get_output_csv(request_id: str, owner: OwnerDep, session: SessionDep, store: StoreDep) -> StreamingResponse:
+def get_output_csv(req: OwnedRequestDep, store: StoreDep) -> StreamingResponse:
     """The output CSV: the input columns plus `Output Image Urls`."""
-    req = get_request(session, request_id, owner)
-    if req is None:
-        raise ApiError(404, f"request {request_id} not found")
     if not req.output_csv_key:
         raise ApiError(409, f"output not ready: request is {req.status}")
     try:
@@ -59,12 +55,12 @@ def get_output_csv(request_id: str, owner: OwnerDep, session: SessionDep, store:
     except ObjectNotFound as exc:
         raise ApiError(404, "output CSV is no longer stored") from exc
 
-    def body():  # noqa: ANN202
+    def body():
         yield first
         yield from chunks
 
     return StreamingResponse(
         body(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{request_id}-output.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{req.id}-output.csv"'},
     )

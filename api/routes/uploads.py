@@ -1,5 +1,4 @@
 import asyncio
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, Response, UploadFile, status
@@ -9,12 +8,13 @@ from starlette.concurrency import run_in_threadpool
 from api import idempotency
 from api.deps import LauncherDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
-from api.ratelimit import upload_owner
-from api.schemas import ErrorResponse, UploadAccepted
+from api.middleware.upload_gate import upload_owner
+from api.schemas.errors import ErrorResponse
+from api.schemas.requests import UploadAccepted
 from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, url_problem
-from image_pipeline.domain.db.requests import create_request
 from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, check_url
-from image_pipeline.domain.keys import input_key, request_prefix
+from image_pipeline.domain.request.accept import Upload, accept, discard, new_request_id
+from image_pipeline.domain.runs import uses_fanout
 
 router = APIRouter(tags=["requests"])
 
@@ -93,43 +93,33 @@ async def upload(
         if problem:
             raise ApiError(422, "webhook_url refused", [{"row": 0, "column": "webhook_url", "message": problem}])
 
-    request_id = str(uuid.uuid4())
-    key = input_key(request_id)
-
-    # Stored before the row exists, so the sensor never sees a request without its CSV. Both are
-    # blocking I/O (object store, a committed insert): done in the threadpool, so the event loop keeps
-    # reading other uploads while this one waits on the disk or the database.
-    def store_and_record() -> None:
-        store.put(key, data, "text/csv; charset=utf-8")
-        create_request(
-            session,
-            request_id=request_id,
-            owner=owner,
-            input_key=key,
-            webhook_url=webhook_url,
-            filename=(file.filename or "")[:255] or None,
-            row_count=len(parsed.rows),
-            url_count=parsed.url_count,
-            idempotency_key=idem_key,
-            request_hash=digest,
-        )
-
+    request_id = new_request_id()
+    accepted = Upload(
+        owner=owner,
+        data=data,
+        rows=len(parsed.rows),
+        urls=parsed.url_count,
+        filename=file.filename,
+        webhook_url=webhook_url,
+        idempotency_key=idem_key,
+        request_hash=digest,
+    )
     try:
-        await run_in_threadpool(store_and_record)
+        # In the threadpool: the event loop keeps reading other uploads while this one waits on I/O.
+        await run_in_threadpool(accept, store, session, request_id, accepted)
     except IntegrityError:
         if not idem_key:
             raise
         # A concurrent upload with the same key won the insert: answer with its request.
         session.rollback()
-        store.delete_prefix(request_prefix(request_id))
+        discard(store, request_id)
         previous = idempotency.previous_answer(session, owner, idem_key, digest, settings, response)
         if previous is None:
             raise
         return previous
     # After the 202 is sent; a failure here only means the sensor launches it. Large requests on a
     # scale-out executor are left to the sensor, which sends them to the fan-out job.
-    fanout = settings.executor != "in_process" and parsed.url_count >= settings.fanout_threshold
-    if launcher is not None and not fanout:
+    if launcher is not None and not uses_fanout(settings, parsed.url_count):
         background.add_task(launcher.claim_and_launch, request_id, owner, len(parsed.rows), parsed.url_count)
     return UploadAccepted(
         request_id=request_id,

@@ -6,7 +6,8 @@
 (function () {
   const KEY_STORAGE = "imgpipe.apiKey";
   const POLL_MS = 1000;
-  const FINAL = ["completed", "partially_failed", "failed"];
+  // The final statuses come from the server (image_pipeline/domain/status.py), rendered into the page.
+  const FINAL = (document.body.dataset.finalStatuses || "").split(",");
   const $ = (id) => document.getElementById(id);
 
   let current = null; // {id, timer, lastStamp, blobUrl}

@@ -8,7 +8,7 @@ from typing import IO
 
 import httpx
 
-FINAL_STATUSES = ("completed", "partially_failed", "failed")
+from image_pipeline.domain.status import FINAL_STATUSES
 
 
 class ApiFailure(Exception):

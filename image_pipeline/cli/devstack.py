@@ -33,7 +33,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _persisted(path: Path, make) -> str:  # noqa: ANN001
+def _persisted(path: Path, make) -> str:
     if path.exists():
         return path.read_text().strip()
     value = make()

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     revoke.set_defaults(func=_revoke)
 
 
-def _engine():  # noqa: ANN202
+def _engine():
     from image_pipeline.domain.db.engine import make_engine, upgrade
     from image_pipeline.domain.settings import Settings
 

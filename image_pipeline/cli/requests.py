@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from image_pipeline.domain.status import COMPLETED, FAILED, PARTIALLY_FAILED
+
 # Exit codes: 0 done (completed), 1 refused/error/failed, 2 partially failed.
-EXIT_FOR_STATUS = {"completed": 0, "partially_failed": 2, "failed": 1}
+EXIT_FOR_STATUS = {COMPLETED: 0, PARTIALLY_FAILED: 2, FAILED: 1}
 
 
 def _connection_args() -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_download)
 
 
-def _client(args: argparse.Namespace):  # noqa: ANN202
+def _client(args: argparse.Namespace):
     from image_pipeline.cli.client import ApiClient
     from image_pipeline.domain.settings import Settings
 
@@ -94,7 +96,7 @@ def _submit(args: argparse.Namespace) -> int:
     return EXIT_FOR_STATUS[doc["status"]]
 
 
-def _watch(api, request_id: str, interval: float) -> dict:  # noqa: ANN001
+def _watch(api, request_id: str, interval: float) -> dict:
     from tqdm import tqdm
 
     doc: dict = {}

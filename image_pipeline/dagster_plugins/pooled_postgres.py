@@ -51,17 +51,17 @@ POOL_RECYCLE_SECONDS = 3600
 IDLE_PING_SECONDS = 1.0
 
 
-def _ping_if_idle(engine: Any) -> None:  # noqa: ANN401 (sqlalchemy Engine)
+def _ping_if_idle(engine: Any) -> None:  # sqlalchemy Engine
     """SQLAlchemy's "pessimistic disconnect handling" recipe, for connections idle > IDLE_PING_SECONDS:
     raising DisconnectionError at checkout makes the pool replace the connection (and retry)."""
 
     @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
         if record is not None:
             record.info["imgpipe_checked_in"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:  # noqa: ANN401
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("imgpipe_checked_in")
         if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
             return  # a connection just made, or just used
@@ -69,11 +69,11 @@ def _ping_if_idle(engine: Any) -> None:  # noqa: ANN401 (sqlalchemy Engine)
             cursor = dbapi_conn.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
-        except Exception as e:  # noqa: BLE001 (any failure means: do not use this connection)
+        except Exception as e:  # any failure means: do not use this connection
             raise exc.DisconnectionError(str(e)) from e
 
 
-def _use_pool(storage: Any) -> None:  # noqa: ANN401 (a dagster-postgres storage)
+def _use_pool(storage: Any) -> None:  # a dagster-postgres storage
     """Swap the storage's NullPool engine for a pooled one (as dagster-postgres' optimize_for_webserver
     does, without its statement timeout)."""
     nullpool = storage._engine
@@ -110,7 +110,7 @@ class _SchemaChecks:
         return False
 
 
-def _kwargs(config_value: Any) -> dict[str, Any]:  # noqa: ANN401 (PostgresStorageConfig)
+def _kwargs(config_value: Any) -> dict[str, Any]:  # PostgresStorageConfig
     return {
         "postgres_url": pg_url_from_config(config_value),
         "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
@@ -124,7 +124,7 @@ class PooledPostgresRunStorage(_SchemaChecks, PostgresRunStorage):
         _use_pool(self)
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> PooledPostgresRunStorage:  # noqa: ANN401
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> PooledPostgresRunStorage:
         return cls(inst_data=inst_data, **_kwargs(config_value))
 
     def dispose(self) -> None:
@@ -156,7 +156,7 @@ class PooledPostgresEventLogStorage(_SchemaChecks, PostgresEventLogStorage):
     def from_config_value(
         cls,
         inst_data: ConfigurableClassData | None,
-        config_value: Any,  # noqa: ANN401
+        config_value: Any,
     ) -> PooledPostgresEventLogStorage:
         return cls(inst_data=inst_data, **_kwargs(config_value))
 
@@ -189,7 +189,7 @@ class PooledPostgresScheduleStorage(_SchemaChecks, PostgresScheduleStorage):
     def from_config_value(
         cls,
         inst_data: ConfigurableClassData | None,
-        config_value: Any,  # noqa: ANN401
+        config_value: Any,
     ) -> PooledPostgresScheduleStorage:
         return cls(inst_data=inst_data, **_kwargs(config_value))
 
@@ -208,7 +208,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         postgres_url: str,
         should_autocreate_tables: bool = True,
         inst_data: ConfigurableClassData | None = None,
-        token_provider: Any = None,  # noqa: ANN401 (dagster_postgres.auth.PgTokenProvider)
+        token_provider: Any = None,  # dagster_postgres.auth.PgTokenProvider
     ) -> None:
         self.postgres_url = postgres_url
         self.should_autocreate_tables = should_autocreate_tables
@@ -220,7 +220,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         DagsterStorage.__init__(self)
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> PooledPostgresStorage:  # noqa: ANN401
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> PooledPostgresStorage:
         return cls(inst_data=inst_data, **_kwargs(config_value))
 
     def _data(self, class_name: str) -> ConfigurableClassData | None:

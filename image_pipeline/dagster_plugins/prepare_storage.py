@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def prepare(instance) -> None:  # noqa: ANN001 (dagster.DagsterInstance)
+def prepare(instance) -> None:  # dagster.DagsterInstance
     """Bring the schema to head and give the chunk pool its configured limit."""
     from image_pipeline.domain.runs import CHUNK_POOL
 

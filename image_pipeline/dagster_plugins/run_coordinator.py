@@ -30,7 +30,7 @@ class QuickQueuedRunCoordinator(QueuedRunCoordinator):
         return self._interval_s
 
     @classmethod
-    def config_type(cls):  # noqa: ANN206
+    def config_type(cls):
         schema = dict(super().config_type())
         schema["dequeue_interval_seconds"] = Field(
             float,
@@ -41,7 +41,7 @@ class QuickQueuedRunCoordinator(QueuedRunCoordinator):
         return schema
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):  # noqa: ANN206
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):
         config = dict(config_value)
         interval = config.pop("dequeue_interval_seconds", None)
         coordinator = super().from_config_value(inst_data, config)

@@ -17,7 +17,7 @@ from dagster_aws.s3 import S3Resource
 class SharedClientS3Resource(S3Resource):
     """S3Resource configured with `endpoint_url` and `region_name` only (other fields are not used)."""
 
-    def get_client(self):  # noqa: ANN201 (botocore S3 client)
+    def get_client(self):  # botocore S3 client
         from image_pipeline.domain.objects.s3 import shared_s3_client
 
         return shared_s3_client(self.endpoint_url, self.region_name or "us-east-1")

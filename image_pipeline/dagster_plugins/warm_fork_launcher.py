@@ -95,7 +95,7 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def _execute_run(run_id: str, instance_ref: Any) -> None:  # noqa: ANN401 (InstanceRef)
+def _execute_run(run_id: str, instance_ref: Any) -> None:  # InstanceRef
     """In the forked child: run `run_id` exactly as `dagster api execute_run` would."""
     from dagster._cli.api import _execute_run_command_body
     from dagster._core.instance import DagsterInstance
@@ -136,7 +136,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> WarmForkRunLauncher:
         return cls(inst_data=inst_data, preload=config_value.get("preload"))
 
-    def _context(self) -> Any:  # noqa: ANN401
+    def _context(self) -> Any:
         with self._lock:
             if self._ctx is None:
                 ctx = multiprocessing.get_context("forkserver")
@@ -164,7 +164,7 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
     def supports_check_run_worker_health(self) -> bool:
         return True
 
-    def check_run_worker_health(self, run: Any) -> CheckRunHealthResult:  # noqa: ANN401 (DagsterRun)
+    def check_run_worker_health(self, run: Any) -> CheckRunHealthResult:  # DagsterRun
         """FAILED once the run's process is gone. Run workers live on the launching machine, where the
         daemon that monitors them runs too."""
         pid = run.tags.get(PID_TAG)

@@ -47,7 +47,7 @@ def validated_csv(context: dg.AssetExecutionContext, pipeline: PipelineParam) ->
     code_version="2",
     check_specs=checks.check_specs,
 )
-def compressed_images(validated_csv):  # noqa: ANN001, ANN201
+def compressed_images(validated_csv):
     """Every input URL downloaded and recompressed to JPEG in object storage; one result per URL.
 
     A graph: plan -> one `compress_chunk` step per chunk (fanned out by the executor, capped by the

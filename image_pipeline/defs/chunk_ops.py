@@ -22,7 +22,7 @@ from image_pipeline.domain.runs import CHUNK_POOL
 
 
 @dg.op(ins={"start": dg.In(dg.Nothing)}, out=dg.DynamicOut(dict))
-def plan_image_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):  # noqa: ANN201
+def plan_image_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     """Cut the request into chunks (stored in object storage); one dynamic output per chunk: its key only."""
     ctx = pipeline.context()
     chunks = run_step(context, ctx, plan_chunks, pipeline.settings.chunk_size, pipeline.settings.fanout_threshold)
@@ -64,7 +64,7 @@ def _run_group(context: dg.OpExecutionContext) -> set[str]:
     """This run and the runs it re-executes (the retries of one run share a run group)."""
     try:
         group = context.instance.get_run_group(context.run_id)
-    except Exception:  # noqa: BLE001 (invoked outside a stored run)
+    except Exception:  # invoked outside a stored run
         group = None
     return {r.run_id for r in group[1]} if group else {context.run_id}
 
@@ -86,7 +86,7 @@ def _chunk_summaries(context: dg.OpExecutionContext, ctx: RequestContext) -> Ite
 
 
 @dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(dg.Nothing), **CHECK_OUTS})
-def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):  # noqa: ANN201
+def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition.
 
@@ -118,5 +118,3 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):  
         meta["errors"] = dg.MetadataValue.md(md_table(["URL", "error"], errors))
     yield dg.Output(None, output_name="result", metadata=meta)
     yield from checks.evaluate(ctx, context.partition_key, pipeline.settings.check_decode_sample)
-
-

@@ -34,7 +34,7 @@ def scale_out_problems(s: Settings) -> list[str]:
 
 
 def build_executor(s: Settings) -> dg.ExecutorDefinition:
-    """The executor for `process_request_fanout_job`; raises ScaleOutConfigError when it cannot run."""
+    """The executor of the fan-out job (`runs.FANOUT_JOB_NAME`); raises ScaleOutConfigError when it cannot run."""
     problems = scale_out_problems(s)
     if problems:
         raise ScaleOutConfigError(f"IMGPIPE_EXECUTOR={s.executor} cannot start: " + "; ".join(problems))

@@ -108,7 +108,7 @@ def build_schedules(s: Settings) -> list[dg.ScheduleDefinition]:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Re-run recent requests that have failed images (only the failed URLs are fetched again).",
     )
-    def retry_failed_images(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):  # noqa: ANN202
+    def retry_failed_images(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):
         return retry_run_requests(context, pipeline)
 
     @dg.schedule(
@@ -118,7 +118,7 @@ def build_schedules(s: Settings) -> list[dg.ScheduleDefinition]:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Delete requests older than IMGPIPE_RETENTION_DAYS (skips when it is unset).",
     )
-    def retention(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):  # noqa: ANN202
+    def retention(context: dg.ScheduleEvaluationContext, pipeline: PipelineParam):
         return retention_run_request(context, pipeline)
 
     return [retry_failed_images, retention]

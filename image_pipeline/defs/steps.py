@@ -22,7 +22,7 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_step(context: dg.OpExecutionContext, ctx: RequestContext, fn, *args):  # noqa: ANN001, ANN202
+def run_step(context: dg.OpExecutionContext, ctx: RequestContext, fn, *args):
     """Run a domain step; a request-level failure fails the request (and tells the caller) right here."""
     from image_pipeline.domain.request.finish import fail_request
 

@@ -80,14 +80,8 @@ class ProcessCache(Generic[T]):
         if self.close is not None:
             try:
                 self.close(value)
-            except Exception:  # noqa: BLE001, S110 (closing a client must not fail its user)
+            except Exception:  # closing a client must not fail its user
                 pass
-
-
-def clear_all(*, close: bool = True) -> None:
-    """Empty every cache of this process."""
-    for cache in list(_ALL):
-        cache.clear(close=close)
 
 
 def _after_fork_in_child() -> None:

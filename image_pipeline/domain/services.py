@@ -24,7 +24,7 @@ from image_pipeline.domain.webhooks.delivery import RetryPolicy
 from image_pipeline.domain.webhooks.events import EventLimits
 
 
-def make_store(settings: Settings, client=None) -> ObjectStore:  # noqa: ANN001 (a boto3 S3 client)
+def make_store(settings: Settings, client=None) -> ObjectStore:  # a boto3 S3 client
     """The configured store: S3 when `IMGPIPE_S3_BUCKET` is set (this process's shared client unless one is
     given), else the local objects directory."""
     if settings.s3_bucket:

@@ -32,7 +32,7 @@ def make_engine(url: str, *, connect_timeout: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             # WAL: the API and the run worker write the same file from different processes.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")

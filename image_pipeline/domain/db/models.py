@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models of the app database. Schema changes go through Alembic (store/migrations)."""
+"""SQLAlchemy 2 models of the app database. Schema changes go through Alembic (db/migrations)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,6 @@ class Base(DeclarativeBase):
     pass
 
 
-
-
 class ImageRequest(Base):
     """One accepted upload. `seq` orders requests for the upload sensor; `id` is the public request_id."""
 
@@ -49,7 +47,7 @@ class ImageRequest(Base):
     error: Mapped[str | None] = mapped_column(Text)
     final_event_sent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # Who launches the run (API fast path or upload sensor) claims it here first; a stale claim is
-    # re-offered by the sensor (see store.requests.claim_launches).
+    # re-offered by the sensor (see db.requests.claim_launches).
     launch_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)

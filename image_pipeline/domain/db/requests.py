@@ -166,7 +166,7 @@ def completed_indices(
     return {r.idx: r for r in rows}
 
 
-def _counts(rows: Iterable) -> tuple[int, int, int, int]:  # noqa: ANN001
+def _counts(rows: Iterable) -> tuple[int, int, int, int]:
     done = failed = b_in = b_out = 0
     for status, bytes_in, bytes_out in rows:
         if status == "done":
@@ -214,7 +214,7 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
 
 
 @functools.cache
-def _upsert_results(dialect: str):  # noqa: ANN202 (an Insert construct)
+def _upsert_results(dialect: str):  # an Insert construct
     """INSERT ... ON CONFLICT (request_id, idx) DO UPDATE of one per-URL result (built once per dialect)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

@@ -18,9 +18,6 @@ import io
 import warnings
 from dataclasses import dataclass
 
-# Formats we decode. Anything else (SVG, HTML, PDF, ...) is refused per URL before Pillow parses it.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
-
 
 class ImageError(ValueError):
     """This input cannot be turned into a JPEG; the message says why, in words."""
@@ -66,7 +63,7 @@ def _describe_unknown(data: bytes) -> str:
     return "unrecognised file format (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP)"
 
 
-def _to_rgb(img):  # noqa: ANN001, ANN202 (PIL.Image)
+def _to_rgb(img):  # PIL.Image
     """Any mode -> RGB: 16-bit scaled, CMYK converted, palette/alpha flattened on white."""
     from PIL import Image
 
@@ -122,11 +119,11 @@ def jpeg_exif(data: bytes) -> bytes | None:
 def _exif_orientation(exif: bytes) -> int:
     try:
         return int(_load_exif(exif).get(0x0112, 1))
-    except Exception:  # noqa: BLE001 (unreadable EXIF: let Pillow handle the image)
+    except Exception:  # unreadable EXIF: let Pillow handle the image
         return -1
 
 
-def _load_exif(exif: bytes):  # noqa: ANN202
+def _load_exif(exif: bytes):
     from PIL import Image
 
     e = Image.Exif()

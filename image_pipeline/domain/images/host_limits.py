@@ -76,7 +76,7 @@ class RedisHostLimiter:
                     return
             await asyncio.sleep(self.poll * (0.5 + random.random()))  # jitter: waiters don't march in step
 
-    async def _renew(self, lock) -> None:  # noqa: ANN001 (redis.asyncio.lock.Lock)
+    async def _renew(self, lock) -> None:  # redis.asyncio.lock.Lock
         """Reset the lease every third of it while the slot is held."""
         from redis.exceptions import LockError, RedisError
 

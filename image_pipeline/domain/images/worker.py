@@ -77,7 +77,7 @@ async def _process_one(
     request_id: str,
     store: ObjectStore,
     client,
-    policy: FetchPolicy,  # noqa: ANN001
+    policy: FetchPolicy,
     opts: ProcessOptions,
     host_limits: HostLimiter,
     codec_pool: Executor,
@@ -97,7 +97,7 @@ async def _process_one(
         await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except Exception as exc:  # noqa: BLE001 (an unexpected error still belongs to this URL only)
+    except Exception as exc:  # an unexpected error still belongs to this URL only
         return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
     return UrlResult(
         item.idx,

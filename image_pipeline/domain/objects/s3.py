@@ -25,7 +25,7 @@ class S3MultipartWriter:
     billed until a lifecycle rule removed them); the exception propagates.
     """
 
-    def __init__(self, client, bucket: str, key: str, content_type: str, part_size: int) -> None:  # noqa: ANN001
+    def __init__(self, client, bucket: str, key: str, content_type: str, part_size: int) -> None:
         self.client, self.bucket, self.key, self.content_type = client, bucket, check_key(key), content_type
         self.part_size = part_size
         self._pieces: list[bytes] = []
@@ -77,7 +77,7 @@ class S3MultipartWriter:
             upload_id, self._upload_id = self._upload_id, None
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 (the original error matters more; a lifecycle rule is the backstop)
+            except Exception:  # the original error matters more; a lifecycle rule is the backstop
                 log.exception("could not abort multipart upload %s of %s", upload_id, self.key)
 
     def __enter__(self) -> S3MultipartWriter:
@@ -101,7 +101,7 @@ class S3Store:
 
     def __init__(
         self,
-        client,  # noqa: ANN001 (boto3 client)
+        client,  # boto3 client
         bucket: str,
         public_base_url: str,
         part_size: int = DEFAULT_PART_SIZE,
@@ -184,7 +184,7 @@ def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
     return client
 
 
-def _new_shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN202
+def _new_shared_s3_client(endpoint_url: str | None, region: str):
     return make_s3_client(endpoint_url, region)
 
 
@@ -193,7 +193,7 @@ def _new_shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN20
 _S3_CLIENTS = ProcessCache(_new_shared_s3_client, close=lambda c: c.close())
 
 
-def shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN201 (botocore S3 client)
+def shared_s3_client(endpoint_url: str | None, region: str):  # botocore S3 client
     """This process's S3 client for `endpoint_url` and `region` (credentials: the standard AWS chain,
     resolved when the client is first built)."""
     return _S3_CLIENTS.get(endpoint_url, region)
@@ -202,7 +202,7 @@ def shared_s3_client(endpoint_url: str | None, region: str):  # noqa: ANN201 (bo
 EXPECT_CONTINUE_MIN_BYTES = 8 * 1024 * 1024
 
 
-def _no_expect_for_small_bodies(request, **_kwargs: object) -> None:  # noqa: ANN001 (botocore AWSRequest)
+def _no_expect_for_small_bodies(request, **_kwargs: object) -> None:  # botocore AWSRequest
     """botocore asks for `Expect: 100-continue` on every PutObject; below a few MB the extra round trip
     costs more than it can save (it only avoids sending a body the server would refuse). `Expect` is
     not a signed header, so dropping it before signing changes nothing else."""

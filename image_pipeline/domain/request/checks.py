@@ -15,7 +15,7 @@ from image_pipeline.domain.objects import ObjectNotFound, ObjectStore
 
 
 class ResultFacts(Protocol):
-    """What the checks read of one result (a row of `store.requests.iter_result_facts`)."""
+    """What the checks read of one result (a row of `db.requests.iter_result_facts`)."""
 
     idx: int
     status: str
@@ -118,6 +118,6 @@ def decode_outputs(store: ObjectStore, picked: Sequence[ResultFacts], done: int)
                     report.bad.append((r.idx, f"stored as {img.format}, not JPEG"))
         except ObjectNotFound:
             report.bad.append((r.idx, "output object is missing"))
-        except Exception as exc:  # noqa: BLE001 (any decoder error is the finding)
+        except Exception as exc:  # any decoder error is the finding
             report.bad.append((r.idx, f"does not decode: {exc}"))
     return report

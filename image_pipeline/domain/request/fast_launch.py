@@ -7,7 +7,7 @@ API never imports Dagster. The run carries the same tags the sensor would give i
 still sees the request pending skips it by Dagster's own run-key check.
 
 Exactly one run per request: before launching, the fast path and the sensor each claim the request in
-the app database (`store.requests.claim_launches`, one atomic UPDATE). Only the winner launches. A
+the app database (`db.requests.claim_launches`, one atomic UPDATE). Only the winner launches. A
 failed launch releases its claim, and a claim left by a crashed launcher goes stale after
 `IMGPIPE_LAUNCH_CLAIM_TIMEOUT` seconds; either way the sensor then launches it, so the fast path may
 fail without losing anything.
@@ -25,6 +25,7 @@ from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, fast_path_tags
 
 log = logging.getLogger("imgpipe.launch")
+
 
 class LaunchError(Exception):
     """The webserver refused or could not be reached; the sensor will launch the run instead."""
@@ -176,16 +177,16 @@ class FastLauncher:
         try:
             if not await asyncio.to_thread(self.claim, request_id):
                 return None
-        except Exception:  # noqa: BLE001 (the sensor is the safety net)
+        except Exception:  # the sensor is the safety net
             log.exception("fast path: could not claim request %s; leaving it to the sensor", request_id)
             return None
         try:
             run_id = await self._launch_with_retry(request_id, owner, rows, urls)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("fast path: launch of request %s failed (%s); the sensor will launch it", request_id, exc)
             try:
                 await asyncio.to_thread(self.release, request_id)
-            except Exception:  # noqa: BLE001 (a stale claim is re-offered after the timeout anyway)
+            except Exception:  # a stale claim is re-offered after the timeout anyway
                 log.exception("fast path: could not release the claim of request %s", request_id)
             return None
         log.info("fast path: request %s launched as run %s", request_id, run_id)

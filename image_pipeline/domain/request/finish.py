@@ -57,7 +57,7 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
 
 def notify(ctx: RequestContext, request_id: str) -> SentAttempt | None:
     """Queue the request's final event once (whoever claims it first: the run or the failure sensor) and
-    make the first delivery attempt now; later attempts are the retry sensor's (see webhook_delivery)."""
+    make the first delivery attempt now; later attempts are the retry sensor's (see webhooks.delivery)."""
     with ctx.sessions() as s:
         delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url, ctx.event_limits)
     if delivery_id is None:

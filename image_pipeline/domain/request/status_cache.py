@@ -39,7 +39,7 @@ class StatusCache:
         try:
             raw = self._redis.get(_key(request_id))
             return json.loads(raw) if raw else None
-        except Exception as exc:  # noqa: BLE001 (a cache must never fail the caller)
+        except Exception as exc:  # a cache must never fail the caller
             log.warning("status cache read failed: %s", exc)
             return None
 
@@ -49,7 +49,7 @@ class StatusCache:
         try:
             ttl = TTL_SECONDS if is_final(doc.get("status")) else PROGRESS_TTL_SECONDS
             self._redis.set(_key(request_id), json.dumps(doc), ex=ttl)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("status cache write failed: %s", exc)
             self.forget(request_id)
 
@@ -58,7 +58,7 @@ class StatusCache:
             return
         try:
             self._redis.delete(_key(request_id))
-        except Exception:  # noqa: BLE001, S110 (stale entries expire by TTL)
+        except Exception:  # stale entries expire by TTL
             pass
 
     def close(self) -> None:

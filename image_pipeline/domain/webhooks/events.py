@@ -2,7 +2,7 @@
 
 Headers `webhook-id`, `webhook-timestamp`, `webhook-signature` (v1, HMAC-SHA256 over
 `id.timestamp.body`) are produced by the `standardwebhooks` package. Deliveries use the SSRF-safe
-fetcher and never follow redirects. Queueing, retries and the attempt log live in `webhook_delivery.py`.
+fetcher and never follow redirects. Queueing and the delivery log live in `outbox.py`, retries in `delivery.py`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class OrderedLookup(Protocol):
     def get(self, idx: int) -> Any | None: ...
 
 
-def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | OrderedLookup, public_url) -> list[dict]:  # noqa: ANN001
+def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | OrderedLookup, public_url) -> list[dict]:
     """Per product: input URLs, output URLs (None where that URL failed) and per-URL errors.
 
     `results.get(idx)` gives anything with `status`, `output_key` and `error` (ORM rows or light

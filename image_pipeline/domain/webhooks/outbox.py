@@ -38,7 +38,7 @@ def final_event(
     return build_event(req, products, api_base_url)
 
 
-def _new_delivery(req: ImageRequest, event_id: str, event_type: str, payload: str, replay_of: int | None = None):  # noqa: ANN202
+def _new_delivery(req: ImageRequest, event_id: str, event_type: str, payload: str, replay_of: int | None = None):
     now = utcnow()
     return WebhookDelivery(
         request_id=req.id,

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (`store.db.upgrade`) or `sqlalchemy.url`."""
+"""Alembic environment: the URL comes from the caller (`db.engine.upgrade`) or `sqlalchemy.url`."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool

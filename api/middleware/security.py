@@ -76,7 +76,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install(app, settings: Settings) -> None:  # noqa: ANN001 (FastAPI)
+def install(app, settings: Settings) -> None:  # FastAPI
     """Add CORS (only if origins are configured) inside the security headers, which wrap everything."""
     origins = settings.cors_origin_list
     if origins:

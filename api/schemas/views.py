@@ -1,4 +1,4 @@
-"""Response models of the read-only views (the recent-requests list and per-URL results)."""
+"""The read-only views: the recent-requests list and one request's per-URL results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas import StatusResponse
+from api.schemas.requests import StatusResponse
 
 _RID = "3f6c2b1e-5d0a-4c1b-9a43-2e8f0c7d9b11"
 

@@ -54,7 +54,7 @@ class UploadRateLimiter:
             if not blocked:
                 return None
             reset = max(self.limiter.get_window_stats(item, "upload", owner).reset_time for item in blocked)
-        except Exception as exc:  # noqa: BLE001 (the counter's store is down: fail open, loudly)
+        except Exception as exc:  # the counter's store is down: fail open, loudly
             log.warning("upload rate limit not enforced: %s: %s", type(exc).__name__, exc)
             return None
         return max(1, math.ceil(reset - time.time()))

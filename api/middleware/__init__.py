@@ -1,0 +1,19 @@
+"""Every middleware of the app, installed in one place and in one order (the last added runs first):
+security headers (and CORS) outermost, so even a refusal below carries them; then the upload gate (key
+and rate limit, before a byte of the body is read); then the upload body limit."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.middleware import security
+from api.middleware.body_limit import BodySizeLimit
+from api.middleware.upload_gate import UploadGate, UploadRateLimiter
+from image_pipeline.domain.settings import Settings
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.state.upload_limiter = UploadRateLimiter(settings.upload_rate_limit, settings.redis_url)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadGate)
+    security.install(app, settings)
