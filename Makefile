@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # Bootstrap: uv (pip-installed if missing) -> .venv -> the hashed lock, then the project itself.
 # --compile-bytecode: every process (API, webserver, daemon, each run) imports Dagster; without .pyc
 # files (uv writes none by default, and PYTHONDONTWRITEBYTECODE forbids writing them later) each
-# start compiles ~800 Dagster modules from source, seconds per process.
+# start compiles Dagster's modules from source, seconds per process.
 $(STAMP): requirements-dev.lock pyproject.toml Makefile
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
 	@UV=$$(command -v uv || echo $(HOME)/.local/bin/uv); \

@@ -3,8 +3,8 @@
 dagster-postgres builds its engines with `NullPool` ("not holding any connections open to prevent
 accumulating connections per DagsterInstance"): every event a run writes (a dozen per step) and every
 read opens a new PostgreSQL connection (TCP, start-up, authentication, a server process forked) and
-closes it. A three-image request writes ~50 events, and profiling a run inside a warm Celery worker
-(docs/scale-out.md, "Measured") showed about a third of its time in those connects.
+closes it. Even a three-image request writes dozens of events, and profiling a run inside a warm
+Celery worker showed a large share of its time in those connects (docs/scale-out.md, "Measured").
 
 `PooledPostgresStorage` is the same storage (same tables, same config: `postgres_url` or `postgres_db`)
 whose run, event-log and schedule storages keep up to two connections per engine open for the

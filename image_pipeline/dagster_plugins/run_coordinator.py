@@ -2,9 +2,9 @@
 
 Every run waits in Dagster's run queue until the daemon's next look at it; that is what makes the run
 limits in dagster.yaml (`concurrency.runs`) hold. Dagster accepts only whole seconds for the interval
-(minimum 1), so a small request's run waited 0.5 s on average before it even started: the largest
-single share of upload -> webhook on `make up` (bench part 4's phase table). The daemon's loop
-sleeps in 0.5 s steps, so 0.5 is the useful floor; each look is one indexed query of the run table.
+(minimum 1), so a small request's run waited half a second on average before it even started, the
+largest share of upload -> webhook on `make up` (docs/performance.md). The daemon's loop sleeps in
+0.5 s steps, so 0.5 is the useful floor; each look is one indexed query of the run table.
 """
 
 from __future__ import annotations

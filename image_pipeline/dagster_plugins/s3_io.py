@@ -1,10 +1,10 @@
 """The S3 client of the IO manager that steps on other processes use to hand each other their outputs.
 
 dagster-aws's `S3Resource.get_client()` builds a new boto3 Session each time it is called, i.e. for
-every run's IO manager, and a new Session re-parses botocore's endpoint and S3 models: ~0.3 s of CPU
-per run in a Celery run worker, more than anything else a small request's run did (docs/scale-out.md,
-"Measured"). Here it returns this process's shared client for the endpoint and region instead
-(`image_pipeline.domain.objects.shared_s3_client`, a bounded per-process cache keyed by that configuration).
+every run's IO manager, and a new Session re-parses botocore's endpoint and S3 models: in a Celery run
+worker that was more CPU than anything else a small request's run did (docs/scale-out.md, "Measured").
+Here it returns this process's shared client for the endpoint and region instead
+(`image_pipeline.domain.objects.s3.shared_s3_client`, a per-process cache keyed by that configuration).
 
 Imported only when an S3 IO manager is configured (dagster_aws is slow to import).
 """

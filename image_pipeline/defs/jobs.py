@@ -1,6 +1,6 @@
 """The jobs the upload sensor chooses from (`image_pipeline.domain.runs.job_name_for`).
 
-`process_request_job` runs every step in one process (no ~1 s subprocess start per step, one set of
+`process_request_job` runs every step in one process (no subprocess start per step, one set of
 connections): every request below IMGPIPE_FANOUT_THRESHOLD runs there, whatever the deployment uses.
 With another executor configured (IMGPIPE_EXECUTOR), the same assets also get a fan-out job whose
 chunk steps run on that executor. The executor is deployment configuration: read once per process.

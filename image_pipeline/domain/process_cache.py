@@ -4,8 +4,8 @@ configuration they were built from.
 Why: a process that executes many runs (a Celery run worker under CeleryRunLauncher, the in-process
 executor of a long-lived process) builds a run's resources anew for every run. Building a boto3 client
 parses botocore's JSON models, a new SQLAlchemy engine opens new database connections, a TLS context
-loads the CA bundle: tens to hundreds of ms of CPU per run for objects that do not change while the
-configuration does not (docs/scale-out.md, "Measured"). These objects are thread-safe and meant to be
+loads the CA bundle: CPU spent on every run for objects that do not change while the configuration
+does not (docs/scale-out.md, "Measured"). These objects are thread-safe and meant to be
 shared (boto3 clients, SQLAlchemy engines and their pools, `ssl.SSLContext`).
 
 Rules that keep this from being hidden global state:

@@ -2,8 +2,9 @@
 colour mode, flatten alpha on white, and write a metadata-free baseline JPEG.
 
 Two codec paths give the same result class (RGB baseline JPEG, 4:2:0, same quality, metadata stripped):
-- JPEG -> JPEG through simplejpeg (libjpeg-turbo, no PIL image objects in between: ~1.4x Pillow), when
-  the input is plain: 8-bit YCbCr or greyscale, EXIF orientation 1 or absent, no downscaling asked.
+- JPEG -> JPEG through simplejpeg (libjpeg-turbo, no PIL image objects in between: faster than Pillow,
+  docs/performance.md), when the input is plain: 8-bit YCbCr or greyscale, EXIF orientation 1 or
+  absent, no downscaling asked.
   The header and EXIF are read by Pillow's lazy `Image.open`, which decodes no pixels.
 - Pillow for everything else (PNG, WebP, GIF, TIFF, BMP, CMYK/YCCK JPEG, rotated JPEG, 12-bit, scaled
   output with DCT scaling via `draft`), and for any JPEG the fast decoder rejects (so error messages

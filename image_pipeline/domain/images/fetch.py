@@ -185,7 +185,7 @@ def _certifi_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())  # what httpx builds for verify=True
 
 
-# Loading the CA bundle costs ~20-40 ms of CPU; every client of a process shares one context
+# Loading the CA bundle is costly (docs/performance.md); every client of a process shares one context
 # (image_pipeline.domain.process_cache). Built on first use, so it reads the bundle of the running process.
 _TLS_CONTEXTS: ProcessCache[ssl.SSLContext] = ProcessCache(_certifi_context, maxsize=1)
 

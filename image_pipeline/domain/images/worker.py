@@ -117,12 +117,11 @@ def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executo
     """The decode/encode pool: one worker per core (or `encode_workers`).
 
     Threads by default: simplejpeg and Pillow release the GIL while they code, so threads already
-    reach the codec's all-core rate from memory (`make bench`, part 2), start instantly and work
-    where child processes are not allowed (Celery prefork workers). In the real pipeline (part 3)
-    processes were slower: each spawned worker costs seconds to start on a busy 2-core machine and
-    every image crosses a pipe twice. `process` forces spawned processes (nothing forked from a
-    multi-threaded run worker); `auto` uses them for requests of `process_pool_min`+ URLs, where the
-    start-up is paid back on hosts with more cores.
+    reach the codec's all-core rate, start instantly and work where child processes are not allowed
+    (Celery prefork workers). In the real pipeline processes were slower (docs/performance.md): each
+    spawned worker takes long to start on a busy small machine and every image crosses a pipe twice.
+    `process` forces spawned processes (nothing forked from a multi-threaded run worker); `auto` uses
+    them for requests of `process_pool_min`+ URLs, where the start-up is paid back on more cores.
     """
     workers = opts.encode_workers or os.cpu_count() or 2
     use_processes = opts.encode_pool == "process" or (

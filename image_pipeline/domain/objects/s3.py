@@ -165,7 +165,7 @@ def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
     No `Expect: 100-continue` on small bodies (botocore sends it on every PutObject: a round trip per
     object, headers first, then wait for `100 Continue`, then the body). botocore's default CRC32
     checksum stays: turning it off (`request_checksum_calculation="when_required"`) saved no
-    measurable CPU (`make bench` part 3; zlib's CRC32 is C) and would drop S3's integrity check.
+    measurable CPU (docs/performance.md; zlib's CRC32 is C) and would drop S3's integrity check.
     """
     import boto3
     from botocore.config import Config
@@ -188,8 +188,8 @@ def _new_shared_s3_client(endpoint_url: str | None, region: str):
     return make_s3_client(endpoint_url, region)
 
 
-# One client per (endpoint, region) per process, reused by every run a long-lived process executes
-# (building one costs tens of ms of CPU, a new boto3 Session several hundred: image_pipeline.domain.process_cache).
+# One client per (endpoint, region) per process, reused by every run a long-lived process executes:
+# building a client (and more so a boto3 Session) parses botocore's models (domain.process_cache).
 _S3_CLIENTS = ProcessCache(_new_shared_s3_client, close=lambda c: c.close())
 
 

@@ -17,8 +17,8 @@ class ProgressRecorder:
     """Collects per-URL results and writes them to the database (and cache) in batches.
 
     With a `writer` (a one-thread executor) the writes happen there, so the event loop that reports
-    results never waits for a database round trip (tens of ms on PostgreSQL, during which no download
-    would progress); at most one write is in flight and results that land meanwhile join the next one.
+    results never waits for a database round trip (during which no download would progress); at most
+    one write is in flight and results that land meanwhile join the next one.
     """
 
     def __init__(
