@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from image_pipeline.domain.catalog.csv_input import CsvLimits
     from image_pipeline.domain.db import requests as repo
     from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
-    from image_pipeline.domain.images.fetch import FetchPolicy
+    from image_pipeline.domain.images.url_policy import FetchPolicy
     from image_pipeline.domain.images.worker import ProcessOptions
     from image_pipeline.domain.keys import input_key, output_csv_key
     from image_pipeline.domain.objects.local import LocalStore

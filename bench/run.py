@@ -183,7 +183,7 @@ class Bench:
         from image_pipeline.domain.catalog.csv_input import CsvLimits
         from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
         from image_pipeline.domain.db.requests import create_request
-        from image_pipeline.domain.images.fetch import FetchPolicy
+        from image_pipeline.domain.images.url_policy import FetchPolicy
         from image_pipeline.domain.images.worker import ProcessOptions
         from image_pipeline.domain.keys import input_key
         from image_pipeline.domain.objects.s3 import S3Store, make_s3_client

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 from api.deps import StoreDep
 from api.errors import ApiError
 from api.schemas.errors import ErrorResponse
+from api.streaming import stream_object
 from image_pipeline.domain.keys import PUBLIC_IMAGE_KEY
-from image_pipeline.domain.objects import ObjectNotFound
 
 router = APIRouter(tags=["files"])
 
@@ -28,16 +28,5 @@ def get_file(key: str, store: StoreDep) -> StreamingResponse:
     """One recompressed image."""
     if not PUBLIC_IMAGE_KEY.match(key):
         raise ApiError(404, "not found")
-    try:
-        chunks = store.iter_chunks(key)
-        first = next(chunks, b"")
-    except ObjectNotFound as exc:
-        raise ApiError(404, "not found") from exc
-
-    def body():
-        yield first
-        yield from chunks
-
-    return StreamingResponse(
-        body(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
-    )
+    immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
+    return stream_object(store, key, "image/jpeg", immutable, missing="not found")

@@ -5,8 +5,8 @@ from api.deps import CacheDep, OwnedRequestDep, OwnerDep, SessionDep, SettingsDe
 from api.errors import OWNED_REQUEST_ERRORS, ApiError, request_not_found
 from api.schemas.errors import ErrorResponse
 from api.schemas.requests import StatusResponse
+from api.streaming import stream_object
 from image_pipeline.domain.db.requests import get_request
-from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.status import status_document
 
 router = APIRouter(tags=["requests"])
@@ -49,18 +49,6 @@ def get_output_csv(req: OwnedRequestDep, store: StoreDep) -> StreamingResponse:
     """The output CSV: the input columns plus `Output Image Urls`."""
     if not req.output_csv_key:
         raise ApiError(409, f"output not ready: request is {req.status}")
-    try:
-        chunks = store.iter_chunks(req.output_csv_key)
-        first = next(chunks, b"")
-    except ObjectNotFound as exc:
-        raise ApiError(404, "output CSV is no longer stored") from exc
-
-    def body():
-        yield first
-        yield from chunks
-
-    return StreamingResponse(
-        body(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{req.id}-output.csv"'},
-    )
+    attachment = {"Content-Disposition": f'attachment; filename="{req.id}-output.csv"'}
+    missing = "output CSV is no longer stored"
+    return stream_object(store, req.output_csv_key, "text/csv; charset=utf-8", attachment, missing=missing)

@@ -12,7 +12,7 @@ from api.middleware.upload_gate import upload_owner
 from api.schemas.errors import ErrorResponse
 from api.schemas.requests import UploadAccepted
 from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, url_problem
-from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, check_url
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, check_url
 from image_pipeline.domain.request.accept import Upload, accept, discard, new_request_id
 from image_pipeline.domain.runs import uses_fanout
 

@@ -86,7 +86,7 @@ def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: Pipeline
     It launches no runs: a delivery is one HTTP POST, and its attempt is logged in the app database
     (`GET /api/requests/{id}/webhooks`). A tick takes at most about one webhook timeout.
     """
-    from image_pipeline.domain.images.fetch import FetchPolicy
+    from image_pipeline.domain.images.url_policy import FetchPolicy
     from image_pipeline.domain.services import make_sessions
     from image_pipeline.domain.webhooks.delivery import RetryPolicy, send_due
 

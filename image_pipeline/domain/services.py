@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.domain.catalog.csv_input import CsvLimits
 from image_pipeline.domain.db.engine import session_factory, shared_engine
-from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.images.worker import ProcessOptions
 from image_pipeline.domain.objects import ObjectStore
 from image_pipeline.domain.objects.local import LocalStore

@@ -26,9 +26,7 @@ def dagster_url() -> Iterator[str]:
 def _instance(url: str, storage: str):  # noqa: ANN202
     config = {"postgres_url": url}
     storages = {
-        "pooled": {
-            "custom": {"module": pooled_postgres.__name__, "class": "PooledPostgresStorage", "config": config}
-        },
+        "pooled": {"custom": {"module": pooled_postgres.__name__, "class": "PooledPostgresStorage", "config": config}},
         "plain": {"postgres": config},
     }
     return dg.instance_for_test(overrides={"storage": storages[storage]})

@@ -11,7 +11,8 @@ import dagster as dg
 from sqlalchemy import text
 
 from image_pipeline.defs.resources import build_resources
-from image_pipeline.domain.images.fetch import FetchPolicy, default_tls_context, make_client
+from image_pipeline.domain.images.fetch import default_tls_context, make_client
+from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.objects.s3 import make_s3_client
 
 

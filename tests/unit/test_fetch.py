@@ -3,7 +3,8 @@ import ipaddress
 
 import pytest
 
-from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, address_problem, check_url, fetch, make_client
+from image_pipeline.domain.images.fetch import fetch, make_client
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, address_problem, check_url
 from image_pipeline.domain.settings import parse_allow
 
 
@@ -106,7 +107,7 @@ def test_address_literals_resolve_as_getaddrinfo_does(host: str) -> None:
     """Dotted quads skip the resolver thread; the answer is the one getaddrinfo gives."""
     import socket
 
-    from image_pipeline.domain.images.fetch import system_resolve
+    from image_pipeline.domain.images.url_policy import system_resolve
 
     expected = list(dict.fromkeys(i[4][0] for i in socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)))
     assert asyncio.run(system_resolve(host, 80)) == expected

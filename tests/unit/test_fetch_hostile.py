@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, fetch, make_client
+from image_pipeline.domain.images.fetch import fetch, make_client
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.settings import parse_allow
 from image_pipeline.domain.webhooks.events import deliver
 from tests.helpers import ImageServer, _Server, make_image

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from image_pipeline.domain.db.requests import UrlResult
-from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.images.worker import ProcessOptions, WorkItem, process_items
 from image_pipeline.domain.objects.local import LocalStore
 from image_pipeline.domain.settings import parse_allow

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError, recompress
-from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, fetch, make_client
+from image_pipeline.domain.images.fetch import fetch, make_client
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.keys import image_key
 from image_pipeline.domain.objects import ObjectStore
 

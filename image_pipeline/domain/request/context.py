@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from image_pipeline.domain.catalog.csv_input import CsvLimits, ProductRow
 from image_pipeline.domain.catalog.rows import RowsMissing, open_rows
 from image_pipeline.domain.db import requests as repo
-from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.images.worker import ProcessOptions
 from image_pipeline.domain.objects import ObjectStore
 from image_pipeline.domain.request.status_cache import StatusCache

@@ -34,7 +34,7 @@ from image_pipeline.domain.db.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from image_pipeline.domain.images.fetch import FetchPolicy
+from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.settings import parse_retry_schedule
 from image_pipeline.domain.webhooks.events import Attempt, deliver
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from image_pipeline.domain.catalog.csv_input import ProductRow
 from image_pipeline.domain.db.models import ImageRequest
-from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, FetchRefused, fetch, make_client
+from image_pipeline.domain.images.fetch import fetch, make_client
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, FetchRefused
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
