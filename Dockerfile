@@ -11,7 +11,9 @@ COPY pyproject.toml README.md ./
 COPY image_pipeline ./image_pipeline
 COPY api ./api
 COPY deploy ./deploy
-RUN uv pip install --system --compile-bytecode --no-deps . && mkdir -p $DAGSTER_HOME
+# Editable: the code location loads its definitions from the defs folder the dg way
+# (image_pipeline/definitions.py), which reads [tool.dg] from /app/pyproject.toml.
+RUN uv pip install --system --compile-bytecode --no-deps -e . && mkdir -p $DAGSTER_HOME
 COPY dagster.yaml workspace.yaml $DAGSTER_HOME/
 EXPOSE 8000 3000 4000
 CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
