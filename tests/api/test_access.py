@@ -13,10 +13,7 @@ from sqlalchemy import create_engine, text
 
 from api.auth import owner_of
 from api.main import create_app
-from image_pipeline.domain.db.api_keys import create_key
-from image_pipeline.domain.db.engine import make_engine, session_factory
-from tests.api.conftest import AUTH, OTHER
-from tests.api.test_upload import GOOD
+from tests.support.api import AUTH, GOOD, OTHER, new_db_key
 
 
 def imgpipe(settings, *args: str, cwd) -> subprocess.CompletedProcess:  # noqa: ANN001
@@ -26,14 +23,6 @@ def imgpipe(settings, *args: str, cwd) -> subprocess.CompletedProcess:  # noqa: 
     return subprocess.run(
         [str(Path(sys.executable).parent / "imgpipe"), *args], cwd=cwd, env=env, capture_output=True, text=True
     )
-
-
-def new_db_key(settings, name: str = "test") -> str:  # noqa: ANN001
-    engine = make_engine(settings.resolved_database_url)
-    with session_factory(engine)() as s:
-        _, plain = create_key(s, name)
-    engine.dispose()
-    return plain
 
 
 def bearer(key: str) -> dict[str, str]:

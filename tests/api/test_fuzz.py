@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.main import create_app
-from tests.api.conftest import AUTH
+from tests.support.api import AUTH
 
 FUZZ = settings(
     max_examples=120,

@@ -3,7 +3,7 @@ import time
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.helpers import free_port
+from tests.support.servers import free_port
 
 
 def test_db_connected(client) -> None:  # noqa: ANN001

@@ -4,8 +4,8 @@ from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.api.conftest import AUTH, OTHER
-from tests.helpers import csv_bytes, make_image
+from tests.support.api import AUTH, OTHER
+from tests.support.inputs import csv_bytes, make_image
 
 
 def upload(client, csv: bytes, name: str = "p.csv") -> str:  # noqa: ANN001

@@ -16,9 +16,9 @@ from image_pipeline.domain.db.engine import make_engine, session_factory, upgrad
 from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.db.requests import create_request
 from image_pipeline.domain.objects.s3 import make_s3_client
-from tests.api.conftest import AUTH, OTHER
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.helpers import csv_bytes
+from tests.support.api import AUTH, OTHER
+from tests.support.inputs import csv_bytes
+from tests.support.services import create_pg_database, drop_pg_database
 
 
 @pytest.fixture(scope="module")

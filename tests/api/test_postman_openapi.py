@@ -3,16 +3,15 @@ documents its error model and has examples."""
 
 import json
 import re
-from pathlib import Path
 
 from api.main import create_app
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "postman" / "image-pipeline.postman_collection.json"
 
 

@@ -1,8 +1,7 @@
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.api.conftest import AUTH, OTHER
-from tests.api.test_upload import GOOD
+from tests.support.api import AUTH, GOOD, OTHER
 
 
 def upload(client) -> str:  # noqa: ANN001

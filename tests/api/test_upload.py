@@ -1,25 +1,7 @@
-from sqlalchemy import create_engine, func, select
 
-from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.services import make_store
-from tests.api.conftest import AUTH
-from tests.helpers import csv_bytes
-
-GOOD = csv_bytes(
-    [
-        ("1", "Shoe", ["https://img.example/a.jpg", "https://img.example/b.jpg"]),
-        ("2", "Hat", ["https://img.example/c.jpg"]),
-    ]
-)
-
-
-def count_requests(settings) -> int:  # noqa: ANN001
-    engine = create_engine(settings.resolved_database_url)
-    with engine.connect() as c:
-        n = c.execute(select(func.count()).select_from(ImageRequest)).scalar_one()
-    engine.dispose()
-    return n
+from tests.support.api import AUTH, GOOD, count_requests
 
 
 def test_upload_accepted_stores_csv_and_records_request(client, settings) -> None:  # noqa: ANN001
@@ -106,11 +88,11 @@ def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # 
 
 
 def test_peer_fixtures_through_the_endpoint(client) -> None:  # noqa: ANN001
-    from tests.unit.test_csv_input import ACCEPTED, FIXTURES, REFUSED
+    from tests.support.inputs import ACCEPTED, PEERS, REFUSED
 
     for name in ACCEPTED:
-        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (FIXTURES / name).read_bytes())})
+        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (PEERS / name).read_bytes())})
         assert r.status_code == 202, (name, r.text)
     for name, message in REFUSED.items():
-        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (FIXTURES / name).read_bytes())})
+        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (PEERS / name).read_bytes())})
         assert r.status_code == 422 and message in r.json()["errors"][0]["message"], (name, r.text)

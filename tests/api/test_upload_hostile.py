@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from image_pipeline.domain.settings import Settings
-from tests.api.conftest import AUTH
-from tests.api.test_upload import count_requests
-from tests.helpers import free_port
+from tests.support.api import AUTH, count_requests
+from tests.support.servers import free_port
 
 HEADER = "S.No.,Product Name,Input Image Urls\n"
 LONG_NAME = "1,A,https://x.example/a.jpg\n2," + "N" * 301 + ",https://x.example/b.jpg\n"
@@ -190,7 +189,7 @@ def _headers_only(host: str, port: int, key: str) -> bytes:
 
 
 def test_bad_key_and_rate_limit_are_answered_before_the_body_is_sent(live_api) -> None:  # noqa: ANN001
-    from tests.api.test_access import new_db_key
+    from tests.support.api import new_db_key
 
     host, port, settings = live_api
     r = _headers_only(host, port, "not-a-key")

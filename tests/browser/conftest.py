@@ -2,7 +2,7 @@
 
 import time
 
-from tests.live_api import ROOT
+from tests.support.paths import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 _STARTED = time.time()

@@ -19,9 +19,11 @@ import pytest
 from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
-from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, delayed_route, free_port, make_image
-from tests.live_api import ROOT, live_api
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.live_api import live_api
+from tests.support.paths import ROOT
+from tests.support.servers import delayed_route, free_port
+from tests.support.services import WEBHOOK_SECRET
 
 CHROMIUM = os.environ.get("IMGPIPE_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium by default
 CHROMIUM_ARGS = [

@@ -20,8 +20,10 @@ from image_pipeline.domain.db.requests import pending_requests
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.helpers import csv_bytes, free_port, make_image
-from tests.live_api import ROOT, live_api
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.live_api import live_api
+from tests.support.paths import ROOT
+from tests.support.servers import free_port
 
 KEY = "cli-key"
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")

@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 
 from image_pipeline.dagster_plugins import pooled_postgres
 from image_pipeline.dagster_plugins import pooled_postgres as dagster_pg
-from tests.conftest import _pg_admin_engine, create_pg_database, drop_pg_database
+from tests.support.services import create_pg_database, drop_pg_database, pg_admin_engine
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_a_run_writes_its_events_over_a_connection_or_two(dagster_url, storage) 
 def test_a_connection_the_server_dropped_is_replaced_before_use(dagster_url, monkeypatch) -> None:  # noqa: ANN001
     with _instance(dagster_url, "pooled") as instance:
         _materialize(instance)  # the pools now hold idle connections
-        admin = _pg_admin_engine()
+        admin = pg_admin_engine()
         with admin.connect() as c:
             killed = c.execute(
                 text("select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = :d"),

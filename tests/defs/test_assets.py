@@ -10,27 +10,10 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.defs.assets import request_assets
-from image_pipeline.defs.partitions import request_partitions_def
-from image_pipeline.domain.db.engine import make_engine, session_factory
-from image_pipeline.domain.db.requests import get_request, results_for
 from image_pipeline.domain.services import make_store
-from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, make_image
-
-
-def run_partition(rid: str, resources: dict, instance: dg.DagsterInstance, raise_on_error: bool = True):  # noqa: ANN201
-    instance.add_dynamic_partitions(request_partitions_def.name, [rid])
-    return dg.materialize(
-        request_assets, partition_key=rid, resources=resources, instance=instance, raise_on_error=raise_on_error
-    )
-
-
-def db_request(settings, rid: str):  # noqa: ANN001, ANN201
-    engine = make_engine(settings.resolved_database_url)
-    with session_factory(engine)() as s:
-        req, results = get_request(s, rid), results_for(s, rid)
-    engine.dispose()
-    return req, results
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import db_request, run_partition
+from tests.support.services import WEBHOOK_SECRET
 
 
 def test_request_end_to_end_in_process(

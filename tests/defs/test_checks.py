@@ -6,8 +6,8 @@ from image_pipeline.defs import checks
 from image_pipeline.domain.db.engine import make_engine, session_factory
 from image_pipeline.domain.db.models import ImageResult
 from image_pipeline.domain.services import make_store
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import db_request, run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import db_request, run_partition
 
 
 def test_checks_pass_on_a_good_request(resources, instance, submit, image_server) -> None:  # noqa: ANN001

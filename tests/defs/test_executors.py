@@ -12,7 +12,7 @@ from image_pipeline.defs.jobs import request_jobs
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.runs import FANOUT_JOB_NAME, job_name_for
 from image_pipeline.domain.settings import Settings
-from tests.e2e.stack import ROOT
+from tests.support.paths import ROOT
 
 SCALE_OUT = {
     "s3_bucket": "b",

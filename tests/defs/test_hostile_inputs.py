@@ -7,10 +7,9 @@ import io
 import pytest
 
 from image_pipeline.domain.services import make_store
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import db_request, run_partition
-from tests.unit.test_fetch_hostile import Canary, encoded, redirect_to, trickle
-from tests.unit.test_imaging import _png_header_only
+from tests.support.inputs import csv_bytes, make_image, png_header_only
+from tests.support.pipeline import db_request, run_partition
+from tests.support.servers import Canary, encoded, redirect_to, trickle
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_hostile_urls_fail_alone_and_good_ones_are_delivered(
             srv.add("/logo.jpg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/jpeg"): "SVG",
             srv.add("/doc.jpg", b"%PDF-1.7\n...", "application/pdf"): "PDF",
             srv.add("/page.jpg", b"<!doctype html><html>hi</html>", "text/html"): "HTML",
-            srv.add("/bomb.png", _png_header_only(30000, 30000), "image/png"): "pixels",
+            srv.add("/bomb.png", png_header_only(30000, 30000), "image/png"): "pixels",
             srv.add("/cut.jpg", full[: len(full) // 2]): "truncated",
             srv.url("/to-canary"): "refused",
             srv.url("/gzip-bomb"): "exceeds the limit",

@@ -1,17 +1,16 @@
 """Both Dagster instance files load, with run retries (crashes only) and run monitoring on."""
 
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from image_pipeline import definitions
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.support.paths import ROOT
+from tests.support.services import create_pg_database, drop_pg_database
 
 defs = definitions.defs()  # what the code location loads: the defs folder, the dg way
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("config", ["dagster.yaml", "deploy/embedded/dagster.yaml"])

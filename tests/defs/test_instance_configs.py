@@ -10,8 +10,8 @@ import sys
 import boto3
 import pytest
 
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.e2e.stack import ROOT
+from tests.support.paths import ROOT
+from tests.support.services import create_pg_database, drop_pg_database
 
 PROBE = """
 import json, dagster as dg

@@ -4,13 +4,14 @@ sets. Written here from the chart's key names and rules: where the chart forbids
 (`concurrency`, `runLauncher`, `dagsterDaemon`, the run coordinator), so does this schema, so a
 misspelt key fails here instead of being silently ignored by `helm install`."""
 
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-VALUES = Path(__file__).resolve().parents[2] / "deploy/k8s/values.yaml"
+from tests.support.paths import ROOT
+
+VALUES = ROOT / "deploy/k8s/values.yaml"
 
 
 def closed(properties: dict, required: tuple[str, ...] = ()) -> dict:

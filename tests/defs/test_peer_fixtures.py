@@ -10,14 +10,13 @@ import pytest
 
 from image_pipeline.domain.catalog.csv_input import parse_csv
 from image_pipeline.domain.services import make_store
-from tests.helpers import make_image
-from tests.pipeline.test_assets import db_request, run_partition
-from tests.unit.test_csv_input import ACCEPTED, FIXTURES
+from tests.support.inputs import ACCEPTED, PEERS, make_image
+from tests.support.pipeline import db_request, run_partition
 
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_peer_fixture_is_processed(name: str, settings, resources, instance, submit, image_server) -> None:  # noqa: ANN001
-    raw = (FIXTURES / name).read_bytes()
+    raw = (PEERS / name).read_bytes()
     hosts = {urlsplit(u).netloc for row in parse_csv(raw).rows for u in row.urls}
     text = raw.decode("utf-8-sig")
     for host in hosts:  # https://images.pexels.com/x.jpeg -> http://127.0.0.1:PORT/images.pexels.com/x.jpeg

@@ -14,8 +14,8 @@ from image_pipeline.domain.db.engine import make_engine, session_factory
 from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.services import make_store
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import db_request, run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import db_request, run_partition
 
 
 def schedules(settings) -> dict[str, dg.ScheduleDefinition]:  # noqa: ANN001

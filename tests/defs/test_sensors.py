@@ -2,7 +2,7 @@ import dagster as dg
 
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.sensors import upload_sensor
-from tests.helpers import csv_bytes
+from tests.support.inputs import csv_bytes
 
 
 def evaluate(resources, instance, cursor=None):  # noqa: ANN001, ANN201

@@ -41,13 +41,13 @@ def test_runs_with_the_same_configuration_share_clients_and_a_new_one_gets_its_o
 def test_a_cached_engine_survives_the_database_dropping_its_connections(make_settings, bucket, pg_url) -> None:  # noqa: ANN001
     """A worker keeps its engine between runs; PostgreSQL may close the pooled connections meanwhile
     (restart, idle timeout, failover). The next run gets working connections, not an error."""
-    from tests.conftest import _pg_admin_engine
+    from tests.support.services import pg_admin_engine
 
     settings = make_settings(s3_bucket=bucket, database_url=pg_url + "?application_name=imgpipe_dropme")
     ctx = _run_context(settings)
     with ctx.sessions() as s:
         assert s.execute(text("select 1")).scalar() == 1  # the pool now holds an idle connection
-    admin = _pg_admin_engine()
+    admin = pg_admin_engine()
     with admin.connect() as c:
         killed = c.execute(
             text("select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = :a"),

@@ -16,9 +16,9 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.domain.objects.s3 import make_s3_client
-from tests.conftest import WEBHOOK_SECRET
-from tests.e2e.stack import KEY, running_stack
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.services import WEBHOOK_SECRET
+from tests.support.stack import KEY, running_stack
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monke
     from image_pipeline.defs.sensors import upload_sensor
     from image_pipeline.domain.db.engine import make_engine, session_factory
     from image_pipeline.domain.request.fast_launch import FastLauncher
-    from tests.pipeline.conftest import submit_to
+    from tests.support.pipeline import submit_to
 
     api, logs, ui, env = stack
     settings = make_settings(s3_bucket=bucket)

@@ -24,10 +24,10 @@ from image_pipeline.domain.db.models import ImageRequest, ImageResult
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.objects.s3 import make_s3_client
 from image_pipeline.domain.status import status_document
-from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
-from tests.faults.services import ThrowawayPostgres, ThrowawayRedis
-from tests.faults.stack import Stack, make_env, slow_images, wait_until
-from tests.helpers import csv_bytes, make_image
+from tests.support.fault_stack import Stack, make_env, slow_images, wait_until
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
+from tests.support.throwaway import ThrowawayPostgres, ThrowawayRedis
 
 FINAL = ("completed", "partially_failed", "failed")
 

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import ImageServer, delayed_route, free_port, make_image
+from image_pipeline.cli.processes import answers, spawn, stop
+from tests.support.inputs import make_image
+from tests.support.paths import BIN, ROOT
+from tests.support.servers import ImageServer, delayed_route, free_port
+from tests.support.services import WEBHOOK_SECRET
+from tests.support.stack import dagster_home
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "fault-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -46,25 +50,19 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         self._n += 1
-        return subprocess.Popen(
-            argv,
-            env=dict(self.env, IMGPIPE_API_PORT=str(self.api_port)),
-            cwd=ROOT,
-            stdout=open(self.logs / f"{name}-{self._n}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killing it takes its children along
-        )
+        # its own process group: killing it takes its children along
+        env = dict(self.env, IMGPIPE_API_PORT=str(self.api_port))
+        return spawn(argv, env=env, cwd=ROOT, output=self.logs / f"{name}-{self._n}.log")
 
     def start_api(self) -> None:
         self.api_proc = self._spawn(
             "api", [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(self.api_port)]
         )
-        wait_until(lambda: _healthy(self.api), 60, "API did not come up", self.tail)
+        wait_until(lambda: answers(f"{self.api}/api/check_db_connection"), 60, "API did not come up", self.tail)
 
     def start_daemon(self) -> None:
-        bin_dir = Path(sys.executable).parent
         self.daemon_proc = self._spawn(
-            "daemon", [str(bin_dir / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"]
+            "daemon", [str(BIN / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"]
         )
 
     def kill_api(self, sig: int = signal.SIGKILL) -> None:
@@ -122,25 +120,10 @@ class Stack:
         return last
 
 
-def _healthy(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/api/check_db_connection", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _kill_group(proc: subprocess.Popen | None, sig: int) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    """`sig` to the group of a process still running, then SIGKILL to what is left of it after 30 s."""
+    if proc is not None and proc.poll() is None:
+        stop(proc, grace=30, sig=sig)
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what, tail: Callable[[], str] | None = None) -> None:  # noqa: ANN001
@@ -165,8 +148,6 @@ def make_env(
 ) -> dict[str, str]:
     """`warm_launcher`: runs are forks of a warm process (WarmForkRunLauncher, as `make up` runs them)."""
     from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
-    from tests.conftest import WEBHOOK_SECRET
-    from tests.e2e.stack import dagster_home
 
     home = dagster_home(tmp_path, warm_launcher)
     env = dict(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,15 +13,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from image_pipeline.cli.processes import spawn, stop, wait_http
 from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
 from image_pipeline.dagster_plugins.warm_fork_launcher import WARM_LAUNCHER_YAML
-from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
-from tests.helpers import free_port
+from tests.support.paths import BIN, ROOT
+from tests.support.servers import free_port
+from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 KEY = "e2e-key"
 
 
@@ -100,46 +96,17 @@ def running_stack(
     procs = []
     try:
         for name, cmd in commands.items():
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    env=full_env,
-                    cwd=ROOT,
-                    stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115 (closed with the process)
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own group: children (celery's pool) are stopped too
-                )
-            )
+            # own group: children (celery's pool, the daemon's code server) are stopped too
+            procs.append(spawn(cmd, env=full_env, cwd=ROOT, output=logs / f"{name}.log"))
         stack = Stack(f"http://127.0.0.1:{api_port}", full_env, logs, ui)
         deadline = time.monotonic() + 90
         probes = [(f"{stack.api}/api/check_db_connection", "api")] + (
             [(f"{ui}/server_info", "webserver")] if ui else []
         )
         for url, name in probes:
-            while True:
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, stack.log_tail(name)
-                time.sleep(0.3)
+            wait_http(url, max(0.0, deadline - time.monotonic()), detail=lambda name=name: stack.log_tail(name))
         yield stack
     finally:
-        for p in procs:
-            _signal_group(p, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                _signal_group(p, signal.SIGKILL)
-                p.wait()
+        stop(procs, grace=20)
         drop_pg_database(dagster_pg)
         drop_pg_database(app_pg)
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)
-    except ProcessLookupError:
-        pass

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from image_pipeline.cli.processes import signal_group, spawn
+from tests.support.servers import free_port
 
 
 def _pg_bin(name: str) -> str:
@@ -78,10 +79,9 @@ class ThrowawayRedis:
         binary = shutil.which("redis-server")
         if not binary:
             pytest.fail("redis-server is required for the fault tests", pytrace=False)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            output=subprocess.DEVNULL,
         )
         import redis
 
@@ -99,5 +99,5 @@ class ThrowawayRedis:
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            signal_group(self.proc, signal.SIGKILL)
             self.proc.wait(10)

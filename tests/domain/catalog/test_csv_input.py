@@ -1,13 +1,8 @@
-from pathlib import Path
-
 import pytest
 
 from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, split_urls
+from tests.support.inputs import ACCEPTED, PEERS, REFUSED, SHARED_PEERS
 
-# Real-world CSVs written for other implementations of this job (copied from the team's shared/fixtures,
-# so a clone anywhere has them; test_fixture_copy_matches_the_shared_set keeps the copy honest).
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "peers"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "peers"
 HEADER = "S.No.,Product Name,Input Image Urls\n"
 
 
@@ -96,53 +91,40 @@ def test_split_urls_keeps_commas_inside_urls() -> None:
     ]
 
 
-# Each real-world file from other implementations: accepted, or refused with a clear message.
-ACCEPTED = {
-    "coderchirag-quoting.csv": 9,  # odd quoting in names is data; "1." serials are fine
-    "kumarsatwik-unquoted.csv": 5,  # URL lists not quoted: the spilled cells are all URLs
-    "shimbhu77-querystrings.csv": 3,  # " , " separators, query strings with %3D and &
-    "smit4297-picsum.csv": 2,  # "Serial Number" header spelling
-    "stoneraptor5870-input-no-final-newline.csv": 3,
-}
-REFUSED = {
-    "sachin108-no-header.csv": "missing header row",
-    "stoneraptor5870-expected-output.csv": "looks like an output CSV",
-}
-
-
+# Each real-world file from other implementations (tests.support.inputs): accepted, or refused with a clear message.
 @pytest.mark.parametrize("name,rows", sorted(ACCEPTED.items()))
 def test_peer_fixture_accepted(name: str, rows: int) -> None:
-    r = parse_csv((FIXTURES / name).read_bytes())
+    r = parse_csv((PEERS / name).read_bytes())
     assert r.ok, r.errors
     assert len(r.rows) == rows
     assert all(u.startswith("https://") for row in r.rows for u in row.urls)
 
 
 def test_peer_fixture_details() -> None:
-    r = parse_csv((FIXTURES / "kumarsatwik-unquoted.csv").read_bytes())
+    r = parse_csv((PEERS / "kumarsatwik-unquoted.csv").read_bytes())
     assert r.rows[0].urls == (
         "https://images.pexels.com/photos/3945683/pexels-photo-3945683.jpeg",
         "https://images.pexels.com/photos/3945684/pexels-photo-3945684.jpeg",
     )
-    r = parse_csv((FIXTURES / "stoneraptor5870-input-no-final-newline.csv").read_bytes())
+    r = parse_csv((PEERS / "stoneraptor5870-input-no-final-newline.csv").read_bytes())
     assert [len(row.urls) for row in r.rows] == [3, 2, 4]
-    r = parse_csv((FIXTURES / "shimbhu77-querystrings.csv").read_bytes())
+    r = parse_csv((PEERS / "shimbhu77-querystrings.csv").read_bytes())
     assert r.rows[0].urls[0].endswith("%3D%3D") and len(r.rows[0].urls) == 2
 
 
 @pytest.mark.parametrize("name,message", sorted(REFUSED.items()))
 def test_peer_fixture_refused(name: str, message: str) -> None:
-    r = parse_csv((FIXTURES / name).read_bytes())
+    r = parse_csv((PEERS / name).read_bytes())
     assert not r.ok and r.errors[0].row == 1 and message in r.errors[0].message
 
 
 def test_every_fixture_is_classified() -> None:
-    assert {p.name for p in FIXTURES.glob("*.csv")} == set(ACCEPTED) | set(REFUSED)
+    assert {p.name for p in PEERS.glob("*.csv")} == set(ACCEPTED) | set(REFUSED)
 
 
 def test_fixture_copy_matches_the_shared_set() -> None:
     """Where the shared fixture folder sits next to the checkout, the copy here holds exactly its files."""
-    if SHARED.is_dir():
-        shared = {p.name: p.read_bytes() for p in SHARED.iterdir() if p.is_file()}
-        assert {p.name: p.read_bytes() for p in FIXTURES.iterdir() if p.is_file()} == shared
-    assert {p.name for p in FIXTURES.glob("*.csv")}  # and the copy is never empty
+    if SHARED_PEERS.is_dir():
+        shared = {p.name: p.read_bytes() for p in SHARED_PEERS.iterdir() if p.is_file()}
+        assert {p.name: p.read_bytes() for p in PEERS.iterdir() if p.is_file()} == shared
+    assert {p.name for p in PEERS.glob("*.csv")}  # and the copy is never empty

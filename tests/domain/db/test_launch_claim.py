@@ -6,8 +6,8 @@ import pytest
 
 from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
 from image_pipeline.domain.db.requests import claim_launches, mark_processing, release_launch
-from tests.helpers import csv_bytes
-from tests.pipeline.conftest import submit_to
+from tests.support.inputs import csv_bytes
+from tests.support.pipeline import submit_to
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from image_pipeline.domain.images.codec import ImageError, recompress, sniff_format
-from tests.helpers import make_image
+from tests.support.inputs import make_image, png_header_only
 
 
 def decode(data: bytes) -> Image.Image:
@@ -86,18 +86,9 @@ def test_animated_gif_uses_first_frame() -> None:
     assert decode(recompress(buf.getvalue()).data).size == (40, 40)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 10))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
-
-
 def test_pixel_bomb_refused_before_decoding() -> None:
     with pytest.raises(ImageError, match="pixels"):
-        recompress(_png_header_only(30000, 30000), max_pixels=50_000_000)
+        recompress(png_header_only(30000, 30000), max_pixels=50_000_000)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +140,7 @@ def _gif_declaring(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     "name,data",
     [
-        ("png", _png_header_only(30000, 30000)),
+        ("png", png_header_only(30000, 30000)),
         ("jpeg", _jpeg_declaring(30000, 30000)),
         ("gif", _gif_declaring(30000, 30000)),
     ],
@@ -167,7 +158,7 @@ def test_pixel_limit_is_the_setting_not_pillows_default() -> None:
     assert recompress(src, max_pixels=10_000).width == 100
     # Above Pillow's built-in 89M-pixel warning, but under our limit: the setting decides.
     with pytest.raises(ImageError, match="pixels"):
-        recompress(_png_header_only(10_000, 10_000), max_pixels=99_999_999)
+        recompress(png_header_only(10_000, 10_000), max_pixels=99_999_999)
 
 
 def _png_rgb16(width: int, height: int) -> bytes:

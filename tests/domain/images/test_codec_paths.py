@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from image_pipeline.domain.images.codec import ImageError, recompress, recompress_fast_jpeg, recompress_pillow
-from tests.helpers import make_image
+from tests.support.inputs import make_image
 
 
 def psnr(a: bytes, b: bytes) -> float:

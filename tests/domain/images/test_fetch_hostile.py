@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
-import threading
-import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -22,33 +19,8 @@ import pytest
 from image_pipeline.domain.images.fetch import FetchError, FetchPolicy, fetch, make_client
 from image_pipeline.domain.settings import parse_allow
 from image_pipeline.domain.webhooks.events import deliver
-from tests.helpers import ImageServer, _Server, make_image
-
-
-class Canary:
-    """A TCP listener on a non-allowed loopback port that counts connection attempts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.sock.close()
+from tests.support.inputs import make_image
+from tests.support.servers import Canary, ImageServer, LoopbackServer, encoded, redirect_to, trickle
 
 
 @pytest.fixture
@@ -68,16 +40,6 @@ def run_fetch(url: str, policy: FetchPolicy, **kwargs):  # noqa: ANN003, ANN201
 
 def policy_for(server: ImageServer, **overrides) -> FetchPolicy:  # noqa: ANN003
     return FetchPolicy(allow=parse_allow(server.allow), **overrides)
-
-
-def redirect_to(location: str, code: int = 302):  # noqa: ANN201
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(code)
-        h.send_header("Location", location)
-        h.send_header("Content-Length", "0")
-        h.end_headers()
-
-    return route
 
 
 def canary_spellings(port: int) -> list[str]:
@@ -175,20 +137,6 @@ def test_dns_is_resolved_once_and_the_checked_address_is_used(image_server) -> N
     assert got.body == b"pinned" and calls == ["rebind.test"]
 
 
-def trickle(h: BaseHTTPRequestHandler) -> None:
-    h.send_response(200)
-    h.send_header("Content-Type", "image/jpeg")
-    h.send_header("Content-Length", "100000")
-    h.end_headers()
-    try:
-        for _ in range(600):  # 1 byte every 0.1 s: each read is fast, the whole would take 10 000 s
-            h.wfile.write(b"x")
-            h.wfile.flush()
-            time.sleep(0.1)
-    except OSError:
-        pass
-
-
 def test_slow_trickle_is_cut_by_the_total_deadline(image_server) -> None:  # noqa: ANN001
     image_server.routes["/slow.jpg"] = trickle
     with pytest.raises(FetchError, match="timed out after 1.5 s"):
@@ -236,18 +184,6 @@ def test_lying_content_length(image_server) -> None:  # noqa: ANN001
     image_server.routes["/big"] = endless("5000000000")
     with pytest.raises(FetchError, match="over the limit"):
         run_fetch(image_server.url("/big"), policy_for(image_server, max_bytes=1_000_000))
-
-
-def encoded(body: bytes, encoding: str):  # noqa: ANN201
-    def route(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "image/jpeg")
-        h.send_header("Content-Encoding", encoding)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return route
 
 
 def test_gzip_bomb_is_bounded_by_decoded_size(image_server) -> None:  # noqa: ANN001
@@ -317,7 +253,7 @@ def test_webhook_delivery_never_follows_a_redirect(canary) -> None:  # noqa: ANN
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = _Server(Redirecting)
+    server = LoopbackServer(Redirecting)
     try:
         policy = FetchPolicy(allow=parse_allow(server.allow))
         attempt = asyncio.run(deliver(server.base + "/hook", '{"type":"t"}', "msg_1", None, policy))
@@ -396,7 +332,7 @@ def test_https_is_pinned_with_sni_and_host_of_the_url(tmp_path, cert_host: str, 
             self.end_headers()
             self.wfile.write(b"secure")
 
-    server = _Server(Handler)
+    server = LoopbackServer(Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_pem, key_pem)
     ctx.sni_callback = lambda sock, name, _ctx: seen.__setitem__("sni", name)

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from image_pipeline.domain.images.host_limits import LocalHostLimiter, RedisHostLimiter, make_host_limiter
-from tests.helpers import free_port
+from tests.support.servers import free_port
 
 
 async def _hammer(limiter, host: str, n: int, gauge: dict) -> None:  # noqa: ANN001

@@ -15,7 +15,8 @@ from image_pipeline.domain.images.fetch import FetchPolicy
 from image_pipeline.domain.images.worker import ProcessOptions, WorkItem, process_items
 from image_pipeline.domain.objects.local import LocalStore
 from image_pipeline.domain.settings import parse_allow
-from tests.helpers import ImageServer, delayed_route, make_image
+from tests.support.inputs import make_image
+from tests.support.servers import ImageServer, delayed_route
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.keys import chunk_manifest_key, plan_key
 from image_pipeline.domain.services import make_store
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import db_request, run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import db_request, run_partition
 
 
 def chunked(settings, size: int):  # noqa: ANN001, ANN201

@@ -19,9 +19,9 @@ from image_pipeline.domain.objects.s3 import S3_MIN_PART_SIZE, S3Store, make_s3_
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import run_partition
+from tests.support.services import WEBHOOK_SECRET
 
 MiB = 1024 * 1024
 

@@ -13,9 +13,9 @@ from standardwebhooks.webhooks import Webhook
 from api.auth import owner_of
 from api.main import create_app
 from image_pipeline.defs.sensors import webhook_retry_sensor
-from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import run_partition
+from tests.support.services import WEBHOOK_SECRET
 
 AUTH = {"Authorization": "Bearer test-key-1"}
 OWNER = owner_of("test-key-1")

@@ -5,8 +5,8 @@ from sqlalchemy import select
 
 from image_pipeline.domain.db.engine import make_engine, session_factory
 from image_pipeline.domain.db.models import WebhookAttempt
-from tests.helpers import csv_bytes, make_image
-from tests.pipeline.test_assets import db_request, run_partition
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.pipeline import db_request, run_partition
 
 
 @pytest.fixture
