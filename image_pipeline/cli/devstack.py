@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from image_pipeline.cli.processes import answers, spawn
+from image_pipeline.cli.processes import stop as stop_all
 from image_pipeline.domain.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +130,7 @@ def main() -> int:
             time.sleep(0.3)
         return 0
     finally:
-        stop(procs.values(), grace=10.0)
+        stop_all(procs.values(), grace=10.0)
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
