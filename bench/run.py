@@ -70,7 +70,7 @@ def codec_ours(data: bytes) -> int:
     return len(recompress(data, 50).data)
 
 
-def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:  # noqa: ANN001
+def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:
     list(pool.map(fn, photos[: CORES * 2]))  # warm: workers started, modules imported
     t0 = time.perf_counter()
     list(pool.map(fn, photos))
@@ -134,7 +134,7 @@ class Bench:
         boto3.client("s3", endpoint_url=self.s3(), region_name="us-east-1").create_bucket(Bucket=name)
         return name
 
-    def record(self, part: str, **values) -> None:  # noqa: ANN003
+    def record(self, part: str, **values) -> None:
         values["load"] = load()
         self.results["parts"][part] = values
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}

@@ -124,7 +124,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- postgres
-def _admin():  # noqa: ANN202
+def _admin():
     from sqlalchemy import create_engine
 
     return create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
@@ -277,7 +277,7 @@ class Stack:
         self.workers = []
         self.kill_strays(lambda cmd: b"celery" in cmd)
 
-    def kill_strays(self, match=lambda cmd: True) -> None:  # noqa: ANN001
+    def kill_strays(self, match=lambda cmd: True) -> None:
         """Kill what outlives its process group: `celery` under `dagster-celery` finishing its task, run
         processes (their own session, by design: a run survives a daemon restart). Ours are the
         processes whose environment has this stack's DAGSTER_HOME."""
@@ -290,7 +290,7 @@ class Stack:
     def worker_pids(self) -> list[int]:
         return self.stack_pids(lambda cmd: b"celery" in cmd)
 
-    def stack_pids(self, match=lambda cmd: True) -> list[int]:  # noqa: ANN001
+    def stack_pids(self, match=lambda cmd: True) -> list[int]:
         mark = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
         pids = []
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
@@ -310,7 +310,7 @@ class Stack:
         for url in reversed(self.dbs):
             try:
                 drop_db(url)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  (could not drop {url}: {exc})", flush=True)
 
     # -- requests
@@ -428,13 +428,13 @@ class ScaleBench:
         self.procs.append(proc)
         self.hook = WebhookReceiver().start()
 
-    def record(self, part: str, **values) -> None:  # noqa: ANN003
+    def record(self, part: str, **values) -> None:
         values["load"] = load()
         self.results["parts"][part] = values
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items() if k != "all_s"}
         print(f"  [{part}] {shown}", flush=True)
 
-    def stack(self, name: str, env: dict[str, str], **kw) -> Stack:  # noqa: ANN003
+    def stack(self, name: str, env: dict[str, str], **kw) -> Stack:
         import boto3
 
         bucket = f"scale-{name}"

@@ -40,7 +40,7 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis at {REDIS_URL} is required for the tests: {exc}", pytrace=False)
     client.flushdb()
     yield REDIS_URL
@@ -84,11 +84,11 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # noqa: ANN001, ANN201
+def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):
     """Settings for one test: real Postgres/Redis/S3; extra keyword arguments override."""
     from image_pipeline.domain.settings import Settings
 
-    def build(**overrides) -> Settings:  # noqa: ANN003
+    def build(**overrides) -> Settings:
         values = {
             "data_dir": tmp_path / "data",
             "database_url": pg_url,
@@ -109,12 +109,12 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # n
 
 
 @pytest.fixture
-def settings(make_settings, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def settings(make_settings, bucket, image_server, webhook_receiver):
     return make_settings(s3_bucket=bucket, fetch_allow=f"{image_server.allow},{webhook_receiver.allow}")
 
 
 @pytest.fixture
-def resources(settings, monkeypatch):  # noqa: ANN001, ANN201
+def resources(settings, monkeypatch):
     from image_pipeline.defs.resources import build_resources
 
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
@@ -122,7 +122,7 @@ def resources(settings, monkeypatch):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def instance():  # noqa: ANN201
+def instance():
     import dagster as dg
 
     with dg.instance_for_test() as inst:
@@ -130,7 +130,7 @@ def instance():  # noqa: ANN201
 
 
 @pytest.fixture
-def submit(settings):  # noqa: ANN001, ANN201
+def submit(settings):
     """Accept a request the way the API does: store the CSV object, then record the row."""
     from image_pipeline.domain.db.engine import make_engine, session_factory
     from tests.support.pipeline import submit_to

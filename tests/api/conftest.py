@@ -7,6 +7,6 @@ from api.main import create_app
 
 
 @pytest.fixture
-def client(settings) -> Iterator[TestClient]:  # noqa: ANN001
+def client(settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c

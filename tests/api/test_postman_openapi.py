@@ -74,7 +74,7 @@ def test_every_route_documents_errors_and_examples() -> None:
     assert "/api/upload" in secured and "/api/check_db_connection" not in secured
 
 
-def test_collection_runs_against_the_api(client, settings, image_server) -> None:  # noqa: ANN001
+def test_collection_runs_against_the_api(client, settings, image_server) -> None:
     """Each request of the collection, with its variables filled in, as a Postman run would send it."""
     col = collection()
     variables = {v["key"]: v["value"] for v in col["variable"]} | {"apiKey": "test-key-1"}
@@ -82,7 +82,7 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
     urls = [image_server.add(f"/pm/{i}.jpg", make_image(seed=i)) for i in range(2)]
     upload_file = csv_bytes([("1", "SKU1", urls)])
 
-    def send(name: str, **kwargs) -> object:  # noqa: ANN003
+    def send(name: str, **kwargs) -> object:
         req = routes[name]["request"]
         raw = req["url"]["raw"]
         for k, v in variables.items():

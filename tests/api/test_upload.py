@@ -1,10 +1,9 @@
-
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.services import make_store
 from tests.support.api import AUTH, GOOD, count_requests
 
 
-def test_upload_accepted_stores_csv_and_records_request(client, settings) -> None:  # noqa: ANN001
+def test_upload_accepted_stores_csv_and_records_request(client, settings) -> None:
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", GOOD, "text/csv")})
     assert r.status_code == 202, r.text
     body = r.json()
@@ -15,7 +14,7 @@ def test_upload_accepted_stores_csv_and_records_request(client, settings) -> Non
     assert status["status"] == "pending" and status["progress"] == {"total": 3, "done": 0, "failed": 0}
 
 
-def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) -> None:  # noqa: ANN001
+def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) -> None:
     before = count_requests(settings)
     bad = b"S.No.,Product Name,Input Image Urls\n1,A,https://x.example/a.jpg\n1,,not-a-url\n"
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", bad, "text/csv")})
@@ -30,7 +29,7 @@ def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) ->
     assert count_requests(settings) == before
 
 
-def test_status_codes_for_other_refusals(client) -> None:  # noqa: ANN001
+def test_status_codes_for_other_refusals(client) -> None:
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", b"\x00\x01\x02binary", "text/csv")})
     assert r.status_code == 415 and r.json()["errors"][0]["row"] == 0
     r = client.post(
@@ -45,7 +44,7 @@ def test_status_codes_for_other_refusals(client) -> None:  # noqa: ANN001
     assert r.status_code == 422 and r.json()["errors"][0]["column"] == "file"
 
 
-def test_upload_too_large_is_413(make_settings, bucket) -> None:  # noqa: ANN001
+def test_upload_too_large_is_413(make_settings, bucket) -> None:
     from fastapi.testclient import TestClient
 
     from api.main import create_app
@@ -59,13 +58,13 @@ def test_upload_too_large_is_413(make_settings, bucket) -> None:  # noqa: ANN001
         assert r.status_code == 413
 
 
-def test_auth_required(client) -> None:  # noqa: ANN001
+def test_auth_required(client) -> None:
     assert client.post("/api/upload", files={"file": ("p.csv", GOOD)}).status_code == 401
     r = client.post("/api/upload", headers={"Authorization": "Bearer nope"}, files={"file": ("p.csv", GOOD)})
     assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
 
 
-def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # noqa: ANN001
+def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:
     for url, reason in (
         ("http://127.0.0.1:9/hook", "refused"),
         ("ftp://x.example/h", "http"),
@@ -87,7 +86,7 @@ def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # 
     assert r.status_code == 202  # allowed by IMGPIPE_FETCH_ALLOW despite http + loopback
 
 
-def test_peer_fixtures_through_the_endpoint(client) -> None:  # noqa: ANN001
+def test_peer_fixtures_through_the_endpoint(client) -> None:
     from tests.support.inputs import ACCEPTED, PEERS, REFUSED
 
     for name in ACCEPTED:

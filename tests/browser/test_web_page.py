@@ -42,7 +42,7 @@ EVIL_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Boot'
 
 
 @pytest.fixture
-def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):
     port = free_port()
     settings = make_settings(
         s3_bucket=bucket,
@@ -58,7 +58,7 @@ def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: 
         yield base, settings, instance
 
 
-def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> tuple[threading.Thread, list]:  # noqa: ANN001
+def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> tuple[threading.Thread, list]:
     """Run the request's partition through the real assets in a thread; outcome (or error) into the list."""
     outcome: list = []
 
@@ -69,7 +69,7 @@ def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> t
                 request_assets, partition_key=rid, resources=build_resources(settings), instance=instance
             )
             outcome.append(result.success)
-        except Exception as exc:  # noqa: BLE001 (reported by the test)
+        except Exception as exc:  # reported by the test
             outcome.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -77,7 +77,7 @@ def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> t
     return thread, outcome
 
 
-def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> None:  # noqa: ANN001
+def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     base, settings, instance = stack

@@ -15,7 +15,7 @@ from tests.support.servers import free_port
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
 
 
-def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: ANN001
+def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
     api_port, ui_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
     env.update(

@@ -23,18 +23,16 @@ def dagster_url() -> Iterator[str]:
     drop_pg_database(url)
 
 
-def _instance(url: str, storage: str):  # noqa: ANN202
+def _instance(url: str, storage: str):
     config = {"postgres_url": url}
     storages = {
-        "pooled": {
-            "custom": {"module": pooled_postgres.__name__, "class": "PooledPostgresStorage", "config": config}
-        },
+        "pooled": {"custom": {"module": pooled_postgres.__name__, "class": "PooledPostgresStorage", "config": config}},
         "plain": {"postgres": config},
     }
     return dg.instance_for_test(overrides={"storage": storages[storage]})
 
 
-def _count_connects(*engines) -> list[int]:  # noqa: ANN002
+def _count_connects(*engines) -> list[int]:
     made = [0]
     for engine in engines:
         event.listen(engine, "connect", lambda *_: made.__setitem__(0, made[0] + 1))
@@ -46,14 +44,14 @@ def small() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"n": 1})
 
 
-def _materialize(instance) -> int:  # noqa: ANN001
+def _materialize(instance) -> int:
     result = dg.materialize([small], instance=instance)
     assert result.success
     return len(instance.all_logs(result.run_id))
 
 
 @pytest.mark.parametrize("storage", ["pooled", "plain"])
-def test_a_run_writes_its_events_over_a_connection_or_two(dagster_url, storage) -> None:  # noqa: ANN001
+def test_a_run_writes_its_events_over_a_connection_or_two(dagster_url, storage) -> None:
     """The plain storage (dagster-postgres' NullPool) connects for every event: the reason for ours."""
     with _instance(dagster_url, storage) as instance:
         made = _count_connects(instance.run_storage._engine, instance.event_log_storage._engine)
@@ -65,7 +63,7 @@ def test_a_run_writes_its_events_over_a_connection_or_two(dagster_url, storage) 
             assert made[0] >= events, made
 
 
-def test_a_connection_the_server_dropped_is_replaced_before_use(dagster_url, monkeypatch) -> None:  # noqa: ANN001
+def test_a_connection_the_server_dropped_is_replaced_before_use(dagster_url, monkeypatch) -> None:
     with _instance(dagster_url, "pooled") as instance:
         _materialize(instance)  # the pools now hold idle connections
         admin = pg_admin_engine()
@@ -81,7 +79,7 @@ def test_a_connection_the_server_dropped_is_replaced_before_use(dagster_url, mon
         _materialize(instance)
 
 
-def test_true_schema_checks_are_asked_once(dagster_url) -> None:  # noqa: ANN001
+def test_true_schema_checks_are_asked_once(dagster_url) -> None:
     with _instance(dagster_url, "pooled") as instance:
         storage = instance.event_log_storage
         queries: list[str] = []
@@ -96,7 +94,7 @@ def test_true_schema_checks_are_asked_once(dagster_url) -> None:  # noqa: ANN001
         assert instance.run_storage.has_run_stats_index_cols()
 
 
-def test_disposing_the_instance_closes_its_connections(dagster_url) -> None:  # noqa: ANN001
+def test_disposing_the_instance_closes_its_connections(dagster_url) -> None:
     with _instance(dagster_url, "pooled") as instance:
         _materialize(instance)
         engines = [instance.run_storage._engine, instance.event_log_storage._engine]

@@ -21,7 +21,7 @@ def test_request_end_to_end_in_process(
     resources,
     instance,
     submit,
-    image_server,  # noqa: ANN001
+    image_server,
     webhook_receiver,
 ) -> None:
     sources = {
@@ -65,7 +65,7 @@ def test_one_bad_url_never_sinks_the_rest(
     resources,
     instance,
     submit,
-    image_server,  # noqa: ANN001
+    image_server,
     webhook_receiver,
 ) -> None:
     good = image_server.add("/good.jpg", make_image())
@@ -83,7 +83,7 @@ def test_one_bad_url_never_sinks_the_rest(
     assert payload["data"]["products"][0]["output_urls"][1] is None
 
 
-def test_rerun_skips_images_already_stored(settings, resources, instance, submit, image_server) -> None:  # noqa: ANN001
+def test_rerun_skips_images_already_stored(settings, resources, instance, submit, image_server) -> None:
     urls = [image_server.add(f"/{i}.jpg", make_image(seed=i)) for i in range(3)]
     rid = submit(csv_bytes([("1", "A", urls)]))
     assert run_partition(rid, resources, instance).success
@@ -98,7 +98,7 @@ def test_missing_input_fails_the_request_and_tells_the_caller(
     settings,
     resources,
     instance,
-    submit,  # noqa: ANN001
+    submit,
     webhook_receiver,
 ) -> None:
     from image_pipeline.domain.keys import input_key
@@ -115,7 +115,7 @@ def test_missing_input_fails_the_request_and_tells_the_caller(
 
 
 @pytest.mark.parametrize("n", [40])
-def test_many_urls_keep_input_order(settings, resources, instance, submit, image_server, n: int) -> None:  # noqa: ANN001
+def test_many_urls_keep_input_order(settings, resources, instance, submit, image_server, n: int) -> None:
     urls = [image_server.add(f"/o/{i}.png", make_image("PNG", (60 + i, 40), seed=i)) for i in range(n)]
     rows = [(str(i), f"P{i}", urls[i : i + 4]) for i in range(0, n, 4)]
     rid = submit(csv_bytes(rows))

@@ -10,7 +10,7 @@ from tests.support.inputs import csv_bytes, make_image
 from tests.support.pipeline import db_request, run_partition
 
 
-def test_checks_pass_on_a_good_request(resources, instance, submit, image_server) -> None:  # noqa: ANN001
+def test_checks_pass_on_a_good_request(resources, instance, submit, image_server) -> None:
     urls = [image_server.add(f"/c/{i}.jpg", make_image(seed=i)) for i in range(3)]
     missing = image_server.url("/c/missing.jpg")
     rid = submit(csv_bytes([("1", "A", urls[:2]), ("2", "B", [urls[2], missing])]))
@@ -23,7 +23,7 @@ def test_checks_pass_on_a_good_request(resources, instance, submit, image_server
     assert evaluations[checks.EVERY_URL_HAS_RESULT].target_materialization_data is not None
 
 
-def test_checks_find_missing_results_broken_and_larger_outputs(settings, resources, instance, submit, image_server):  # noqa: ANN001, ANN201
+def test_checks_find_missing_results_broken_and_larger_outputs(settings, resources, instance, submit, image_server):
     urls = [image_server.add(f"/d/{i}.jpg", make_image(seed=i)) for i in range(4)]
     rid = submit(csv_bytes([("1", "A", urls)]))
     assert run_partition(rid, resources, instance).success

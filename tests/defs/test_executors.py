@@ -21,7 +21,7 @@ SCALE_OUT = {
 }
 
 
-def settings(**values) -> Settings:  # noqa: ANN003
+def settings(**values) -> Settings:
     return Settings(_env_file=None, **values)
 
 
@@ -57,7 +57,7 @@ def test_missing_integration_package_is_named() -> None:
         build_executor(settings(executor="k8s", **SCALE_OUT))
 
 
-def test_code_location_refuses_to_load_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
+def test_code_location_refuses_to_load_with_a_clear_message(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "IMGPIPE_EXECUTOR": "multiprocess", "IMGPIPE_DATA_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-c", "from image_pipeline import definitions; definitions.defs()"],

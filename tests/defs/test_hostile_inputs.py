@@ -13,7 +13,7 @@ from tests.support.servers import Canary, encoded, redirect_to, trickle
 
 
 @pytest.fixture
-def settings(make_settings, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def settings(make_settings, bucket, image_server, webhook_receiver):
     # A short total deadline so the slow-trickle URL is cut quickly; everything else is local and fast.
     return make_settings(
         s3_bucket=bucket,
@@ -28,7 +28,7 @@ def test_hostile_urls_fail_alone_and_good_ones_are_delivered(
     resources,
     instance,
     submit,
-    image_server,  # noqa: ANN001
+    image_server,
 ) -> None:
     canary = Canary()
     try:

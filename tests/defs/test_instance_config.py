@@ -12,9 +12,8 @@ from tests.support.services import create_pg_database, drop_pg_database
 defs = definitions.defs()  # what the code location loads: the defs folder, the dg way
 
 
-
 @pytest.mark.parametrize("config", ["dagster.yaml", "deploy/embedded/dagster.yaml"])
-def test_instance_retries_crashed_runs(config: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_instance_retries_crashed_runs(config: str, tmp_path, monkeypatch) -> None:
     dagster_pg = create_pg_database("imgpipe_instance")
     monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", dagster_pg)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))

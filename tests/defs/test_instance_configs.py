@@ -33,7 +33,7 @@ print(json.dumps({
 """
 
 
-def load_instance(yaml_path, tmp_path, env: dict[str, str]) -> dict:  # noqa: ANN001
+def load_instance(yaml_path, tmp_path, env: dict[str, str]) -> dict:
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(yaml_path, home / "dagster.yaml")
@@ -48,13 +48,13 @@ def load_instance(yaml_path, tmp_path, env: dict[str, str]) -> dict:  # noqa: AN
 
 
 @pytest.fixture
-def dagster_pg():  # noqa: ANN201
+def dagster_pg():
     url = create_pg_database("imgpipe_instance_cfg")
     yield url
     drop_pg_database(url)
 
 
-def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+def test_deployment_instance(tmp_path, dagster_pg) -> None:
     got = load_instance(ROOT / "dagster.yaml", tmp_path, {"IMGPIPE_DAGSTER_PG_URL": dagster_pg})
     assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["launcher"] == "DefaultRunLauncher"
     assert got["dequeue_s"] == 0.5
@@ -63,13 +63,13 @@ def test_deployment_instance(tmp_path, dagster_pg) -> None:  # noqa: ANN001
     assert got["python_log_level"] == "INFO"  # no DEBUG rows per chunk in the event log
 
 
-def test_embedded_instance(tmp_path) -> None:  # noqa: ANN001
+def test_embedded_instance(tmp_path) -> None:
     got = load_instance(ROOT / "deploy/embedded/dagster.yaml", tmp_path, {})
     assert got["coordinator"] == "QuickQueuedRunCoordinator" and got["free_slots"] == 30
     assert got["dequeue_s"] == 0.5 and got["launcher"] == "WarmForkRunLauncher"
 
 
-def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -> None:  # noqa: ANN001
+def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -> None:
     aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     ecs = boto3.client("ecs", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in aws.items() if "KEY" in k})
     arn = ecs.register_task_definition(
@@ -82,7 +82,7 @@ def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -
     assert got["pool_limit"] == 32 and got["free_slots"] == 60
 
 
-def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) -> None:
     env = {
         "IMGPIPE_DAGSTER_PG_URL": dagster_pg,
         "IMGPIPE_CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:5672//",
@@ -99,7 +99,7 @@ def test_celery_launcher_instance_resolves_its_launcher(tmp_path, dagster_pg) ->
     ]
 
 
-def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:  # noqa: ANN001
+def test_celery_launcher_refuses_an_rpc_result_backend(tmp_path, dagster_pg) -> None:
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(ROOT / "deploy/celery/dagster.yaml", home / "dagster.yaml")

@@ -4,7 +4,6 @@ sets. Written here from the chart's key names and rules: where the chart forbids
 (`concurrency`, `runLauncher`, `dagsterDaemon`, the run coordinator), so does this schema, so a
 misspelt key fails here instead of being silently ignored by `helm install`."""
 
-
 import jsonschema
 import pytest
 import yaml

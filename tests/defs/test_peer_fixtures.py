@@ -15,7 +15,7 @@ from tests.support.pipeline import db_request, run_partition
 
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
-def test_peer_fixture_is_processed(name: str, settings, resources, instance, submit, image_server) -> None:  # noqa: ANN001
+def test_peer_fixture_is_processed(name: str, settings, resources, instance, submit, image_server) -> None:
     raw = (PEERS / name).read_bytes()
     hosts = {urlsplit(u).netloc for row in parse_csv(raw).rows for u in row.urls}
     text = raw.decode("utf-8-sig")

@@ -18,11 +18,11 @@ from tests.support.inputs import csv_bytes, make_image
 from tests.support.pipeline import db_request, run_partition
 
 
-def schedules(settings) -> dict[str, dg.ScheduleDefinition]:  # noqa: ANN001
+def schedules(settings) -> dict[str, dg.ScheduleDefinition]:
     return {s.name: s for s in build_schedules(settings)}
 
 
-def evaluate(schedule: dg.ScheduleDefinition, instance, resources, when: datetime | None = None):  # noqa: ANN001, ANN201
+def evaluate(schedule: dg.ScheduleDefinition, instance, resources, when: datetime | None = None):
     """One tick, as the daemon would evaluate it (inside a repository, so partitions are validated)."""
     repo = dg.Definitions(
         assets=request_assets, jobs=[process_request_job, purge_expired_job], schedules=[schedule], resources=resources
@@ -36,7 +36,7 @@ def evaluate(schedule: dg.ScheduleDefinition, instance, resources, when: datetim
         return schedule.evaluate_tick(context)
 
 
-def test_retry_schedule_reruns_failed_urls_of_recent_requests(settings, resources, instance, submit, image_server):  # noqa: ANN001, ANN201
+def test_retry_schedule_reruns_failed_urls_of_recent_requests(settings, resources, instance, submit, image_server):
     good = image_server.add("/r/good.jpg", make_image(seed=1))
     flaky = image_server.url("/r/flaky.jpg")  # 404 on the first run
     rid = submit(csv_bytes([("1", "A", [good, flaky])]))
@@ -65,7 +65,7 @@ def test_retry_schedule_reruns_failed_urls_of_recent_requests(settings, resource
     assert not later.run_requests
 
 
-def test_retry_schedule_gives_up_after_max_attempts(settings, instance, submit, image_server, monkeypatch):  # noqa: ANN001, ANN201
+def test_retry_schedule_gives_up_after_max_attempts(settings, instance, submit, image_server, monkeypatch):
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
     resources = build_resources(settings.model_copy(update={"retry_max_attempts": 1}))
     rid = submit(csv_bytes([("1", "A", [image_server.url("/never.jpg")])]))
@@ -77,13 +77,13 @@ def test_retry_schedule_gives_up_after_max_attempts(settings, instance, submit, 
     assert not evaluate(retry, instance, resources).run_requests  # one attempt used: no more
 
 
-def test_retention_is_off_by_default(settings, resources, instance) -> None:  # noqa: ANN001
+def test_retention_is_off_by_default(settings, resources, instance) -> None:
     assert settings.retention_days is None
     tick = evaluate(schedules(settings)["retention"], instance, resources)
     assert not tick.run_requests and "IMGPIPE_RETENTION_DAYS" in tick.skip_message
 
 
-def test_retention_deletes_old_requests_objects_and_partitions(settings, instance, submit, image_server, monkeypatch):  # noqa: ANN001, ANN201
+def test_retention_deletes_old_requests_objects_and_partitions(settings, instance, submit, image_server, monkeypatch):
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
     resources = build_resources(settings.model_copy(update={"retention_days": 30}))
     url = image_server.add("/k/a.jpg", make_image())

@@ -5,12 +5,12 @@ from image_pipeline.defs.sensors import upload_sensor
 from tests.support.inputs import csv_bytes
 
 
-def evaluate(resources, instance, cursor=None):  # noqa: ANN001, ANN201
+def evaluate(resources, instance, cursor=None):
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
         return upload_sensor(ctx)
 
 
-def test_no_pending_uploads_skips(resources, instance, settings) -> None:  # noqa: ANN001
+def test_no_pending_uploads_skips(resources, instance, settings) -> None:
     from image_pipeline.domain.db.engine import make_engine
     from image_pipeline.domain.db.models import ImageRequest
 
@@ -22,7 +22,7 @@ def test_no_pending_uploads_skips(resources, instance, settings) -> None:  # noq
     assert not result.run_requests and result.skip_reason
 
 
-def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submit, settings) -> None:  # noqa: ANN001
+def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submit, settings) -> None:
     test_no_pending_uploads_skips(resources, instance, settings)
     a = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]))
     b = submit(csv_bytes([("1", "B", ["https://x.example/b.jpg", "https://x.example/c.jpg"])]))
@@ -40,7 +40,7 @@ def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submi
     assert not again.run_requests
 
 
-def test_stale_claims_are_offered_again(settings, instance, submit, monkeypatch) -> None:  # noqa: ANN001
+def test_stale_claims_are_offered_again(settings, instance, submit, monkeypatch) -> None:
     """A request still pending after its claim went stale is offered again (the run_key dedupes it)."""
     from image_pipeline.defs.resources import build_resources
 
@@ -55,7 +55,7 @@ def test_stale_claims_are_offered_again(settings, instance, submit, monkeypatch)
     assert [r.run_key for r in again.run_requests] == [a] and not again.dynamic_partitions_requests
 
 
-def test_sensor_leaves_requests_claimed_by_the_fast_path(resources, instance, submit, settings) -> None:  # noqa: ANN001
+def test_sensor_leaves_requests_claimed_by_the_fast_path(resources, instance, submit, settings) -> None:
     from image_pipeline.domain.db.engine import make_engine, session_factory
     from image_pipeline.domain.db.requests import claim_launches
 

@@ -15,14 +15,14 @@ from image_pipeline.domain.images.fetch import FetchPolicy, default_tls_context,
 from image_pipeline.domain.objects.s3 import make_s3_client
 
 
-def _run_context(settings):  # noqa: ANN001, ANN202
+def _run_context(settings):
     """What one run builds: fresh resources (Dagster makes them per run), then the pipeline context."""
     return build_resources(settings)["pipeline"].context()
 
 
 def test_runs_with_the_same_configuration_share_clients_and_a_new_one_gets_its_own(
     make_settings, bucket, s3_endpoint, pg_url
-) -> None:  # noqa: ANN001
+) -> None:
     settings = make_settings(s3_bucket=bucket)
     first, second = _run_context(settings), _run_context(settings)
     assert first is not second  # each run has its own context...
@@ -38,7 +38,7 @@ def test_runs_with_the_same_configuration_share_clients_and_a_new_one_gets_its_o
     assert other_db.sessions.kw["bind"] is not first.sessions.kw["bind"]
 
 
-def test_a_cached_engine_survives_the_database_dropping_its_connections(make_settings, bucket, pg_url) -> None:  # noqa: ANN001
+def test_a_cached_engine_survives_the_database_dropping_its_connections(make_settings, bucket, pg_url) -> None:
     """A worker keeps its engine between runs; PostgreSQL may close the pooled connections meanwhile
     (restart, idle timeout, failover). The next run gets working connections, not an error."""
     from tests.support.services import pg_admin_engine
@@ -61,7 +61,7 @@ def test_a_cached_engine_survives_the_database_dropping_its_connections(make_set
         assert s.execute(text("select 1")).scalar() == 1
 
 
-def test_the_s3_io_manager_stores_outputs_through_the_shared_client(make_settings, bucket, s3_endpoint) -> None:  # noqa: ANN001
+def test_the_s3_io_manager_stores_outputs_through_the_shared_client(make_settings, bucket, s3_endpoint) -> None:
     """The IO manager uploads with `upload_fileobj` (an s3transfer body): it must work with our client
     (its Expect hook measures the body) and read back what it wrote, on the process's shared client."""
     resources = build_resources(make_settings(s3_bucket=bucket, executor="celery"))

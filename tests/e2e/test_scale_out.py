@@ -27,7 +27,7 @@ def require_rabbitmq() -> None:
     try:
         with kombu.Connection(BROKER, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"RabbitMQ at {BROKER} is required for the tests: {exc}", pytrace=False)
 
 
@@ -37,7 +37,7 @@ def test_large_request_runs_its_chunks_on_celery_workers(
     s3_endpoint,
     bucket,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     require_rabbitmq()
     queue = f"imgpipe-test-{uuid.uuid4().hex[:8]}"  # this test's own queue: nothing else picks its tasks
@@ -119,7 +119,7 @@ def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
     s3_endpoint,
     bucket,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     """deploy/celery/dagster.yaml (CeleryRunLauncher, pooled Dagster storage): whole runs execute in one
     already-running worker process, which keeps its S3 client and database engines from run to run

@@ -21,7 +21,7 @@ from tests.support.paths import BIN, ROOT
 from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 
 
-def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_server, monkeypatch) -> None:  # noqa: ANN001
+def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_server, monkeypatch) -> None:
     dagster_pg, app_pg = create_pg_database("imgpipe_sched_dagster"), create_pg_database("imgpipe_sched_app")
     upgrade(app_pg)
     settings = make_settings(database_url=app_pg, s3_bucket=bucket, fetch_allow=image_server.allow)
@@ -62,9 +62,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
         IMGPIPE_RETRY_SCHEDULE_CRON="* * * * *",  # every minute, so the test sees a tick
     )
     log = tmp_path / "daemon.log"
-    daemon = spawn(
-        [BIN / "dagster-daemon", "run", "-m", "image_pipeline.definitions"], env=env, cwd=ROOT, output=log
-    )
+    daemon = spawn([BIN / "dagster-daemon", "run", "-m", "image_pipeline.definitions"], env=env, cwd=ROOT, output=log)
 
     def wait_status(wanted: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -126,7 +126,7 @@ def _kill_group(proc: subprocess.Popen | None, sig: int) -> None:
         stop(proc, grace=30, sig=sig)
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what, tail: Callable[[], str] | None = None) -> None:  # noqa: ANN001
+def wait_until(pred: Callable[[], bool], timeout: float, what, tail: Callable[[], str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

@@ -95,7 +95,7 @@ class ImageServer:
             def log_message(self, *a) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 outer.hits.append(path)
                 if path in outer.routes:
@@ -159,7 +159,7 @@ class WebhookReceiver:
             def log_message(self, *a) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with outer._cond:
                     outer.deliveries.append(

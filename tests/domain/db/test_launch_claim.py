@@ -11,7 +11,7 @@ from tests.support.pipeline import submit_to
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-def db_settings(request, settings, tmp_path):  # noqa: ANN001, ANN201
+def db_settings(request, settings, tmp_path):
     if request.param == "postgres":
         return settings
     s = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'claim.db'}"})
@@ -19,7 +19,7 @@ def db_settings(request, settings, tmp_path):  # noqa: ANN001, ANN201
     return s
 
 
-def test_concurrent_claims_have_one_winner(db_settings) -> None:  # noqa: ANN001
+def test_concurrent_claims_have_one_winner(db_settings) -> None:
     engine = make_engine(db_settings.resolved_database_url)
     sessions = session_factory(engine)
     try:
@@ -43,7 +43,7 @@ def test_concurrent_claims_have_one_winner(db_settings) -> None:  # noqa: ANN001
         engine.dispose()
 
 
-def test_release_stale_and_started_requests(db_settings) -> None:  # noqa: ANN001
+def test_release_stale_and_started_requests(db_settings) -> None:
     engine = make_engine(db_settings.resolved_database_url)
     sessions = session_factory(engine)
     try:

@@ -87,7 +87,7 @@ def test_pinned_target_keeps_host_and_sni() -> None:
     assert t.headers["Host"] == "example.com" and t.extensions == {"sni_hostname": "example.com"}
 
 
-def test_allow_list_exempts_exact_pairs_only(image_server) -> None:  # noqa: ANN001
+def test_allow_list_exempts_exact_pairs_only(image_server) -> None:
     image_server.add("/a.jpg", b"abc")
     policy = FetchPolicy(allow=parse_allow(image_server.allow))
     port = image_server.server.port

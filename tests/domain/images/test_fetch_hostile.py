@@ -30,15 +30,15 @@ def canary() -> Iterator[Canary]:
     c.close()
 
 
-def run_fetch(url: str, policy: FetchPolicy, **kwargs):  # noqa: ANN003, ANN201
-    async def go():  # noqa: ANN202
+def run_fetch(url: str, policy: FetchPolicy, **kwargs):
+    async def go():
         async with make_client(policy) as client:
             return await fetch(client, url, policy, **kwargs)
 
     return asyncio.run(go())
 
 
-def policy_for(server: ImageServer, **overrides) -> FetchPolicy:  # noqa: ANN003
+def policy_for(server: ImageServer, **overrides) -> FetchPolicy:
     return FetchPolicy(allow=parse_allow(server.allow), **overrides)
 
 
@@ -55,7 +55,7 @@ def canary_spellings(port: int) -> list[str]:
     ]
 
 
-def test_canary_spellings_direct_and_via_redirect_are_never_contacted(image_server, canary) -> None:  # noqa: ANN001
+def test_canary_spellings_direct_and_via_redirect_are_never_contacted(image_server, canary) -> None:
     policy = policy_for(image_server)
     for i, url in enumerate(canary_spellings(canary.port)):
         with pytest.raises(FetchError, match="refused"):
@@ -81,13 +81,13 @@ def test_canary_spellings_direct_and_via_redirect_are_never_contacted(image_serv
         "http://224.0.0.1/",
     ],
 )
-def test_redirect_to_internal_addresses_is_refused(image_server, target: str) -> None:  # noqa: ANN001
+def test_redirect_to_internal_addresses_is_refused(image_server, target: str) -> None:
     image_server.routes["/go"] = redirect_to(target, 307)
     with pytest.raises(FetchError, match="refused"):
         run_fetch(image_server.url("/go"), policy_for(image_server))
 
 
-def test_redirect_chain_is_bounded(image_server) -> None:  # noqa: ANN001
+def test_redirect_chain_is_bounded(image_server) -> None:
     for i in range(10):
         image_server.routes[f"/hop{i}"] = redirect_to(f"/hop{i + 1}", 301)
     with pytest.raises(FetchError, match="too many redirects"):
@@ -95,7 +95,7 @@ def test_redirect_chain_is_bounded(image_server) -> None:  # noqa: ANN001
     assert image_server.hits == [f"/hop{i}" for i in range(4)]
 
 
-def test_userinfo_is_refused_before_connecting(image_server) -> None:  # noqa: ANN001
+def test_userinfo_is_refused_before_connecting(image_server) -> None:
     image_server.add("/a.jpg", b"x")
     port = image_server.server.port
     for url in (f"http://user:pw@127.0.0.1:{port}/a.jpg", f"http://user@127.0.0.1:{port}/a.jpg"):
@@ -104,7 +104,7 @@ def test_userinfo_is_refused_before_connecting(image_server) -> None:  # noqa: A
     assert image_server.hits == []
 
 
-def test_only_ports_80_and_443(canary) -> None:  # noqa: ANN001
+def test_only_ports_80_and_443(canary) -> None:
     """Even a public address is refused on another port (resolution stands in for DNS, no traffic leaves)."""
 
     async def public(host: str, port: int) -> list[str]:
@@ -121,7 +121,7 @@ def test_only_ports_80_and_443(canary) -> None:  # noqa: ANN001
     assert canary.connections == 0
 
 
-def test_dns_is_resolved_once_and_the_checked_address_is_used(image_server) -> None:  # noqa: ANN001
+def test_dns_is_resolved_once_and_the_checked_address_is_used(image_server) -> None:
     """DNS rebinding: a second lookup would say 10.0.0.1; the connection goes to the address that was checked."""
     image_server.add("/a.jpg", b"pinned")
     answers = [["127.0.0.1"], ["10.0.0.1"], ["10.0.0.1"]]
@@ -137,13 +137,13 @@ def test_dns_is_resolved_once_and_the_checked_address_is_used(image_server) -> N
     assert got.body == b"pinned" and calls == ["rebind.test"]
 
 
-def test_slow_trickle_is_cut_by_the_total_deadline(image_server) -> None:  # noqa: ANN001
+def test_slow_trickle_is_cut_by_the_total_deadline(image_server) -> None:
     image_server.routes["/slow.jpg"] = trickle
     with pytest.raises(FetchError, match="timed out after 1.5 s"):
         run_fetch(image_server.url("/slow.jpg"), policy_for(image_server, total_timeout=1.5, read_timeout=10))
 
 
-def endless(content_length: str | None, chunked: bool = False):  # noqa: ANN201
+def endless(content_length: str | None, chunked: bool = False):
     def route(h: BaseHTTPRequestHandler) -> None:
         h.send_response(200)
         if content_length is not None:
@@ -170,13 +170,13 @@ def endless(content_length: str | None, chunked: bool = False):  # noqa: ANN201
         ("chunked", endless(None, chunked=True)),
     ],
 )
-def test_body_without_length_is_cut_at_max_bytes(image_server, name: str, route) -> None:  # noqa: ANN001
+def test_body_without_length_is_cut_at_max_bytes(image_server, name: str, route) -> None:
     image_server.routes[f"/{name}"] = route
     with pytest.raises(FetchError, match="exceeds the limit of 1,000,000 bytes"):
         run_fetch(image_server.url(f"/{name}"), policy_for(image_server, max_bytes=1_000_000))
 
 
-def test_lying_content_length(image_server) -> None:  # noqa: ANN001
+def test_lying_content_length(image_server) -> None:
     # Declares less than it sends: only the declared bytes are read, never more than the limit.
     image_server.routes["/small-lie"] = endless("10")
     assert len(run_fetch(image_server.url("/small-lie"), policy_for(image_server, max_bytes=1_000_000)).body) == 10
@@ -186,7 +186,7 @@ def test_lying_content_length(image_server) -> None:  # noqa: ANN001
         run_fetch(image_server.url("/big"), policy_for(image_server, max_bytes=1_000_000))
 
 
-def test_gzip_bomb_is_bounded_by_decoded_size(image_server) -> None:  # noqa: ANN001
+def test_gzip_bomb_is_bounded_by_decoded_size(image_server) -> None:
     bomb = gzip.compress(b"\x00" * (200 * 1024 * 1024), compresslevel=9)  # 200 MiB of zeros in ~200 KiB
     assert len(bomb) < 1_000_000
     image_server.routes["/bomb.jpg"] = encoded(bomb, "gzip")
@@ -210,13 +210,13 @@ def test_gzip_bomb_is_bounded_by_decoded_size(image_server) -> None:  # noqa: AN
         ("identity", lambda b: b),
     ],
 )
-def test_compressed_images_still_arrive_intact(image_server, encoding: str, compress) -> None:  # noqa: ANN001
+def test_compressed_images_still_arrive_intact(image_server, encoding: str, compress) -> None:
     original = make_image("PNG", (64, 48))
     image_server.routes["/img"] = encoded(compress(original), encoding)
     assert run_fetch(image_server.url("/img"), policy_for(image_server)).body == original
 
 
-def test_unknown_encodings_and_corrupt_gzip_are_per_url_errors(image_server) -> None:  # noqa: ANN001
+def test_unknown_encodings_and_corrupt_gzip_are_per_url_errors(image_server) -> None:
     image_server.routes["/br"] = encoded(b"\x1b\x00\x00", "br")
     with pytest.raises(FetchError, match="unsupported Content-Encoding"):
         run_fetch(image_server.url("/br"), policy_for(image_server))
@@ -228,7 +228,7 @@ def test_unknown_encodings_and_corrupt_gzip_are_per_url_errors(image_server) -> 
 # --- webhooks: the same rules at delivery, https required unless allowed, no redirects followed ---
 
 
-def test_webhook_delivery_refuses_canary_and_plain_http(canary) -> None:  # noqa: ANN001
+def test_webhook_delivery_refuses_canary_and_plain_http(canary) -> None:
     policy = FetchPolicy()
     for url in canary_spellings(canary.port):
         attempt = asyncio.run(deliver(url, '{"type":"t"}', "msg_1", None, policy))
@@ -238,14 +238,14 @@ def test_webhook_delivery_refuses_canary_and_plain_http(canary) -> None:  # noqa
     assert canary.connections == 0
 
 
-def test_webhook_delivery_never_follows_a_redirect(canary) -> None:  # noqa: ANN001
+def test_webhook_delivery_never_follows_a_redirect(canary) -> None:
     posts: list[str] = []
 
     class Redirecting(BaseHTTPRequestHandler):
-        def log_message(self, *a) -> None:  # noqa: ANN002
+        def log_message(self, *a) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             posts.append(self.path)
             self.send_response(307)
@@ -266,7 +266,7 @@ def test_webhook_delivery_never_follows_a_redirect(canary) -> None:  # noqa: ANN
 # --- TLS: the connection goes to the pinned IP, but SNI, certificate name and Host stay the URL's host ---
 
 
-def _tls_files(tmp_path, hostname: str):  # noqa: ANN001, ANN202
+def _tls_files(tmp_path, hostname: str):
     """A private CA and a server certificate for `hostname` (written as PEM files)."""
     import datetime
 
@@ -315,17 +315,17 @@ def _tls_files(tmp_path, hostname: str):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize("cert_host,ok", [("images.test", True), ("other.test", False)])
-def test_https_is_pinned_with_sni_and_host_of_the_url(tmp_path, cert_host: str, ok: bool) -> None:  # noqa: ANN001
+def test_https_is_pinned_with_sni_and_host_of_the_url(tmp_path, cert_host: str, ok: bool) -> None:
     import ssl
 
     ca_pem, cert_pem, key_pem = _tls_files(tmp_path, cert_host)
     seen: dict[str, str | None] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a) -> None:  # noqa: ANN002
+        def log_message(self, *a) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen["host"] = self.headers.get("Host")
             self.send_response(200)
             self.send_header("Content-Length", "6")

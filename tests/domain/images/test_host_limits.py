@@ -15,7 +15,7 @@ from image_pipeline.domain.images.host_limits import LocalHostLimiter, RedisHost
 from tests.support.servers import free_port
 
 
-async def _hammer(limiter, host: str, n: int, gauge: dict) -> None:  # noqa: ANN001
+async def _hammer(limiter, host: str, n: int, gauge: dict) -> None:
     async def one() -> None:
         async with limiter.hold(host):
             with gauge["lock"]:
@@ -125,7 +125,7 @@ def test_redis_down_falls_back_to_the_local_limit() -> None:
 
 
 @pytest.mark.parametrize("url,kind", [(None, LocalHostLimiter), ("redis://127.0.0.1:6379/0", RedisHostLimiter)])
-def test_limiter_choice(url, kind) -> None:  # noqa: ANN001
+def test_limiter_choice(url, kind) -> None:
     limiter = make_host_limiter(4, url, 10)
     assert isinstance(limiter, kind)
     asyncio.run(limiter.aclose())

@@ -20,20 +20,20 @@ from tests.support.servers import ImageServer, delayed_route
 
 
 @pytest.fixture
-def server():  # noqa: ANN201
+def server():
     srv = ImageServer().start()
     yield srv
     srv.server.close()
 
 
-def _run(items, store, policy, opts) -> list[UrlResult]:  # noqa: ANN001
+def _run(items, store, policy, opts) -> list[UrlResult]:
     out: list[UrlResult] = []
     asyncio.run(process_items(items, request_id="r1", store=store, policy=policy, opts=opts, on_result=out.append))
     return out
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
-def test_results_belong_to_their_input_whatever_order_they_finish(server, tmp_path, pool: str) -> None:  # noqa: ANN001
+def test_results_belong_to_their_input_whatever_order_they_finish(server, tmp_path, pool: str) -> None:
     rnd = random.Random(3)
     sizes = [(100 + 7 * i, 80 + 3 * i) for i in range(24)]
     items = []
@@ -52,14 +52,14 @@ def test_results_belong_to_their_input_whatever_order_they_finish(server, tmp_pa
         assert img.size == sizes[r.idx] == (r.width, r.height)
 
 
-def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN001
+def test_one_failing_url_stays_its_own(server, tmp_path) -> None:
     good = make_image("JPEG", (64, 48))
     server.add("/ok.jpg", good)
     server.add("/page.jpg", b"<!doctype html><html></html>", "text/html")
     server.add("/broken.jpg", good[: len(good) // 3])
     server.routes["/slow.jpg"] = delayed_route(good, 8.0)
 
-    def reset(h) -> None:  # noqa: ANN001
+    def reset(h) -> None:
         h.connection.close()
 
     server.routes["/reset.jpg"] = reset
@@ -76,7 +76,7 @@ def test_one_failing_url_stays_its_own(server, tmp_path) -> None:  # noqa: ANN00
     assert "time" in results[5].error.lower()
 
 
-def test_cancelling_a_run_leaves_nothing_running(server, tmp_path) -> None:  # noqa: ANN001
+def test_cancelling_a_run_leaves_nothing_running(server, tmp_path) -> None:
     body = make_image("JPEG", (200, 150))
     for i in range(40):
         server.routes[f"/c/{i}.jpg"] = delayed_route(body, 0.5)

@@ -14,16 +14,16 @@ from tests.support.inputs import csv_bytes, make_image
 from tests.support.pipeline import db_request, run_partition
 
 
-def chunked(settings, size: int):  # noqa: ANN001, ANN201
+def chunked(settings, size: int):
     s = settings.model_copy(update={"chunk_size": size, "fanout_threshold": size})
     return s, build_resources(s)
 
 
-def serve(image_server, n: int, prefix: str = "c") -> list[str]:  # noqa: ANN001
+def serve(image_server, n: int, prefix: str = "c") -> list[str]:
     return [image_server.add(f"/{prefix}/{i}.png", make_image("PNG", (40 + i, 30), seed=i)) for i in range(n)]
 
 
-def test_request_is_split_into_chunks_in_input_order(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+def test_request_is_split_into_chunks_in_input_order(settings, instance, submit, image_server, monkeypatch) -> None:
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
     s, resources = chunked(settings, 5)
     urls = serve(image_server, 12)
@@ -53,13 +53,13 @@ def test_request_is_split_into_chunks_in_input_order(settings, instance, submit,
     assert outputs == [store.public_url(r.output_key) for r in results]
 
 
-def test_small_request_is_one_chunk(settings, resources, instance, submit, image_server) -> None:  # noqa: ANN001
+def test_small_request_is_one_chunk(settings, resources, instance, submit, image_server) -> None:
     rid = submit(csv_bytes([("1", "A", serve(image_server, 3))]))
     assert run_partition(rid, resources, instance).success
     assert len(json.loads(make_store(settings).get(plan_key(rid)))) == 1
 
 
-def test_rerun_redoes_only_the_chunk_without_a_manifest(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+def test_rerun_redoes_only_the_chunk_without_a_manifest(settings, instance, submit, image_server, monkeypatch) -> None:
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
     s, resources = chunked(settings, 4)
     urls = serve(image_server, 10)
@@ -84,7 +84,7 @@ def test_rerun_redoes_only_the_chunk_without_a_manifest(settings, instance, subm
     assert listed["KeyCount"] == 10
 
 
-def test_event_log_grows_with_chunks_not_urls(settings, instance, submit, image_server, monkeypatch) -> None:  # noqa: ANN001
+def test_event_log_grows_with_chunks_not_urls(settings, instance, submit, image_server, monkeypatch) -> None:
     """No per-URL events: 3 chunks of 2 URLs and 3 chunks of 8 URLs write the same number of events."""
     monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
     counts = []
@@ -98,7 +98,7 @@ def test_event_log_grows_with_chunks_not_urls(settings, instance, submit, image_
     assert counts[0] == counts[1]
 
 
-def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submit, image_server) -> None:  # noqa: ANN001
+def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submit, image_server) -> None:
     """A run crashed between the plan and its chunk steps is retried from failure; Dagster then re-runs
     only steps that started, so no chunk step comes back and `summarize_chunks` gets nothing to collect.
     It must do the planned chunks itself rather than let the request finish with nothing processed."""
@@ -121,7 +121,7 @@ def test_chunks_without_a_step_are_done_by_the_summary(settings, instance, submi
     assert db_request(s, rid)[0].done_count == 10
 
 
-def test_progress_writer_thread_records_every_result_once(settings, resources, submit) -> None:  # noqa: ANN001
+def test_progress_writer_thread_records_every_result_once(settings, resources, submit) -> None:
     """Batches written from the writer thread (one in flight, the rest joining the next) add up exactly."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -26,13 +26,13 @@ from tests.support.services import WEBHOOK_SECRET
 MiB = 1024 * 1024
 
 
-def _etag_parts(client, bucket: str, key: str) -> int:  # noqa: ANN001
+def _etag_parts(client, bucket: str, key: str) -> int:
     """How many parts S3 assembled the object from (a multipart ETag ends in `-N`; a PutObject's has no dash)."""
     etag = client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
     return int(etag.rsplit("-", 1)[1]) if "-" in etag else 1
 
 
-def _expected_csv(csv: bytes, ctx, rid: str) -> bytes:  # noqa: ANN001
+def _expected_csv(csv: bytes, ctx, rid: str) -> bytes:
     """The output CSV as the whole-document rendering gives it, from the input and the recorded results."""
     with ctx.sessions() as s:
         results = {r.idx: r for r in results_for(s, rid)}
@@ -45,17 +45,17 @@ def _expected_csv(csv: bytes, ctx, rid: str) -> bytes:  # noqa: ANN001
 
 
 @pytest.fixture
-def ctx_for(make_settings, bucket, image_server):  # noqa: ANN001, ANN201
+def ctx_for(make_settings, bucket, image_server):
     """A pipeline context on the moto S3 server with the smallest part size S3 allows."""
 
-    def build(**overrides):  # noqa: ANN003, ANN202
+    def build(**overrides):
         settings = make_settings(s3_bucket=bucket, fetch_allow=image_server.allow, s3_part_size=S3_MIN_PART_SIZE)
         return build_resources(settings)["pipeline"].context()
 
     return build
 
 
-def test_small_request_output_is_one_put_with_the_same_bytes(ctx_for, submit, image_server, bucket) -> None:  # noqa: ANN001
+def test_small_request_output_is_one_put_with_the_same_bytes(ctx_for, submit, image_server, bucket) -> None:
     ctx = ctx_for()
     good = [image_server.add(f"/s{i}.jpg", make_image(size=(64, 48), seed=i)) for i in range(3)]
     csv = csv_bytes([("1", "=Shoe", good[:2]), ("2", 'Hat, "red"', [good[2], image_server.url("/gone.jpg")])])
@@ -69,7 +69,7 @@ def test_small_request_output_is_one_put_with_the_same_bytes(ctx_for, submit, im
     assert list(open_rows(ctx.store, rid)) == parse_csv(csv).rows
 
 
-def test_large_output_is_uploaded_in_parts_with_the_same_bytes(ctx_for, submit, image_server, bucket) -> None:  # noqa: ANN001
+def test_large_output_is_uploaded_in_parts_with_the_same_bytes(ctx_for, submit, image_server, bucket) -> None:
     """~12 MB of output (long product names keep the URL count, and the test, small): three 5 MiB parts."""
     ctx = ctx_for()
     images = [image_server.add(f"/l{i}.jpg", make_image(size=(32, 24), seed=i)) for i in range(3)]
@@ -92,7 +92,7 @@ def test_large_output_is_uploaded_in_parts_with_the_same_bytes(ctx_for, submit, 
     assert list(open_rows(ctx.store, rid)) == parse_csv(csv).rows
 
 
-def test_failed_upload_is_aborted_and_leaves_no_parts(s3_endpoint, bucket) -> None:  # noqa: ANN001
+def test_failed_upload_is_aborted_and_leaves_no_parts(s3_endpoint, bucket) -> None:
     client = make_s3_client(s3_endpoint, "us-east-1")
     store = S3Store(client, bucket, "http://files", part_size=S3_MIN_PART_SIZE)
     with pytest.raises(RuntimeError, match="producer broke"), store.open_writer("requests/x/output.csv") as out:
@@ -103,7 +103,7 @@ def test_failed_upload_is_aborted_and_leaves_no_parts(s3_endpoint, bucket) -> No
     assert not store.exists("requests/x/output.csv")
 
 
-def test_s3_writer_sends_exactly_what_was_written(s3_endpoint, bucket) -> None:  # noqa: ANN001
+def test_s3_writer_sends_exactly_what_was_written(s3_endpoint, bucket) -> None:
     """Writes of any size, across part boundaries: the object is their concatenation."""
     client = make_s3_client(s3_endpoint, "us-east-1")
     store = S3Store(client, bucket, "http://files", part_size=S3_MIN_PART_SIZE)
@@ -117,7 +117,7 @@ def test_s3_writer_sends_exactly_what_was_written(s3_endpoint, bucket) -> None: 
     assert _etag_parts(client, bucket, "requests/x/blob") == 2
 
 
-def test_local_writer_is_incremental_and_atomic(tmp_path) -> None:  # noqa: ANN001
+def test_local_writer_is_incremental_and_atomic(tmp_path) -> None:
     store = LocalStore(tmp_path, "http://files")
     rows = [parse_csv(csv_bytes([(str(i), f"P{i}", [f"https://x.example/{i}.jpg"])])).rows[0] for i in range(5)]
     with store.open_writer(output_csv_key("r")) as out:
@@ -131,7 +131,7 @@ def test_local_writer_is_incremental_and_atomic(tmp_path) -> None:  # noqa: ANN0
     assert [p.name for p in (tmp_path / "requests" / "r2").iterdir()] == []  # no temp file left
 
 
-def test_rows_stored_before_json_lines_are_still_read(tmp_path) -> None:  # noqa: ANN001
+def test_rows_stored_before_json_lines_are_still_read(tmp_path) -> None:
     store = LocalStore(tmp_path, "http://files")
     rows = parse_csv(csv_bytes([("1", "A", ["https://x.example/a.jpg"]), ("2", "B", ["https://x.example/b.jpg"])])).rows
     store.put(legacy_rows_key("old"), json.dumps([r.as_dict() for r in rows]).encode())
@@ -147,15 +147,15 @@ def test_rows_stored_before_json_lines_are_still_read(tmp_path) -> None:  # noqa
     ],
 )
 def test_large_request_webhook_lists_no_products(
-    limits,  # noqa: ANN001
+    limits,
     omitted: bool,
-    make_settings,  # noqa: ANN001
-    bucket,  # noqa: ANN001
-    image_server,  # noqa: ANN001
-    webhook_receiver,  # noqa: ANN001
-    instance,  # noqa: ANN001
-    submit,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    make_settings,
+    bucket,
+    image_server,
+    webhook_receiver,
+    instance,
+    submit,
+    monkeypatch,
 ) -> None:
     """Through the real assets: the delivered, signed event says the products were omitted and points at
     the output CSV, which has them all."""

@@ -22,7 +22,7 @@ OWNER = owner_of("test-key-1")
 
 
 @pytest.fixture
-def settings(make_settings, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def settings(make_settings, bucket, image_server, webhook_receiver):
     return make_settings(
         s3_bucket=bucket,
         fetch_allow=f"{image_server.allow},{webhook_receiver.allow}",
@@ -32,19 +32,19 @@ def settings(make_settings, bucket, image_server, webhook_receiver):  # noqa: AN
 
 
 @pytest.fixture
-def api(settings):  # noqa: ANN001, ANN201
+def api(settings):
     with TestClient(create_app(settings)) as c:
         yield c
 
 
-def finished_request(submit, resources, instance, image_server, webhook_receiver) -> str:  # noqa: ANN001
+def finished_request(submit, resources, instance, image_server, webhook_receiver) -> str:
     url = image_server.add("/w/a.jpg", make_image(seed=3))
     rid = submit(csv_bytes([("1", "Shoe", [url])]), webhook_url=webhook_receiver.url, owner=OWNER)
     assert run_partition(rid, resources, instance).success
     return rid
 
 
-def drive_retries(api: TestClient, rid: str, resources, instance, timeout: float = 45.0) -> dict:  # noqa: ANN001
+def drive_retries(api: TestClient, rid: str, resources, instance, timeout: float = 45.0) -> dict:
     """Tick the retry sensor (like the daemon does) until no delivery of the request is pending."""
     deadline = time.monotonic() + timeout
     while True:
@@ -59,7 +59,7 @@ def drive_retries(api: TestClient, rid: str, resources, instance, timeout: float
 
 def test_500_500_200_is_three_signed_attempts_with_one_id(
     submit, resources, instance, image_server, webhook_receiver, api
-) -> None:  # noqa: ANN001
+) -> None:
     webhook_receiver.responses = [500, 500, 200]
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     first = api.get(f"/api/requests/{rid}/webhooks", headers=AUTH).json()["deliveries"]
@@ -83,7 +83,7 @@ def test_500_500_200_is_three_signed_attempts_with_one_id(
     assert deliveries[1].at - deliveries[0].at >= 0.7 and deliveries[2].at - deliveries[1].at >= 0.7
 
 
-def test_302_is_not_followed_and_not_retried(submit, resources, instance, image_server, webhook_receiver, api) -> None:  # noqa: ANN001
+def test_302_is_not_followed_and_not_retried(submit, resources, instance, image_server, webhook_receiver, api) -> None:
     webhook_receiver.responses = [302]
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     log = drive_retries(api, rid, resources, instance)
@@ -93,7 +93,7 @@ def test_302_is_not_followed_and_not_retried(submit, resources, instance, image_
     assert len(webhook_receiver.deliveries) == 1  # a followed redirect would have POSTed to /elsewhere
 
 
-def test_410_gone_stops_retrying(submit, resources, instance, image_server, webhook_receiver, api) -> None:  # noqa: ANN001
+def test_410_gone_stops_retrying(submit, resources, instance, image_server, webhook_receiver, api) -> None:
     webhook_receiver.responses = [410]
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     log = drive_retries(api, rid, resources, instance)
@@ -107,7 +107,7 @@ def test_410_gone_stops_retrying(submit, resources, instance, image_server, webh
 
 def test_hanging_receiver_times_out_and_is_retried(
     submit, resources, instance, image_server, webhook_receiver, api
-) -> None:  # noqa: ANN001
+) -> None:
     webhook_receiver.responses, webhook_receiver.hang_s = ["hang", 200], 10
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     log = drive_retries(api, rid, resources, instance)
@@ -119,7 +119,7 @@ def test_hanging_receiver_times_out_and_is_retried(
 
 def test_429_and_5xx_retry_until_the_schedule_is_used_up(
     submit, resources, instance, image_server, webhook_receiver, api
-) -> None:  # noqa: ANN001
+) -> None:
     webhook_receiver.responses = [429, 503, 500, 502, 200]
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     log = drive_retries(api, rid, resources, instance)
@@ -129,7 +129,7 @@ def test_429_and_5xx_retry_until_the_schedule_is_used_up(
     assert d["finished_at"] and d["next_attempt_at"] is None
 
 
-def test_replay_resends_the_same_event(submit, resources, instance, image_server, webhook_receiver, api) -> None:  # noqa: ANN001
+def test_replay_resends_the_same_event(submit, resources, instance, image_server, webhook_receiver, api) -> None:
     rid = finished_request(submit, resources, instance, image_server, webhook_receiver)
     [original] = webhook_receiver.wait_for(1)
 
@@ -150,7 +150,7 @@ def test_replay_resends_the_same_event(submit, resources, instance, image_server
     assert api.get("/api/requests/nope/webhooks", headers=AUTH).status_code == 404
 
 
-def test_replay_of_an_unfinished_request_is_refused(submit, api, webhook_receiver) -> None:  # noqa: ANN001
+def test_replay_of_an_unfinished_request_is_refused(submit, api, webhook_receiver) -> None:
     rid = submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])]), webhook_url=webhook_receiver.url, owner=OWNER)
     r = api.post(f"/api/requests/{rid}/webhooks/replay", headers=AUTH)
     assert r.status_code == 409 and "pending" in r.json()["detail"]

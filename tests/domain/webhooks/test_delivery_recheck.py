@@ -10,7 +10,7 @@ from tests.support.pipeline import db_request, run_partition
 
 
 @pytest.fixture
-def settings(make_settings, bucket, image_server):  # noqa: ANN001, ANN201
+def settings(make_settings, bucket, image_server):
     # The webhook receiver is NOT in the allow list at delivery time (say the operator removed it).
     return make_settings(s3_bucket=bucket, fetch_allow=image_server.allow)
 
@@ -21,7 +21,7 @@ def test_delivery_recheck_refuses_a_webhook_the_rules_no_longer_allow(
     instance,
     submit,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     rid = submit(csv_bytes([("1", "A", [image_server.add("/a.jpg", make_image())])]), webhook_url=webhook_receiver.url)
     assert run_partition(rid, resources, instance).success
