@@ -50,7 +50,7 @@ def write_output_csv(
 
 def render_output_csv(rows: Iterable[ProductRow], output_url: Callable[[int], str | None]) -> bytes:
     """The whole output CSV in one bytes object (small requests). The pipeline streams it with
-    `write_output_csv` instead; the two give the same bytes (tests/pipeline/test_streaming_output.py)."""
+    `write_output_csv` instead; the two give the same bytes (tests/domain/request/test_streaming.py)."""
     # Encoded as it is written: one growing byte buffer, not a str of the whole file plus its encoding.
     buf = io.BytesIO()
     text = io.TextIOWrapper(buf, encoding="utf-8", newline="", write_through=True)
