@@ -45,6 +45,7 @@ test: $(STAMP) chromium check
 # definitions as dg loads them (on a throwaway DAGSTER_HOME: the repo's dagster.yaml wants PostgreSQL).
 check: $(STAMP)
 	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check --quiet .
 	@$(BIN)/lint-imports --no-cache
 	@home=$$(mktemp -d) && trap 'rm -rf $$home' EXIT && printf 'telemetry:\n  enabled: false\n' > $$home/dagster.yaml && \
 	  DAGSTER_HOME=$$home VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs

@@ -26,9 +26,12 @@ import time
 import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from subprocess import Popen
 
 from bench.photos import make_photo, photo_set
-from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, upload_urls, wait_http
+from bench.servers import start_moto, upload_urls
+from image_pipeline.cli.processes import spawn, stop, wait_http
+from tests.support.servers import WebhookReceiver, free_port, start_image_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,7 +70,7 @@ def codec_ours(data: bytes) -> int:
     return len(recompress(data, 50).data)
 
 
-def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:  # noqa: ANN001
+def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:
     list(pool.map(fn, photos[: CORES * 2]))  # warm: workers started, modules imported
     t0 = time.perf_counter()
     list(pool.map(fn, photos))
@@ -84,12 +87,12 @@ class Bench:
             "parts": {},
         }
         self.tmp = Path(tempfile.mkdtemp(prefix="imgpipe-bench-"))
-        self.procs: list[Proc] = []
+        self.procs: list[Popen] = []
         self._photos: list[bytes] | None = None
         self._img_base: str | None = None
         self._s3: str | None = None
-        self._moto: Proc | None = None
-        self._img_proc: Proc | None = None
+        self._moto: Popen | None = None
+        self._img_proc: Popen | None = None
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -131,7 +134,7 @@ class Bench:
         boto3.client("s3", endpoint_url=self.s3(), region_name="us-east-1").create_bucket(Bucket=name)
         return name
 
-    def record(self, part: str, **values) -> None:  # noqa: ANN003
+    def record(self, part: str, **values) -> None:
         values["load"] = load()
         self.results["parts"][part] = values
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}
@@ -263,7 +266,7 @@ class Bench:
         tick = os.sysconf("SC_CLK_TCK")
         for name, proc in (("image_server", self._img_proc), ("moto_s3", self._moto)):
             try:
-                fields = Path(f"/proc/{proc.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
                 out[name] = (int(fields[11]) + int(fields[12])) / tick
             except (AttributeError, OSError):
                 out[name] = 0.0
@@ -273,7 +276,7 @@ class Bench:
     def stack(self) -> tuple[str, WebhookReceiver]:
         if getattr(self, "_stack", None):
             return self._stack
-        hook = WebhookReceiver()
+        hook = WebhookReceiver().start()
         api_port, ui_port = free_port(), free_port()
         host = self.image_base().removeprefix("http://")
         env = dict(
@@ -282,12 +285,12 @@ class Bench:
             IMGPIPE_API_PORT=str(api_port),
             IMGPIPE_UI_PORT=str(ui_port),
             IMGPIPE_API_KEYS=KEY,
-            IMGPIPE_FETCH_ALLOW=f"{host},127.0.0.1:{hook.port}",
+            IMGPIPE_FETCH_ALLOW=f"{host},{hook.allow}",
         )
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
             env.pop(k, None)
         log = self.tmp / "stack.log"
-        self._stack_proc = Proc([sys.executable, "-m", "image_pipeline.cli.devstack"], env=env, log=log, cwd=ROOT)
+        self._stack_proc = spawn([sys.executable, "-m", "image_pipeline.cli.devstack"], env=env, output=log, cwd=ROOT)
         self.procs.append(self._stack_proc)
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/api/check_db_connection", 120)
@@ -311,7 +314,7 @@ class Bench:
             time.sleep(rng.uniform(0.3, 2.5))
             wall0, t0 = time.time(), time.monotonic()
             rid = self._upload(api, small, hook.url)
-            took = hook.wait_for(rid, 120) - t0
+            took = hook.wait_for_request(rid, 120).at - t0
             lat.append(took)
             phases.append(self._phases(rid, wall0, wall0 + took))
         lat.sort()
@@ -336,7 +339,7 @@ class Bench:
             if doc["status"] != "pending":
                 t_start = time.monotonic()
             time.sleep(0.05)
-        t_end = hook.wait_for(rid, 600)
+        t_end = hook.wait_for_request(rid, 600).at
         doc = httpx.get(f"{api}/api/status/{rid}", headers={"Authorization": f"Bearer {KEY}"}).json()
         assert doc["progress"]["done"] == len(urls), doc
         self.record(
@@ -383,7 +386,7 @@ class Bench:
     def _upload_and_wait(self, api: str, hook: WebhookReceiver, urls: list[str], timeout: float) -> float:
         t0 = time.monotonic()
         rid = self._upload(api, urls, hook.url)
-        return hook.wait_for(rid, timeout) - t0
+        return hook.wait_for_request(rid, timeout).at - t0
 
     def part_memory(self) -> None:
         api, hook = self.stack()
@@ -393,11 +396,11 @@ class Bench:
             rid = self._upload(api, urls, hook.url, per_row=10)
             peak, peak_tree, seen = 0, 0, set()
             while True:
-                for pid, hwm, tree in _run_worker_hwm(self._stack_proc.p.pid):
+                for pid, hwm, tree in _run_worker_hwm(self._stack_proc.pid):
                     seen.add(pid)
                     peak, peak_tree = max(peak, hwm), max(peak_tree, tree)
                 try:
-                    t_end = hook.wait_for(rid, 0.2)
+                    t_end = hook.wait_for_request(rid, 0.2).at
                     break
                 except TimeoutError:
                     if time.monotonic() - t0 > 3600:
@@ -426,13 +429,13 @@ class Bench:
             env.pop(k, None)
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(port)]
         cmd += ["--log-level", "warning", "--no-access-log"]
-        proc = Proc(cmd, env=env, log=self.tmp / "api.log", cwd=ROOT)
+        proc = spawn(cmd, env=env, output=self.tmp / "api.log", cwd=ROOT)
         try:
             api = f"http://127.0.0.1:{port}"
             wait_http(f"{api}/api/check_db_connection")
             ok, failed, ids, dt = asyncio.run(_load(api, self.args.api_seconds, self.args.api_concurrency))
         finally:
-            proc.stop()
+            stop(proc, grace=15)
         from sqlalchemy import create_engine, text
 
         engine = create_engine(f"sqlite:///{self.tmp / 'api' / 'app.db'}")
@@ -455,7 +458,7 @@ class Bench:
         if getattr(self, "_stack", None):
             self._stack[1].close()
         for p in reversed(self.procs):
-            p.stop()
+            stop(p, grace=15)
 
 
 def _proc_table() -> dict[int, tuple[int, bytes, int, int]]:

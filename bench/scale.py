@@ -38,11 +38,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from subprocess import Popen
 
 import httpx
 
 from bench.photos import make_photo, photo_set
-from bench.servers import Proc, WebhookReceiver, free_port, start_image_server, start_moto, upload_urls, wait_http
+from bench.servers import start_moto, upload_urls
+from image_pipeline.cli.processes import spawn, stop, wait_http
+from tests.support.servers import WebhookReceiver, free_port, start_image_server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -121,7 +124,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- postgres
-def _admin():  # noqa: ANN202
+def _admin():
     from sqlalchemy import create_engine
 
     return create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
@@ -168,7 +171,7 @@ class Stack:
         self.dir.mkdir()
         self.queue = f"imgpipe-bench-{name}-{uuid.uuid4().hex[:6]}"
         self.run_queue = self.queue + "-runs"
-        self.procs: dict[str, Proc] = {}
+        self.procs: dict[str, Popen] = {}
         self.workers: list[str] = []
         self.started = 0
         self.dbs: list[str] = []
@@ -228,7 +231,7 @@ class Stack:
             wait_http(f"{ui}/server_info", 120)
 
     def _start(self, name: str, cmd: list[str]) -> None:
-        self.procs[name] = Proc(cmd, env=self.env, log=self.dir / f"{name}.log", cwd=ROOT)
+        self.procs[name] = spawn(cmd, env=self.env, output=self.dir / f"{name}.log", cwd=ROOT)
 
     def log(self, name: str, chars: int = 3000) -> str:
         path = self.dir / f"{name}.log"
@@ -249,7 +252,7 @@ class Stack:
         self.workers.append(name)
         deadline = time.monotonic() + 90
         while "ready." not in self.log(name, 100_000):
-            if self.procs[name].p.poll() is not None or time.monotonic() > deadline:
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {name} did not start:\n{self.log(name)}")
             time.sleep(0.2)
         return name
@@ -258,7 +261,7 @@ class Stack:
         """CPU seconds (user + system) used so far by the process group of `name` (a worker: the
         `dagster-celery` wrapper and the `celery` process under it). A run's CPU in its worker is the
         difference around the run: unlike wall time, it barely moves with the machine's load."""
-        group, tick, total = self.procs[name].p.pid, os.sysconf("SC_CLK_TCK"), 0.0
+        group, tick, total = self.procs[name].pid, os.sysconf("SC_CLK_TCK"), 0.0
         for pid in (p for p in os.listdir("/proc") if p.isdigit()):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -270,11 +273,11 @@ class Stack:
 
     def stop_workers(self) -> None:
         for name in self.workers:
-            self.procs.pop(name).stop()
+            stop(self.procs.pop(name), grace=15)
         self.workers = []
         self.kill_strays(lambda cmd: b"celery" in cmd)
 
-    def kill_strays(self, match=lambda cmd: True) -> None:  # noqa: ANN001
+    def kill_strays(self, match=lambda cmd: True) -> None:
         """Kill what outlives its process group: `celery` under `dagster-celery` finishing its task, run
         processes (their own session, by design: a run survives a daemon restart). Ours are the
         processes whose environment has this stack's DAGSTER_HOME."""
@@ -287,7 +290,7 @@ class Stack:
     def worker_pids(self) -> list[int]:
         return self.stack_pids(lambda cmd: b"celery" in cmd)
 
-    def stack_pids(self, match=lambda cmd: True) -> list[int]:  # noqa: ANN001
+    def stack_pids(self, match=lambda cmd: True) -> list[int]:
         mark = f"DAGSTER_HOME={self.env['DAGSTER_HOME']}".encode()
         pids = []
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
@@ -302,12 +305,12 @@ class Stack:
 
     def close(self) -> None:
         for proc in reversed(list(self.procs.values())):
-            proc.stop()
+            stop(proc, grace=15)
         self.kill_strays()
         for url in reversed(self.dbs):
             try:
                 drop_db(url)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  (could not drop {url}: {exc})", flush=True)
 
     # -- requests
@@ -319,7 +322,7 @@ class Stack:
         t0, wall0 = time.monotonic(), time.time()
         rid = self.upload(urls, hook.url)
         try:
-            t_hook = hook.wait_for(rid, timeout)
+            t_hook = hook.wait_for_request(rid, timeout).at
         except TimeoutError:
             raise RuntimeError(f"{self.name}: no webhook for {rid}\ndaemon:\n{self.log('daemon')}") from None
         doc = httpx.get(f"{self.api}/api/status/{rid}", headers={"Authorization": f"Bearer {KEY}"}).json()
@@ -404,7 +407,7 @@ class ScaleBench:
             "params": {k: v for k, v in vars(args).items() if k != "out"},
             "parts": {},
         }
-        self.procs: list[Proc] = []
+        self.procs: list[Popen] = []
         self.stacks: list[Stack] = []
         for k, v in (
             ("AWS_ACCESS_KEY_ID", "bench"),
@@ -423,15 +426,15 @@ class ScaleBench:
         self.procs.append(proc)
         proc, self.s3 = start_moto()
         self.procs.append(proc)
-        self.hook = WebhookReceiver()
+        self.hook = WebhookReceiver().start()
 
-    def record(self, part: str, **values) -> None:  # noqa: ANN003
+    def record(self, part: str, **values) -> None:
         values["load"] = load()
         self.results["parts"][part] = values
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items() if k != "all_s"}
         print(f"  [{part}] {shown}", flush=True)
 
-    def stack(self, name: str, env: dict[str, str], **kw) -> Stack:  # noqa: ANN003
+    def stack(self, name: str, env: dict[str, str], **kw) -> Stack:
         import boto3
 
         bucket = f"scale-{name}"
@@ -440,7 +443,7 @@ class ScaleBench:
         base = {
             "IMGPIPE_S3_BUCKET": bucket,
             "IMGPIPE_S3_ENDPOINT_URL": self.s3,
-            "IMGPIPE_FETCH_ALLOW": f"{allow},127.0.0.1:{self.hook.port}",
+            "IMGPIPE_FETCH_ALLOW": f"{allow},{self.hook.allow}",
         }
         t0 = time.monotonic()
         s = Stack(name, self.tmp, {**base, **env}, **kw)
@@ -696,7 +699,7 @@ class ScaleBench:
             self.drop(s)
         self.hook.close()
         for p in reversed(self.procs):
-            p.stop()
+            stop(p, grace=15)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -1,4 +1,5 @@
-"""Real services for the tests: PostgreSQL, Redis and an S3 (moto) server on loopback.
+"""Real services for the tests: PostgreSQL, Redis and an S3 (moto) server on loopback, and the shared
+fixtures built on them. Helpers that are not fixtures are in tests/support/.
 
 A missing service fails the test run (never skips): these tests exist to prove the product works
 against the real things.
@@ -12,58 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import ImageServer, WebhookReceiver, free_port
-
-PG_ADMIN_URL = os.environ.get("IMGPIPE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("IMGPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")  # a test-only db number
-
-
-def _worker_redis_url(base: str) -> str:
-    """Each pytest-xdist worker gets its own Redis db (base, base+1, ... mod 16): they flush it."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    head, _, db = base.rpartition("/")
-    return f"{head}/{(int(db or 0) + int(worker.removeprefix('gw') or 0)) % 16}"
-
-
-REDIS_URL = _worker_redis_url(REDIS_URL)
-WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+from tests.support.servers import ImageServer, WebhookReceiver, free_port
+from tests.support.services import REDIS_URL, WEBHOOK_SECRET, create_pg_database, drop_pg_database
 
 # boto3 must never find real credentials or talk to AWS from the tests.
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
 for _v in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_v, None)
-
-
-def _pg_admin_engine():  # noqa: ANN202
-    from sqlalchemy import create_engine
-
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-
-
-def create_pg_database(prefix: str = "imgpipe_test") -> str:
-    """A fresh database on the machine's PostgreSQL; returns its URL. Fails loudly if Postgres is down."""
-    from sqlalchemy import text
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    engine = _pg_admin_engine()
-    try:
-        with engine.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for the tests: {exc}", pytrace=False)
-    finally:
-        engine.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(url: str) -> None:
-    from sqlalchemy import text
-
-    name = url.rsplit("/", 1)[1]
-    engine = _pg_admin_engine()
-    with engine.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +40,7 @@ def redis_url() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis at {REDIS_URL} is required for the tests: {exc}", pytrace=False)
     client.flushdb()
     yield REDIS_URL
@@ -117,22 +73,22 @@ def bucket(s3_endpoint: str) -> str:
 def image_server() -> Iterator[ImageServer]:
     srv = ImageServer().start()
     yield srv
-    srv.server.close()
+    srv.close()
 
 
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     rcv = WebhookReceiver().start()
     yield rcv
-    rcv.server.close()
+    rcv.close()
 
 
 @pytest.fixture
-def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # noqa: ANN001, ANN201
+def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):
     """Settings for one test: real Postgres/Redis/S3; extra keyword arguments override."""
     from image_pipeline.domain.settings import Settings
 
-    def build(**overrides) -> Settings:  # noqa: ANN003
+    def build(**overrides) -> Settings:
         values = {
             "data_dir": tmp_path / "data",
             "database_url": pg_url,
@@ -147,3 +103,43 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):  # n
         return Settings(_env_file=None, **values)
 
     return build
+
+
+# --- the pipeline in the test process (tests/defs, tests/domain): settings, resources, an instance ------
+
+
+@pytest.fixture
+def settings(make_settings, bucket, image_server, webhook_receiver):
+    return make_settings(s3_bucket=bucket, fetch_allow=f"{image_server.allow},{webhook_receiver.allow}")
+
+
+@pytest.fixture
+def resources(settings, monkeypatch):
+    from image_pipeline.defs.resources import build_resources
+
+    monkeypatch.setenv("IMGPIPE_WEBHOOK_SECRET", settings.webhook_secret)
+    return build_resources(settings)
+
+
+@pytest.fixture
+def instance():
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def submit(settings):
+    """Accept a request the way the API does: store the CSV object, then record the row."""
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from tests.support.pipeline import submit_to
+
+    engine = make_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+
+    def _submit(csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:
+        return submit_to(settings, sessions, csv, webhook_url, owner)
+
+    yield _submit
+    engine.dispose()

@@ -9,7 +9,6 @@ share our process group and die with us (PR_SET_PDEATHSIG) even if we are killed
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import secrets
 import shutil
@@ -17,20 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from image_pipeline.cli.processes import answers, spawn
+from image_pipeline.cli.processes import stop as stop_all
 from image_pipeline.domain.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _persisted(path: Path, make) -> str:
@@ -128,29 +120,22 @@ def main() -> int:
                     _say(f"imgpipe: {name} exited with code {p.returncode}; stopping")
                     return 1
             if not ui_ready:
-                ui_ready = _answers(f"{ui}/server_info")
+                ui_ready = answers(f"{ui}/server_info", timeout=1)
                 if ui_ready:
                     procs["api"] = _start(commands["api"], env)
             elif not ready:
-                ready = _answers(f"{api}/api/check_db_connection")
+                ready = answers(f"{api}/api/check_db_connection", timeout=1)
                 if ready:
                     _banner(api, ui, key, data_dir)
             time.sleep(0.3)
         return 0
     finally:
-        _stop_all(procs)
+        stop_all(procs.values(), grace=10.0)
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    """In our process group (a terminal's Ctrl-C reaches every child), dying with us."""
+    return spawn(cmd, env=env, cwd=ROOT, new_group=False, die_with_parent=True)
 
 
 def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:
@@ -164,19 +149,6 @@ def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:
     _say("Try it:")
     _say(f"  curl -H 'Authorization: Bearer {key}' -F file=@examples/products.csv {api}/api/upload")
     _say("Ctrl-C stops everything.")
-
-
-def _stop_all(procs: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in procs.values():
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 if __name__ == "__main__":

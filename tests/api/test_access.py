@@ -13,13 +13,10 @@ from sqlalchemy import create_engine, text
 
 from api.auth import owner_of
 from api.main import create_app
-from image_pipeline.domain.db.api_keys import create_key
-from image_pipeline.domain.db.engine import make_engine, session_factory
-from tests.api.conftest import AUTH, OTHER
-from tests.api.test_upload import GOOD
+from tests.support.api import AUTH, GOOD, OTHER, new_db_key
 
 
-def imgpipe(settings, *args: str, cwd) -> subprocess.CompletedProcess:  # noqa: ANN001
+def imgpipe(settings, *args: str, cwd) -> subprocess.CompletedProcess:
     """Run the real `imgpipe` command line against the test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
     env["IMGPIPE_DATABASE_URL"] = settings.resolved_database_url
@@ -28,23 +25,15 @@ def imgpipe(settings, *args: str, cwd) -> subprocess.CompletedProcess:  # noqa: 
     )
 
 
-def new_db_key(settings, name: str = "test") -> str:  # noqa: ANN001
-    engine = make_engine(settings.resolved_database_url)
-    with session_factory(engine)() as s:
-        _, plain = create_key(s, name)
-    engine.dispose()
-    return plain
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def upload(client, headers) -> int:  # noqa: ANN001
+def upload(client, headers) -> int:
     return client.post("/api/upload", headers=headers, files={"file": ("p.csv", GOOD, "text/csv")}).status_code
 
 
-def test_cli_key_lifecycle_hashed_isolated_and_revocable(client, settings, tmp_path) -> None:  # noqa: ANN001
+def test_cli_key_lifecycle_hashed_isolated_and_revocable(client, settings, tmp_path) -> None:
     created = imgpipe(settings, "keys", "create", "shop frontend", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
@@ -95,13 +84,13 @@ def test_env_key_owner_ids_are_stable() -> None:
         {"Authorization": "Bearer " + "k" * 5000},
     ],
 )
-def test_bad_credentials_are_401(client, header) -> None:  # noqa: ANN001
+def test_bad_credentials_are_401(client, header) -> None:
     r = client.get("/api/status/00000000-0000-0000-0000-000000000000", headers=header)
     assert r.status_code == 401 and r.headers["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize("with_redis", [True, False], ids=["redis", "memory"])
-def test_upload_rate_limit_per_key_is_429_with_retry_after(make_settings, bucket, with_redis: bool) -> None:  # noqa: ANN001
+def test_upload_rate_limit_per_key_is_429_with_retry_after(make_settings, bucket, with_redis: bool) -> None:
     overrides = {} if with_redis else {"redis_url": None}
     settings = make_settings(s3_bucket=bucket, upload_rate_limit="2/minute", **overrides)
     with TestClient(create_app(settings)) as c:
@@ -115,7 +104,7 @@ def test_upload_rate_limit_per_key_is_429_with_retry_after(make_settings, bucket
         assert c.get("/api/check_db_connection").status_code == 200  # only uploads are limited
 
 
-def test_rate_limit_is_shared_through_redis(make_settings, bucket) -> None:  # noqa: ANN001
+def test_rate_limit_is_shared_through_redis(make_settings, bucket) -> None:
     """Two API processes (here: two apps) count one key together when Redis is configured."""
     settings = make_settings(s3_bucket=bucket, upload_rate_limit="3/minute")
     key = new_db_key(settings)
@@ -124,7 +113,7 @@ def test_rate_limit_is_shared_through_redis(make_settings, bucket) -> None:  # n
     assert codes == [202, 202, 202, 429]
 
 
-def test_rate_limit_fails_open_when_redis_is_down(make_settings, bucket) -> None:  # noqa: ANN001
+def test_rate_limit_fails_open_when_redis_is_down(make_settings, bucket) -> None:
     settings = make_settings(s3_bucket=bucket, upload_rate_limit="1/minute", redis_url="redis://127.0.0.1:1/0")
     with TestClient(create_app(settings)) as c:
         assert [upload(c, AUTH) for _ in range(2)] == [202, 202]
@@ -137,7 +126,7 @@ EXPECTED_HEADERS = {
 }
 
 
-def test_security_headers_on_every_answer(make_settings, bucket) -> None:  # noqa: ANN001
+def test_security_headers_on_every_answer(make_settings, bucket) -> None:
     settings = make_settings(s3_bucket=bucket, max_upload_bytes=1000)
     with TestClient(create_app(settings)) as c:
         answers = [
@@ -163,7 +152,7 @@ def test_security_headers_on_every_answer(make_settings, bucket) -> None:  # noq
         assert c.get("/api/check_db_connection").headers["strict-transport-security"].startswith("max-age=")
 
 
-def test_cors_is_off_by_default(client) -> None:  # noqa: ANN001
+def test_cors_is_off_by_default(client) -> None:
     pre = client.options(
         "/api/upload",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
@@ -173,7 +162,7 @@ def test_cors_is_off_by_default(client) -> None:  # noqa: ANN001
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_cors_allows_only_configured_origins(make_settings, bucket) -> None:  # noqa: ANN001
+def test_cors_allows_only_configured_origins(make_settings, bucket) -> None:
     settings = make_settings(s3_bucket=bucket, cors_origins="https://shop.example, https://admin.example/")
     with TestClient(create_app(settings)) as c:
         ok = c.options(
@@ -195,7 +184,7 @@ def test_cors_allows_only_configured_origins(make_settings, bucket) -> None:  # 
         assert r.headers["x-content-type-options"] == "nosniff"
 
 
-def test_product_names_are_never_served_as_html(client) -> None:  # noqa: ANN001
+def test_product_names_are_never_served_as_html(client) -> None:
     """Names and cells are data: echoed only inside JSON (nosniff), never in an HTML page."""
     evil = "<script>alert(1)</script>"
     csv = f"S.No.,Product Name,Input Image Urls\n1,{evil},javascript:alert(1)\n2,<img src=x onerror=alert(1)>,\n"

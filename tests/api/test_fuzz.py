@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.main import create_app
-from tests.api.conftest import AUTH
+from tests.support.api import AUTH
 
 FUZZ = settings(
     max_examples=120,
@@ -93,7 +93,7 @@ webhook = st.one_of(
 )
 
 
-def routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def routes(app) -> list[tuple[str, str]]:
     schema = app.openapi()
     return sorted((method.upper(), path) for path, item in schema["paths"].items() for method in item)
 
@@ -104,14 +104,14 @@ def fill(path: str, value: str) -> str:
     return re.sub(r"\{[^}]+\}", quote(value, safe="/") or "x", path)
 
 
-def check(response, path: str) -> None:  # noqa: ANN001
+def check(response, path: str) -> None:
     assert response.status_code < 500, (path, response.status_code, response.text[:300])
     if path.startswith("/api/") and not response.headers.get("content-type", "").startswith("text/csv"):
         assert response.headers["content-type"].startswith("application/json"), (path, response.headers)
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-def test_no_generated_request_is_answered_with_5xx(make_settings, bucket) -> None:  # noqa: ANN001
+def test_no_generated_request_is_answered_with_5xx(make_settings, bucket) -> None:
     app = create_app(make_settings(s3_bucket=bucket, max_upload_bytes=20_000))
     with TestClient(app) as client:
         documented = routes(app)

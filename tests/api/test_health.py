@@ -3,16 +3,16 @@ import time
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.helpers import free_port
+from tests.support.servers import free_port
 
 
-def test_db_connected(client) -> None:  # noqa: ANN001
+def test_db_connected(client) -> None:
     for path in ("/api/check_db_connection", "/api/check_db_connection/"):
         r = client.get(path)
         assert r.status_code == 200 and r.json() == {"db_status": "connected"}
 
 
-def test_db_down_is_503_not_500_or_hang(make_settings) -> None:  # noqa: ANN001
+def test_db_down_is_503_not_500_or_hang(make_settings) -> None:
     dead = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
     app = create_app(make_settings(database_url=dead), migrate=False)
     with TestClient(app) as c:

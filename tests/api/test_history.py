@@ -4,17 +4,17 @@ from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.api.conftest import AUTH, OTHER
-from tests.helpers import csv_bytes, make_image
+from tests.support.api import AUTH, OTHER
+from tests.support.inputs import csv_bytes, make_image
 
 
-def upload(client, csv: bytes, name: str = "p.csv") -> str:  # noqa: ANN001
+def upload(client, csv: bytes, name: str = "p.csv") -> str:
     r = client.post("/api/upload", headers=AUTH, files={"file": (name, csv, "text/csv")})
     assert r.status_code == 202, r.text
     return r.json()["request_id"]
 
 
-def test_recent_requests_are_per_key_and_newest_first(client) -> None:  # noqa: ANN001
+def test_recent_requests_are_per_key_and_newest_first(client) -> None:
     first = upload(client, csv_bytes([("1", "A", ["https://img.example/a.jpg"])]), "first.csv")
     second = upload(client, csv_bytes([("1", "B", ["https://img.example/b.jpg"])]), "second.csv")
     mine = client.get("/api/requests", headers=AUTH).json()["requests"]
@@ -30,7 +30,7 @@ def test_recent_requests_are_per_key_and_newest_first(client) -> None:  # noqa: 
     assert client.get("/api/requests").status_code == 401
 
 
-def test_results_list_pending_urls_then_outcomes(client, settings, image_server) -> None:  # noqa: ANN001
+def test_results_list_pending_urls_then_outcomes(client, settings, image_server) -> None:
     good = image_server.add("/h/ok.jpg", make_image("JPEG", (400, 300)))
     missing = image_server.url("/h/missing.jpg")
     rid = upload(client, csv_bytes([("1", "<b>Shoe</b>", [good, missing]), ("2", "Hat", [good])]))
@@ -60,7 +60,7 @@ def test_results_list_pending_urls_then_outcomes(client, settings, image_server)
     assert client.get(f"/api/requests/{rid}/results", headers=OTHER).status_code == 404
 
 
-def test_page_and_its_script_are_served(client) -> None:  # noqa: ANN001
+def test_page_and_its_script_are_served(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]

@@ -16,9 +16,9 @@ from image_pipeline.domain.db.engine import make_engine, session_factory, upgrad
 from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.db.requests import create_request
 from image_pipeline.domain.objects.s3 import make_s3_client
-from tests.api.conftest import AUTH, OTHER
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.helpers import csv_bytes
+from tests.support.api import AUTH, OTHER
+from tests.support.inputs import csv_bytes
+from tests.support.services import create_pg_database, drop_pg_database
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def own_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(make_settings, bucket, webhook_receiver, own_db):  # noqa: ANN001, ANN201
+def settings(make_settings, bucket, webhook_receiver, own_db):
     return make_settings(s3_bucket=bucket, fetch_allow=webhook_receiver.allow, database_url=own_db)
 
 
@@ -40,13 +40,13 @@ CSV = csv_bytes([("1", "Shoe", ["https://img.example/a.jpg"])])
 OTHER_CSV = csv_bytes([("1", "Shoe", ["https://img.example/b.jpg"])])
 
 
-def post(client, key: str | None, body: bytes = CSV, webhook_url: str | None = None, headers=AUTH):  # noqa: ANN001, ANN201
+def post(client, key: str | None, body: bytes = CSV, webhook_url: str | None = None, headers=AUTH):
     h = dict(headers, **({"Idempotency-Key": key} if key else {}))
     data = {"webhook_url": webhook_url} if webhook_url else {}
     return client.post("/api/upload", headers=h, files={"file": ("p.csv", body, "text/csv")}, data=data)
 
 
-def rows_with_key(settings, key: str) -> list[ImageRequest]:  # noqa: ANN001
+def rows_with_key(settings, key: str) -> list[ImageRequest]:
     engine = make_engine(settings.resolved_database_url)
     with session_factory(engine)() as s:
         rows = list(s.scalars(select(ImageRequest).where(ImageRequest.idempotency_key == key)).all())
@@ -54,7 +54,7 @@ def rows_with_key(settings, key: str) -> list[ImageRequest]:  # noqa: ANN001
     return rows
 
 
-def test_same_key_same_body_returns_the_original(client, settings) -> None:  # noqa: ANN001
+def test_same_key_same_body_returns_the_original(client, settings) -> None:
     key = uuid.uuid4().hex
     first = post(client, key)
     assert first.status_code == 202 and "idempotent-replayed" not in first.headers
@@ -67,7 +67,7 @@ def test_same_key_same_body_returns_the_original(client, settings) -> None:  # n
     assert post(client, None).json()["request_id"] != post(client, None).json()["request_id"]
 
 
-def test_same_key_different_body_is_422(client, settings, webhook_receiver) -> None:  # noqa: ANN001
+def test_same_key_different_body_is_422(client, settings, webhook_receiver) -> None:
     key = uuid.uuid4().hex
     rid = post(client, key).json()["request_id"]
     other_file = post(client, key, OTHER_CSV)
@@ -77,14 +77,14 @@ def test_same_key_different_body_is_422(client, settings, webhook_receiver) -> N
     assert [r.id for r in rows_with_key(settings, key)] == [rid]
 
 
-def test_keys_are_per_api_key(client, settings) -> None:  # noqa: ANN001
+def test_keys_are_per_api_key(client, settings) -> None:
     key = uuid.uuid4().hex
     mine, theirs = post(client, key), post(client, key, headers=OTHER)
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["request_id"] != theirs.json()["request_id"]
 
 
-def test_key_expires_after_the_window(client, settings) -> None:  # noqa: ANN001
+def test_key_expires_after_the_window(client, settings) -> None:
     from datetime import timedelta
 
     key = uuid.uuid4().hex
@@ -98,18 +98,18 @@ def test_key_expires_after_the_window(client, settings) -> None:  # noqa: ANN001
     assert [r.id for r in rows_with_key(settings, key)] == [new.json()["request_id"]]
 
 
-def test_bad_keys_are_refused(client) -> None:  # noqa: ANN001
+def test_bad_keys_are_refused(client) -> None:
     assert post(client, "x" * 256).status_code == 400
     assert post(client, "has space").status_code == 400
 
 
 def test_concurrent_duplicates_over_http_make_one_request(
     client, settings, bucket, s3_endpoint, webhook_receiver
-) -> None:  # noqa: ANN001
+) -> None:
     key, n = uuid.uuid4().hex, 8
     barrier = threading.Barrier(n)
 
-    def go(_: int):  # noqa: ANN202
+    def go(_: int):
         barrier.wait()
         return post(client, key, webhook_url=webhook_receiver.url)
 
@@ -123,7 +123,7 @@ def test_concurrent_duplicates_over_http_make_one_request(
     assert [o["Key"] for o in listed.get("Contents", [])] == [f"requests/{row.id}/input.csv"]
 
 
-def test_the_database_constraint_settles_racing_inserts(settings) -> None:  # noqa: ANN001
+def test_the_database_constraint_settles_racing_inserts(settings) -> None:
     """Threads inserting the same (owner, key) at the same moment: exactly one row, the rest refused."""
     engine = make_engine(settings.resolved_database_url)
     sessions = session_factory(engine)

@@ -3,16 +3,15 @@ documents its error model and has examples."""
 
 import json
 import re
-from pathlib import Path
 
 from api.main import create_app
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "postman" / "image-pipeline.postman_collection.json"
 
 
@@ -75,7 +74,7 @@ def test_every_route_documents_errors_and_examples() -> None:
     assert "/api/upload" in secured and "/api/check_db_connection" not in secured
 
 
-def test_collection_runs_against_the_api(client, settings, image_server) -> None:  # noqa: ANN001
+def test_collection_runs_against_the_api(client, settings, image_server) -> None:
     """Each request of the collection, with its variables filled in, as a Postman run would send it."""
     col = collection()
     variables = {v["key"]: v["value"] for v in col["variable"]} | {"apiKey": "test-key-1"}
@@ -83,7 +82,7 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
     urls = [image_server.add(f"/pm/{i}.jpg", make_image(seed=i)) for i in range(2)]
     upload_file = csv_bytes([("1", "SKU1", urls)])
 
-    def send(name: str, **kwargs) -> object:  # noqa: ANN003
+    def send(name: str, **kwargs) -> object:
         req = routes[name]["request"]
         raw = req["url"]["raw"]
         for k, v in variables.items():

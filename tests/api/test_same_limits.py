@@ -9,11 +9,11 @@ from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.catalog.csv_input import CsvLimits
-from tests.api.conftest import AUTH
-from tests.helpers import csv_bytes, make_image
+from tests.support.api import AUTH
+from tests.support.inputs import csv_bytes, make_image
 
 
-def test_a_raised_url_limit_holds_in_the_api_and_the_run(make_settings, bucket, image_server) -> None:  # noqa: ANN001
+def test_a_raised_url_limit_holds_in_the_api_and_the_run(make_settings, bucket, image_server) -> None:
     settings = make_settings(s3_bucket=bucket, fetch_allow=image_server.allow, max_url_chars=4000)
     assert CsvLimits.from_settings(settings).max_url_chars == 4000
     long_url = image_server.add("/l/" + "x" * 2990 + ".jpg", make_image("JPEG", (320, 240)))

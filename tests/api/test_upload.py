@@ -1,28 +1,9 @@
-from sqlalchemy import create_engine, func, select
-
-from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.services import make_store
-from tests.api.conftest import AUTH
-from tests.helpers import csv_bytes
-
-GOOD = csv_bytes(
-    [
-        ("1", "Shoe", ["https://img.example/a.jpg", "https://img.example/b.jpg"]),
-        ("2", "Hat", ["https://img.example/c.jpg"]),
-    ]
-)
+from tests.support.api import AUTH, GOOD, count_requests
 
 
-def count_requests(settings) -> int:  # noqa: ANN001
-    engine = create_engine(settings.resolved_database_url)
-    with engine.connect() as c:
-        n = c.execute(select(func.count()).select_from(ImageRequest)).scalar_one()
-    engine.dispose()
-    return n
-
-
-def test_upload_accepted_stores_csv_and_records_request(client, settings) -> None:  # noqa: ANN001
+def test_upload_accepted_stores_csv_and_records_request(client, settings) -> None:
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", GOOD, "text/csv")})
     assert r.status_code == 202, r.text
     body = r.json()
@@ -33,7 +14,7 @@ def test_upload_accepted_stores_csv_and_records_request(client, settings) -> Non
     assert status["status"] == "pending" and status["progress"] == {"total": 3, "done": 0, "failed": 0}
 
 
-def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) -> None:  # noqa: ANN001
+def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) -> None:
     before = count_requests(settings)
     bad = b"S.No.,Product Name,Input Image Urls\n1,A,https://x.example/a.jpg\n1,,not-a-url\n"
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", bad, "text/csv")})
@@ -48,7 +29,7 @@ def test_refused_csv_lists_every_problem_and_stores_nothing(client, settings) ->
     assert count_requests(settings) == before
 
 
-def test_status_codes_for_other_refusals(client) -> None:  # noqa: ANN001
+def test_status_codes_for_other_refusals(client) -> None:
     r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", b"\x00\x01\x02binary", "text/csv")})
     assert r.status_code == 415 and r.json()["errors"][0]["row"] == 0
     r = client.post(
@@ -63,7 +44,7 @@ def test_status_codes_for_other_refusals(client) -> None:  # noqa: ANN001
     assert r.status_code == 422 and r.json()["errors"][0]["column"] == "file"
 
 
-def test_upload_too_large_is_413(make_settings, bucket) -> None:  # noqa: ANN001
+def test_upload_too_large_is_413(make_settings, bucket) -> None:
     from fastapi.testclient import TestClient
 
     from api.main import create_app
@@ -77,13 +58,13 @@ def test_upload_too_large_is_413(make_settings, bucket) -> None:  # noqa: ANN001
         assert r.status_code == 413
 
 
-def test_auth_required(client) -> None:  # noqa: ANN001
+def test_auth_required(client) -> None:
     assert client.post("/api/upload", files={"file": ("p.csv", GOOD)}).status_code == 401
     r = client.post("/api/upload", headers={"Authorization": "Bearer nope"}, files={"file": ("p.csv", GOOD)})
     assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
 
 
-def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # noqa: ANN001
+def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:
     for url, reason in (
         ("http://127.0.0.1:9/hook", "refused"),
         ("ftp://x.example/h", "http"),
@@ -105,12 +86,12 @@ def test_webhook_url_is_checked_at_upload(client, webhook_receiver) -> None:  # 
     assert r.status_code == 202  # allowed by IMGPIPE_FETCH_ALLOW despite http + loopback
 
 
-def test_peer_fixtures_through_the_endpoint(client) -> None:  # noqa: ANN001
-    from tests.unit.test_csv_input import ACCEPTED, FIXTURES, REFUSED
+def test_peer_fixtures_through_the_endpoint(client) -> None:
+    from tests.support.inputs import ACCEPTED, PEERS, REFUSED
 
     for name in ACCEPTED:
-        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (FIXTURES / name).read_bytes())})
+        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (PEERS / name).read_bytes())})
         assert r.status_code == 202, (name, r.text)
     for name, message in REFUSED.items():
-        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (FIXTURES / name).read_bytes())})
+        r = client.post("/api/upload", headers=AUTH, files={"file": (name, (PEERS / name).read_bytes())})
         assert r.status_code == 422 and message in r.json()["errors"][0]["message"], (name, r.text)

@@ -15,16 +15,15 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from image_pipeline.domain.settings import Settings
-from tests.api.conftest import AUTH
-from tests.api.test_upload import count_requests
-from tests.helpers import free_port
+from tests.support.api import AUTH, count_requests
+from tests.support.servers import free_port
 
 HEADER = "S.No.,Product Name,Input Image Urls\n"
 LONG_NAME = "1,A,https://x.example/a.jpg\n2," + "N" * 301 + ",https://x.example/b.jpg\n"
 
 
 @pytest.fixture
-def limited(make_settings, bucket):  # noqa: ANN001, ANN201
+def limited(make_settings, bucket):
     settings = make_settings(
         s3_bucket=bucket, max_rows=3, max_urls_per_row=2, max_cell_chars=300, max_url_chars=120, max_upload_bytes=50_000
     )
@@ -32,7 +31,7 @@ def limited(make_settings, bucket):  # noqa: ANN001, ANN201
         yield c, settings
 
 
-def post(client, body: bytes | str, name: str = "p.csv"):  # noqa: ANN001, ANN201
+def post(client, body: bytes | str, name: str = "p.csv"):
     data = body.encode() if isinstance(body, str) else body
     return client.post("/api/upload", headers=AUTH, files={"file": (name, data, "text/csv")})
 
@@ -53,7 +52,7 @@ def post(client, body: bytes | str, name: str = "p.csv"):  # noqa: ANN001, ANN20
     ],
     ids=["rows", "urls-per-row", "cell-chars", "url-chars"],
 )
-def test_limits_are_422_naming_the_row(limited, body: str, row: int, column, message: str) -> None:  # noqa: ANN001
+def test_limits_are_422_naming_the_row(limited, body: str, row: int, column, message: str) -> None:
     client, settings = limited
     before = count_requests(settings)
     r = post(client, body)
@@ -78,14 +77,14 @@ def test_limits_are_422_naming_the_row(limited, body: str, row: int, column, mes
     ],
     ids=["cp1252", "utf16", "png", "xlsx", "header-only", "empty", "blank", "no-header", "unterminated-quote"],
 )
-def test_unreadable_files_get_a_clear_answer(client, body: bytes | str, code: int, message: str) -> None:  # noqa: ANN001
+def test_unreadable_files_get_a_clear_answer(client, body: bytes | str, code: int, message: str) -> None:
     r = post(client, body)
     assert r.status_code == code, r.text
     assert r.headers["content-type"] == "application/json"
     assert message in r.json()["errors"][0]["message"]
 
 
-def test_bom_crlf_and_quoted_commas_and_newlines_are_accepted(client, settings) -> None:  # noqa: ANN001
+def test_bom_crlf_and_quoted_commas_and_newlines_are_accepted(client, settings) -> None:
     from image_pipeline.domain.catalog.csv_input import parse_csv
     from image_pipeline.domain.keys import input_key
     from image_pipeline.domain.services import make_store
@@ -102,14 +101,14 @@ def test_bom_crlf_and_quoted_commas_and_newlines_are_accepted(client, settings) 
     assert parse_csv(stored).rows[0].name == 'Shoe, red\r\nsize 9 "wide"'
 
 
-def test_many_problems_are_capped_and_said_so(make_settings, bucket) -> None:  # noqa: ANN001
+def test_many_problems_are_capped_and_said_so(make_settings, bucket) -> None:
     with TestClient(create_app(make_settings(s3_bucket=bucket, max_reported_errors=5))) as c:
         r = post(c, HEADER + "".join(f"{i},P,nope\n" for i in range(100)))
         assert r.status_code == 422 and len(r.json()["errors"]) == 5 and "more problems not shown" in r.json()["detail"]
 
 
 @pytest.fixture
-def live_api(make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:  # noqa: ANN001
+def live_api(make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:
     """The app under a real uvicorn on loopback, so request bodies really stream."""
     import uvicorn
 
@@ -128,7 +127,7 @@ def live_api(make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:  # n
     thread.join(timeout=30)
 
 
-def test_oversized_chunked_upload_is_refused_while_streaming(live_api) -> None:  # noqa: ANN001
+def test_oversized_chunked_upload_is_refused_while_streaming(live_api) -> None:
     """No Content-Length to check: the body is counted as it arrives and the 413 comes long before the end."""
     host, port, _ = live_api
     boundary = "xBOUNDARYx"
@@ -189,8 +188,8 @@ def _headers_only(host: str, port: int, key: str) -> bytes:
     return response
 
 
-def test_bad_key_and_rate_limit_are_answered_before_the_body_is_sent(live_api) -> None:  # noqa: ANN001
-    from tests.api.test_access import new_db_key
+def test_bad_key_and_rate_limit_are_answered_before_the_body_is_sent(live_api) -> None:
+    from tests.support.api import new_db_key
 
     host, port, settings = live_api
     r = _headers_only(host, port, "not-a-key")

@@ -2,13 +2,13 @@
 
 import time
 
-from tests.live_api import ROOT
+from tests.support.paths import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
 _STARTED = time.time()
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter) -> None:
     shots = sorted(p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= _STARTED) if ARTIFACTS.is_dir() else []
     if shots:
         terminalreporter.section("test artefacts")

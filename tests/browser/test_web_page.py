@@ -19,9 +19,11 @@ import pytest
 from image_pipeline.defs.assets import request_assets
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
-from tests.conftest import WEBHOOK_SECRET
-from tests.helpers import csv_bytes, delayed_route, free_port, make_image
-from tests.live_api import ROOT, live_api
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.live_api import live_api
+from tests.support.paths import ROOT
+from tests.support.servers import delayed_route, free_port
+from tests.support.services import WEBHOOK_SECRET
 
 CHROMIUM = os.environ.get("IMGPIPE_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium by default
 CHROMIUM_ARGS = [
@@ -40,7 +42,7 @@ EVIL_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Boot'
 
 
 @pytest.fixture
-def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):
     port = free_port()
     settings = make_settings(
         s3_bucket=bucket,
@@ -56,7 +58,7 @@ def stack(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: 
         yield base, settings, instance
 
 
-def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> tuple[threading.Thread, list]:  # noqa: ANN001
+def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> tuple[threading.Thread, list]:
     """Run the request's partition through the real assets in a thread; outcome (or error) into the list."""
     outcome: list = []
 
@@ -67,7 +69,7 @@ def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> t
                 request_assets, partition_key=rid, resources=build_resources(settings), instance=instance
             )
             outcome.append(result.success)
-        except Exception as exc:  # noqa: BLE001 (reported by the test)
+        except Exception as exc:  # reported by the test
             outcome.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -75,7 +77,7 @@ def process_in_background(rid: str, settings, instance: dg.DagsterInstance) -> t
     return thread, outcome
 
 
-def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> None:  # noqa: ANN001
+def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     base, settings, instance = stack

@@ -20,15 +20,17 @@ from image_pipeline.domain.db.requests import pending_requests
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
-from tests.helpers import csv_bytes, free_port, make_image
-from tests.live_api import ROOT, live_api
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.live_api import live_api
+from tests.support.paths import ROOT
+from tests.support.servers import free_port
 
 KEY = "cli-key"
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
 
 
 @pytest.fixture
-def api(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+def api(make_settings, bucket, image_server, tmp_path, monkeypatch):
     port = free_port()
     settings = make_settings(
         s3_bucket=bucket,
@@ -44,7 +46,7 @@ def api(make_settings, bucket, image_server, tmp_path, monkeypatch):  # noqa: AN
         yield base, settings
 
 
-def pending_ids(settings) -> set[str]:  # noqa: ANN001
+def pending_ids(settings) -> set[str]:
     engine = make_engine(settings.resolved_database_url)
     with session_factory(engine)() as s:
         ids = {r.id for r in pending_requests(s) if r.owner == owner_of(KEY)}
@@ -52,7 +54,7 @@ def pending_ids(settings) -> set[str]:  # noqa: ANN001
     return ids
 
 
-def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:  # noqa: ANN001
+def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:
     """The id of the CLI's new upload (the session's database is shared, so older ones are excluded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,14 +65,14 @@ def wait_for_pending(settings, known: set[str], timeout: float = 60) -> str:  # 
     raise AssertionError("the CLI's upload never reached the database")
 
 
-def process(settings, rid: str) -> None:  # noqa: ANN001
+def process(settings, rid: str) -> None:
     ctx = build_resources(settings)["pipeline"].context()
     validate_request(ctx, rid)
     compress_request(ctx, rid)
     write_output(ctx, rid)
 
 
-def test_submit_wait_status_download(api, image_server, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_submit_wait_status_download(api, image_server, tmp_path, capsys) -> None:
     base, settings = api
     urls = [image_server.add(f"/cli/{i}.jpg", make_image(seed=i)) for i in range(3)]
     csv_path = tmp_path / "products.csv"
@@ -109,7 +111,7 @@ def test_submit_wait_status_download(api, image_server, tmp_path, capsys) -> Non
     assert f"wrote {tmp_path / 'x.csv'}" in capsys.readouterr().out
 
 
-def test_refusals_are_explained(api, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_refusals_are_explained(api, tmp_path, capsys) -> None:
     base, settings = api
     bad = tmp_path / "bad.csv"
     bad.write_text("S.No.,Product Name,Input Image Urls\n1,,https://example.com/a.jpg\n1,Cap,ftp://example.com/b\n")

@@ -2,20 +2,20 @@
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port
-from tests.live_api import ROOT, kill_group
+from image_pipeline.cli.processes import signal_group, spawn
+from tests.support.paths import ROOT
+from tests.support.servers import free_port
 
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
 
 
-def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: ANN001
+def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
     api_port, ui_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
     env.update(
@@ -25,36 +25,33 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:  # noqa: 
         IMGPIPE_API_KEYS="serve-key",
     )
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [IMGPIPE, "serve"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = spawn([IMGPIPE, "serve"], env=env, cwd=ROOT, output=log)  # its own group, the stack's children in it
+    try:
+        deadline = time.monotonic() + 180
+        api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
+        up = set()
+        while up != {"api", "ui"}:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "stack not up:\n" + log.read_text()[-3000:]
+            for name, url in (("api", f"{api}/api/check_db_connection"), ("ui", f"{ui}/server_info")):
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        up.add(name)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.5)
+        page = httpx.get(f"{api}/")
+        assert page.status_code == 200 and "Upload and process" in page.text
+        listing = httpx.get(f"{api}/api/requests", headers={"Authorization": "Bearer serve-key"})
+        assert listing.status_code == 200 and listing.json() == {"requests": []}
+        while "Web page" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
         try:
-            deadline = time.monotonic() + 180
-            api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
-            up = set()
-            while up != {"api", "ui"}:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "stack not up:\n" + log.read_text()[-3000:]
-                for name, url in (("api", f"{api}/api/check_db_connection"), ("ui", f"{ui}/server_info")):
-                    try:
-                        if httpx.get(url, timeout=2).status_code == 200:
-                            up.add(name)
-                    except httpx.HTTPError:
-                        pass
-                time.sleep(0.5)
-            page = httpx.get(f"{api}/")
-            assert page.status_code == 200 and "Upload and process" in page.text
-            listing = httpx.get(f"{api}/api/requests", headers={"Authorization": "Bearer serve-key"})
-            assert listing.status_code == 200 and listing.json() == {"requests": []}
-            while "Web page" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
+            code = proc.wait(60)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(60)
-            finally:
-                kill_group(proc)
+            signal_group(proc, signal.SIGKILL)  # whatever it left behind
     assert code == 0, log.read_text()[-3000:]
     assert f"Web page   {api}/" in log.read_text()

@@ -17,12 +17,12 @@ from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.defs.sensors import webhook_retry_sensor
 from image_pipeline.domain.settings import get_settings
-from tests.helpers import csv_bytes, make_image
-from tests.live_api import settings_env
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.live_api import settings_env
 
 
 @pytest.fixture
-def dotenv_only_secret(make_settings, bucket, image_server, webhook_receiver, tmp_path, monkeypatch):  # noqa: ANN001, ANN201
+def dotenv_only_secret(make_settings, bucket, image_server, webhook_receiver, tmp_path, monkeypatch):
     """This process's environment holds every setting of the test but the secret, which is in ./.env."""
     settings = make_settings(
         s3_bucket=bucket,
@@ -47,7 +47,7 @@ def dotenv_only_secret(make_settings, bucket, image_server, webhook_receiver, tm
 def test_a_secret_only_in_dotenv_signs_the_run_and_the_retry_sensor(
     dotenv_only_secret,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     settings, secret = dotenv_only_secret
     resources = build_resources()  # from this process's settings: the environment and ./.env

@@ -14,15 +14,15 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import WEBHOOK_SECRET
-from tests.e2e.stack import KEY, running_stack
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.services import WEBHOOK_SECRET
+from tests.support.stack import KEY, running_stack
 
 LONG_PATH = "/long/" + "p" * 2990 + ".jpg"
 
 
 @pytest.fixture
-def dotenv_stack(tmp_path, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def dotenv_stack(tmp_path, image_server, webhook_receiver):
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     (workdir / ".env").write_text(
@@ -38,7 +38,7 @@ def dotenv_stack(tmp_path, image_server, webhook_receiver):  # noqa: ANN001, ANN
         yield stack
 
 
-def test_dotenv_settings_reach_api_run_worker_and_daemon(dotenv_stack, image_server, webhook_receiver) -> None:  # noqa: ANN001
+def test_dotenv_settings_reach_api_run_worker_and_daemon(dotenv_stack, image_server, webhook_receiver) -> None:
     url = image_server.add(LONG_PATH, make_image("JPEG", (400, 300), seed=3))
     assert len(url) > 3000
     webhook_receiver.responses = [500]  # the run's attempt fails: the retry comes from the daemon's sensor

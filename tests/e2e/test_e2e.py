@@ -16,13 +16,13 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.domain.objects.s3 import make_s3_client
-from tests.conftest import WEBHOOK_SECRET
-from tests.e2e.stack import KEY, running_stack
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.services import WEBHOOK_SECRET
+from tests.support.stack import KEY, running_stack
 
 
 @pytest.fixture
-def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiver):
     """API + webserver (the fast path) + daemon, runs forked by the warm launcher `make up` uses."""
     env = {
         "IMGPIPE_REDIS_URL": redis_url,
@@ -34,7 +34,7 @@ def stack(tmp_path, redis_url, s3_endpoint, bucket, image_server, webhook_receiv
         yield s.api, s.logs, s.ui, s.env
 
 
-def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:  # noqa: ANN001
+def test_upload_to_webhook_with_real_daemon(stack, image_server, webhook_receiver, s3_endpoint, bucket) -> None:
     api, logs, ui, _ = stack
     originals = {f"/e2e/{i}.jpg": make_image("JPEG", (800, 600), seed=i) for i in range(3)}
     originals["/e2e/3.png"] = make_image("PNG", (640, 480), "RGBA", seed=9)
@@ -91,7 +91,7 @@ def _runs_of(ui: str, request_id: str) -> list[dict]:
     return r.json()["data"]["runsOrError"]["results"]
 
 
-def test_fast_path_and_sensor_race_gives_one_run_per_request(stack, image_server, webhook_receiver) -> None:  # noqa: ANN001
+def test_fast_path_and_sensor_race_gives_one_run_per_request(stack, image_server, webhook_receiver) -> None:
     """A burst of uploads at random spacing across the sensor's ticks: both launchers see every request
     pending; each request still gets exactly one run, and every caller hears back once."""
     import random
@@ -130,7 +130,7 @@ def test_fast_path_and_sensor_race_gives_one_run_per_request(stack, image_server
     assert "api" in launched_by  # the fast path really launched (the sensor alone would also pass the rest)
 
 
-def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monkeypatch) -> None:  # noqa: ANN001
+def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monkeypatch) -> None:
     """Fast path (real GraphQL launch on the real webserver) and a sensor evaluation started at the same
     instant on the same fresh requests: for each request exactly one launcher wins (counting the
     stack's own daemon, whose sensor ticks meanwhile)."""
@@ -143,7 +143,7 @@ def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monke
     from image_pipeline.defs.sensors import upload_sensor
     from image_pipeline.domain.db.engine import make_engine, session_factory
     from image_pipeline.domain.request.fast_launch import FastLauncher
-    from tests.pipeline.conftest import submit_to
+    from tests.support.pipeline import submit_to
 
     api, logs, ui, env = stack
     settings = make_settings(s3_bucket=bucket)

@@ -13,9 +13,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from image_pipeline.domain.objects.s3 import make_s3_client
-from tests.conftest import WEBHOOK_SECRET
-from tests.e2e.stack import BIN, KEY, ROOT, running_stack
-from tests.helpers import csv_bytes, make_image
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.paths import BIN, ROOT
+from tests.support.services import WEBHOOK_SECRET
+from tests.support.stack import KEY, running_stack
 
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 
@@ -26,7 +27,7 @@ def require_rabbitmq() -> None:
     try:
         with kombu.Connection(BROKER, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"RabbitMQ at {BROKER} is required for the tests: {exc}", pytrace=False)
 
 
@@ -36,7 +37,7 @@ def test_large_request_runs_its_chunks_on_celery_workers(
     s3_endpoint,
     bucket,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     require_rabbitmq()
     queue = f"imgpipe-test-{uuid.uuid4().hex[:8]}"  # this test's own queue: nothing else picks its tasks
@@ -118,7 +119,7 @@ def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
     s3_endpoint,
     bucket,
     image_server,
-    webhook_receiver,  # noqa: ANN001
+    webhook_receiver,
 ) -> None:
     """deploy/celery/dagster.yaml (CeleryRunLauncher, pooled Dagster storage): whole runs execute in one
     already-running worker process, which keeps its S3 client and database engines from run to run
@@ -126,7 +127,7 @@ def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
     worker holds (as a restart would): the second request still completes."""
     from sqlalchemy import text
 
-    from tests.conftest import _pg_admin_engine
+    from tests.support.services import pg_admin_engine
 
     require_rabbitmq()
     queue = f"imgpipe-test-{uuid.uuid4().hex[:8]}"
@@ -154,7 +155,7 @@ def test_small_requests_run_one_after_another_in_one_warm_celery_run_worker(
         for n, batch in enumerate((urls[:2], urls[2:])):
             if n:  # what a PostgreSQL restart does to the connections the worker keeps between runs
                 dbs = [stack.env["IMGPIPE_DATABASE_URL"], stack.env["IMGPIPE_DAGSTER_PG_URL"]]
-                admin = _pg_admin_engine()
+                admin = pg_admin_engine()
                 with admin.connect() as c:
                     c.execute(
                         text("select pg_terminate_backend(pid) from pg_stat_activity where datname = any(:d)"),

@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import dagster as dg
 
+from image_pipeline.cli.processes import spawn, stop
 from image_pipeline.domain.catalog.csv_input import parse_csv
 from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
 from image_pipeline.domain.db.requests import create_request, get_request
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.services import make_store
-from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
-from tests.helpers import csv_bytes, make_image
-from tests.live_api import kill_group
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.paths import BIN, ROOT
+from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 
 
-def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_server, monkeypatch) -> None:  # noqa: ANN001
+def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_server, monkeypatch) -> None:
     dagster_pg, app_pg = create_pg_database("imgpipe_sched_dagster"), create_pg_database("imgpipe_sched_app")
     upgrade(app_pg)
     settings = make_settings(database_url=app_pg, s3_bucket=bucket, fetch_allow=image_server.allow)
@@ -66,14 +62,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
         IMGPIPE_RETRY_SCHEDULE_CRON="* * * * *",  # every minute, so the test sees a tick
     )
     log = tmp_path / "daemon.log"
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "image_pipeline.definitions"],
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    daemon = spawn([BIN / "dagster-daemon", "run", "-m", "image_pipeline.definitions"], env=env, cwd=ROOT, output=log)
 
     def wait_status(wanted: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -103,12 +92,7 @@ def test_retry_schedule_in_a_real_daemon(tmp_path, make_settings, bucket, image_
             assert retry_run.tags["dagster/schedule_name"] == "retry_failed_images"
             assert retry_run.tags["dagster/partition"] == rid
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        kill_group(daemon)
+        stop(daemon, grace=30)  # and what it started (its code server outlives it)
         engine.dispose()
         drop_pg_database(dagster_pg)
         drop_pg_database(app_pg)

@@ -24,16 +24,16 @@ from image_pipeline.domain.db.models import ImageRequest, ImageResult
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.objects.s3 import make_s3_client
 from image_pipeline.domain.status import status_document
-from tests.conftest import WEBHOOK_SECRET, create_pg_database, drop_pg_database
-from tests.faults.services import ThrowawayPostgres, ThrowawayRedis
-from tests.faults.stack import Stack, make_env, slow_images, wait_until
-from tests.helpers import csv_bytes, make_image
+from tests.support.fault_stack import Stack, make_env, slow_images, wait_until
+from tests.support.inputs import csv_bytes, make_image
+from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
+from tests.support.throwaway import ThrowawayPostgres, ThrowawayRedis
 
 FINAL = ("completed", "partially_failed", "failed")
 
 
 @pytest.fixture
-def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver):  # noqa: ANN001, ANN201
+def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver):
     created: list[tuple[Stack, str]] = []
 
     def make(database_url: str, redis_url: str, warm_launcher: bool = False, **env: str) -> Stack:
@@ -79,7 +79,7 @@ def stored_images(s3_endpoint: str, bucket: str, rid: str) -> list[str]:
     return sorted(o["Key"] for o in listed.get("Contents", []))
 
 
-def final_webhooks(receiver, rid: str, settle_s: float = 3.0, timeout: float = 120) -> list:  # noqa: ANN001
+def final_webhooks(receiver, rid: str, settle_s: float = 3.0, timeout: float = 120) -> list:
     """The deliveries for `rid`: waits for the first, then a little longer for any duplicate to show up."""
 
     def mine() -> list:
@@ -99,14 +99,14 @@ def db_rows(url: str, rid: str) -> tuple[ImageRequest, list[ImageResult]]:
     return req, results
 
 
-def dagster_runs(stack: Stack, rid: str, monkeypatch) -> list[dg.DagsterRun]:  # noqa: ANN001
+def dagster_runs(stack: Stack, rid: str, monkeypatch) -> list[dg.DagsterRun]:
     monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", stack.env["IMGPIPE_DAGSTER_PG_URL"])
     with dg.DagsterInstance.from_config(stack.env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": rid}))
     return sorted(runs, key=lambda r: r.tags.get("dagster/retry_number", "0"))
 
 
-def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:  # noqa: ANN001
+def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:
     """The pid of a run's worker process: the warm launcher's run tag, or the default launcher's
     "Started process for run (pid: N)" event."""
     from dagster._core.events import DagsterEventType
@@ -128,7 +128,7 @@ def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:  # noq
 @pytest.mark.parametrize("launcher", ["default", "warm_fork"])
 def test_sigkill_of_the_run_worker_mid_request(
     launcher, stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket, redis_url, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     """Dagster's default launcher (a process per run, compose) and the warm-fork launcher (`make up`)."""
     stack = stack_factory(app_db, redis_url, warm_launcher=launcher == "warm_fork")
     stack.start_api()
@@ -171,7 +171,7 @@ def test_sigkill_of_the_run_worker_mid_request(
 
 def test_postgres_restart_mid_request(
     stack_factory, image_server, webhook_receiver, s3_endpoint, bucket, redis_url
-) -> None:  # noqa: ANN001
+) -> None:
     pg = ThrowawayPostgres().start()
     try:
         stack = stack_factory(pg.url, redis_url)
@@ -198,7 +198,7 @@ def test_postgres_restart_mid_request(
 
 def test_redis_flushed_and_down_api_killed_and_input_vanished(
     stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket
-) -> None:  # noqa: ANN001
+) -> None:
     cache = ThrowawayRedis().start()
     try:
         stack = stack_factory(app_db, cache.url)
@@ -251,7 +251,7 @@ def test_redis_flushed_and_down_api_killed_and_input_vanished(
 
 def test_webhook_retries_survive_a_daemon_restart(
     stack_factory, app_db, image_server, webhook_receiver, redis_url
-) -> None:  # noqa: ANN001
+) -> None:
     webhook_receiver.responses = [500, 500, 200]
     # The first retry is due ~8 s after the first attempt: time to kill the daemon before it is sent.
     stack = stack_factory(app_db, redis_url, IMGPIPE_WEBHOOK_RETRY_SCHEDULE="8,1")

@@ -46,23 +46,3 @@ def write_output_csv(
             text.truncate()
     if text.tell():
         write(text.getvalue().encode())
-
-
-def render_output_csv(rows: Iterable[ProductRow], output_url: Callable[[int], str | None]) -> bytes:
-    """The whole output CSV in one bytes object (small requests). The pipeline streams it with
-    `write_output_csv` instead; the two give the same bytes (tests/pipeline/test_streaming_output.py)."""
-    # Encoded as it is written: one growing byte buffer, not a str of the whole file plus its encoding.
-    buf = io.BytesIO()
-    text = io.TextIOWrapper(buf, encoding="utf-8", newline="", write_through=True)
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow([*COLUMNS, OUTPUT_URLS])
-    idx = 0
-    for row in rows:
-        outs = []
-        for _ in row.urls:
-            outs.append(output_url(idx) or "")
-            idx += 1
-        writer.writerow([neutralise(row.serial), neutralise(row.name), ", ".join(row.urls), ", ".join(outs)])
-    text.flush()
-    text.detach()  # leaves `buf` open
-    return buf.getvalue()

@@ -273,12 +273,6 @@ def count_done(session: Session, request_id: str) -> int:
     return session.execute(q).scalar_one()
 
 
-def results_for(session: Session, request_id: str) -> list[ImageResult]:
-    return list(
-        session.scalars(select(ImageResult).where(ImageResult.request_id == request_id).order_by(ImageResult.idx)).all()
-    )
-
-
 def finish(
     session: Session, request_id: str, status: str, *, output_csv_key: str | None = None, error: str | None = None
 ) -> None:
