@@ -82,10 +82,8 @@ class ImageResult(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
-class WebhookAttempt(Base):
-    """One delivery attempt of one webhook event (all retries of an event share `event_id`)."""
-
-    __tablename__ = "webhook_attempts"
+class _WebhookEvent:
+    """What an attempt and a delivery both record of the event: its request, id, type and target URL."""
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(
@@ -94,6 +92,13 @@ class WebhookAttempt(Base):
     event_id: Mapped[str] = mapped_column(String(64), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     url: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class WebhookAttempt(_WebhookEvent, Base):
+    """One delivery attempt of one webhook event (all retries of an event share `event_id`)."""
+
+    __tablename__ = "webhook_attempts"
+
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -110,7 +115,7 @@ class WebhookAttempt(Base):
 DELIVERY_PENDING, DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_GONE = "pending", "delivered", "failed", "gone"
 
 
-class WebhookDelivery(Base):
+class WebhookDelivery(_WebhookEvent, Base):
     """The outbox: one event owed to one webhook URL, with its retry schedule (survives restarts).
 
     `payload` is the exact body sent on every attempt; `event_id` is its `webhook-id` (the same on every
@@ -120,13 +125,6 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("requests.id", ondelete="CASCADE"), index=True, nullable=False
-    )
-    event_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
-    url: Mapped[str] = mapped_column(Text, nullable=False)
     payload: Mapped[str] = mapped_column(Text, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, default=DELIVERY_PENDING)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
