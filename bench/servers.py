@@ -79,10 +79,11 @@ def start_moto() -> tuple[Proc, str]:
 
 
 class WebhookReceiver:
-    """Records (arrival time, request_id) of every POST."""
+    """Records (arrival time, request_id) of every POST, and its body and headers (signature checks)."""
 
     def __init__(self) -> None:
         self.events: list[tuple[float, dict]] = []
+        self.raw: list[tuple[bytes, dict[str, str]]] = []
         self.cond = threading.Condition()
         outer = self
 
@@ -98,6 +99,7 @@ class WebhookReceiver:
                 self.end_headers()
                 with outer.cond:
                     outer.events.append((now, json.loads(body or b"{}")))
+                    outer.raw.append((body, dict(self.headers.items())))
                     outer.cond.notify_all()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -116,6 +118,13 @@ class WebhookReceiver:
                 if left <= 0:
                     raise TimeoutError(f"no webhook for {request_id} in {timeout} s")
                 self.cond.wait(left)
+
+    def delivery(self, request_id: str) -> tuple[bytes, dict[str, str]]:
+        """Body and headers of the first webhook for `request_id` (after wait_for)."""
+        with self.cond:
+            return next(
+                raw for (_, ev), raw in zip(self.events, self.raw, strict=True) if ev.get("request_id") == request_id
+            )
 
     def close(self) -> None:
         self.httpd.shutdown()
