@@ -17,6 +17,9 @@ Parts:
      as `make bench` part 4) and the scale-out configuration (IMGPIPE_EXECUTOR=celery, PostgreSQL)
   e  the same 3-image latency with CeleryRunLauncher (deploy/celery/dagster.yaml): whole runs execute
      in already-warm Celery workers; also the CPU seconds each run costs its worker (load-independent)
+  launcher  (only when named) WarmForkRunLauncher vs Dagster's DefaultRunLauncher: two stacks, same
+     build and instance file but the run_launcher, 3-image upload -> webhook interleaved A B B A ...,
+     with each run's phases from its event log (bench/launcher.py)
 
 Prints one table and writes bench/scale_results.json. Every figure is recorded with the machine's load
 average (os.getloadavg) at the time: the machine may be shared. A benchmark, not a test: it checks only
@@ -750,12 +753,15 @@ def table(results: dict) -> str:
             r = p[key]
             cpu = f", worker CPU {r['run_worker_cpu_s_p50']:.2f} s" if "run_worker_cpu_s_p50" in r else ""
             add(name, f"p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s{cpu}", r["load"])
+    from bench.launcher import table_rows
+
+    table_rows(p, add)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="a,b,c,d,e", help="comma-separated parts (a-e)")
+    ap.add_argument("--parts", default="a,b,c,d,e", help="comma-separated parts (a-e, launcher)")
     ap.add_argument("--photos", type=int, default=480, help="1600x1200 photos per request in part a")
     ap.add_argument("--chunk-size", type=int, default=120, help="URLs per chunk in part a")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request (part a I/O, d, e)")
@@ -767,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cost-workers", type=int, default=2, help="Celery workers in part b")
     ap.add_argument("--urls", type=int, default=10_000, help="URLs (64x48 images) in part c")
     ap.add_argument("--uploads", type=int, default=10, help="3-image uploads timed in parts d and e")
+    ap.add_argument("--launcher-uploads", type=int, default=30, help="3-image uploads per launcher (launcher part)")
+    ap.add_argument("--launcher-warmup", type=int, default=2, help="uncounted uploads per stack first (launcher)")
+    ap.add_argument("--launcher-configs", default="deployment,embedded", help="instance files (launcher part)")
     ap.add_argument("--out", type=Path, default=HERE / "scale_results.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops every process we started
@@ -789,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
         if "e" in parts:
             print("part e ...", flush=True)
             bench.part_e()
+        if "launcher" in parts:
+            from bench.launcher import part_launcher
+
+            print("part launcher ...", flush=True)
+            part_launcher(bench)
     finally:
         bench.close()
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}

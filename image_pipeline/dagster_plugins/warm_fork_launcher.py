@@ -10,7 +10,9 @@ connection, so forking it is safe (unlike forking the multi-threaded daemon itse
 
 The run itself executes exactly as under `dagster api execute_run` (same function, same event log,
 same cancellation thread); run monitoring's start timeout still applies, and its worker health check
-sees a run whose process died (SIGKILL, OOM) so run retries start it again. Used by `make up`
+sees a run whose process died (SIGKILL, OOM) so run retries start it again. The process is known by
+its PID and its start time (run tags), so a PID the kernel has reused for another process is neither
+taken for the run nor signalled by terminate(). Used by `make up`
 (deploy/embedded/dagster.yaml); select it in any dagster.yaml with
 
     run_launcher:
@@ -60,6 +62,10 @@ PRELOAD = [
     "ssl",
 ]
 PID_TAG = "imgpipe/run_worker_pid"
+# The run worker's start time, field 22 (`starttime`) of /proc/<pid>/stat in clock ticks since boot:
+# with the PID it names one process for good, so a PID the kernel has since given to another process
+# is not mistaken for the run (Linux; elsewhere only the PID is recorded and checked).
+START_TAG = "imgpipe/run_worker_starttime"
 # What selects this launcher in a dagster.yaml (tests and the benchmark append it to an instance file).
 WARM_LAUNCHER_YAML = f"\nrun_launcher:\n  module: {__name__}\n  class: WarmForkRunLauncher\n"
 
@@ -78,14 +84,43 @@ def _die_with_forkserver() -> None:
         pass  # not Linux: run monitoring still marks a run whose process is gone
 
 
-def _process_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (the forkserver reaps its children, but not instantly)."""
+PROC = "/proc"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, starttime) of `pid` from /proc/<pid>/stat, None if there is no such process. The fields
+    are read after the last ')': the command name before it may itself hold spaces and parentheses.
+    Raises OSError where there is no /proc (not Linux)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"{PROC}/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): ask the kernel instead
+        if not os.path.exists(f"{PROC}/self/stat"):
+            raise OSError("no /proc") from None
+        return None
+    except ProcessLookupError:  # gone while being read
+        return None
+    return fields[0], int(fields[19])  # field 3 (state) is fields[0], so field 22 (starttime) is [19]
+
+
+def _start_time(pid: int) -> str | None:
+    """What to record as `pid`'s START_TAG: its starttime; "gone" if it has already been reaped (no
+    later process with this PID can match that); None where there is no /proc."""
+    try:
+        stat = _proc_stat(pid)
+    except OSError:
+        return None
+    return str(stat[1]) if stat else "gone"
+
+
+def _is_worker_alive(pid: int, start: str | None) -> bool:
+    """Process `pid` exists, is not a zombie (the forkserver reaps its children, but not instantly) and,
+    on Linux, started at `start` (START_TAG): the same process that was launched, not a reused PID. A
+    run without START_TAG on Linux (launched before it was recorded) counts as gone: its forkserver has
+    restarted since, and took its runs with it (PR_SET_PDEATHSIG)."""
+    try:
+        stat = _proc_stat(pid)
+    except OSError:  # no /proc (not Linux): ask the kernel whether the PID is in use
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -93,6 +128,9 @@ def _process_alive(pid: int) -> bool:
         except PermissionError:
             pass
         return True
+    if stat is None or stat[0] in ("Z", "X"):
+        return False
+    return start is not None and str(stat[1]) == start
 
 
 def _execute_run(run_id: str, instance_ref: Any) -> None:  # InstanceRef
@@ -157,7 +195,11 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         child.start()
         self._children = {k: p for k, p in self._children.items() if p.is_alive()}
         self._children[run.run_id] = child
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(child.pid)})
+        tags = {PID_TAG: str(child.pid)}
+        start = _start_time(child.pid)
+        if start is not None:
+            tags[START_TAG] = start
+        self._instance.add_run_tags(run.run_id, tags)  # both at once: the health check never sees one alone
         log.info("run %s started as forked process %s", run.run_id, child.pid)
 
     @property
@@ -165,12 +207,12 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run: Any) -> CheckRunHealthResult:  # DagsterRun
-        """FAILED once the run's process is gone. Run workers live on the launching machine, where the
-        daemon that monitors them runs too."""
+        """FAILED once the run's process is gone (or its PID now belongs to another process). Run workers
+        live on the launching machine, where the daemon that monitors them runs too."""
         pid = run.tags.get(PID_TAG)
         if not pid:  # tagged right after the fork: nothing to judge yet
             return CheckRunHealthResult(WorkerStatus.RUNNING)
-        if _process_alive(int(pid)):
+        if _is_worker_alive(int(pid), run.tags.get(START_TAG)):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {pid} is gone", run_worker_id=pid)
 
@@ -178,6 +220,11 @@ class WarmForkRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         pid = run.tags.get(PID_TAG) if run else None
         if not pid:
+            return False
+        if not _is_worker_alive(int(pid), run.tags.get(START_TAG)):
+            # Gone, or its PID reused by another process (and so, after setsid, maybe its group id):
+            # nothing of this run's to signal.
+            log.warning("not terminating run %s: its worker process %s is gone", run_id, pid)
             return False
         self._instance.report_run_canceling(run)
         try:
