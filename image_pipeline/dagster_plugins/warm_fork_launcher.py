@@ -1,11 +1,11 @@
 """A Dagster run launcher that starts each run from a warm process instead of a fresh interpreter.
 
 Dagster's default launcher has the code server *spawn* `dagster api execute_run` for every run: a new
-Python process that imports Dagster (~0.6-2 s) and the code location before the first step runs.
-For a 3-image request that start-up is most of the upload -> webhook time. This launcher keeps a
+Python process that imports Dagster and the code location before the first step runs. For a 3-image
+request that start-up is most of the upload -> webhook time (docs/performance.md). This launcher keeps a
 multiprocessing *forkserver* whose one process has already imported Dagster, the code location and
 the libraries a run uses (Pillow, simplejpeg, httpx, boto3, the SQLAlchemy ORM); each run is a fork
-of it, so it starts in tens of milliseconds. The forkserver is single-threaded and has opened no
+of it, so it starts without importing anything. The forkserver is single-threaded and has opened no
 connection, so forking it is safe (unlike forking the multi-threaded daemon itself).
 
 The run itself executes exactly as under `dagster api execute_run` (same function, same event log,
