@@ -54,17 +54,18 @@ def test_local_limit_within_one_run() -> None:
 
 
 def test_a_live_holder_keeps_its_slot_beyond_the_lease(redis_url: str) -> None:
-    """The holder renews its lease: a 3 s download keeps a 0.6 s-lease slot, nobody else gets in."""
+    """The holder renews its lease: a 5 s download keeps a 2 s-lease slot, nobody else gets in. (A 2 s lease
+    renewed every 0.67 s tolerates a loaded machine stalling the event loop for over a second.)"""
     host = f"img-{uuid.uuid4().hex[:8]}.example"
 
     async def main() -> tuple[bool, bool]:
-        holder, other = RedisHostLimiter(redis_url, 1, lease=0.6), RedisHostLimiter(redis_url, 1, lease=0.6)
+        holder, other = RedisHostLimiter(redis_url, 1, lease=2.0), RedisHostLimiter(redis_url, 1, lease=2.0)
         got_in = asyncio.Event()
 
         async def hold() -> None:
             async with holder.hold(host):
                 got_in.set()
-                await asyncio.sleep(3)
+                await asyncio.sleep(5)
 
         async def intrude() -> None:
             async with other.hold(host):
@@ -73,7 +74,7 @@ def test_a_live_holder_keeps_its_slot_beyond_the_lease(redis_url: str) -> None:
         task = asyncio.create_task(hold())
         await got_in.wait()
         intruder = asyncio.create_task(intrude())
-        await asyncio.sleep(2.5)  # four leases long
+        await asyncio.sleep(4.5)  # more than two leases long
         blocked = not intruder.done()
         await task
         await asyncio.wait_for(intruder, 10)  # and it gets the slot once the holder is done
