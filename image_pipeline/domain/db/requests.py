@@ -293,3 +293,15 @@ def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:
     )
     session.commit()
     return bool(res.rowcount)
+
+
+def unfinished_requests(session: Session, after_seq: int, limit: int) -> Sequence[ImageRequest]:
+    """Pending and processing requests with `seq > after_seq`, in seq order: the reconciliation sensor
+    walks every unfinished request in batches of `limit`, wrapping round, so none is starved."""
+    q = (
+        select(ImageRequest)
+        .where(ImageRequest.status.in_((PENDING, PROCESSING)), ImageRequest.seq > after_seq)
+        .order_by(ImageRequest.seq)
+        .limit(limit)
+    )
+    return session.scalars(q).all()
