@@ -33,17 +33,19 @@ SENSOR_BATCH = 500
 def upload_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineParam) -> dg.SensorResult:
     """New uploads -> a dynamic partition each + one run each (`run_key` = request_id, so never twice).
 
-    Reads the indexed `status = 'pending'` slice of the request table, oldest first, not a bucket
-    listing (this also catches rows whose transaction committed after a younger one, which a plain
-    `seq > cursor` would miss). Each pending request is claimed first (`claim_launches`): one the API's
-    fast path already claimed is left alone, unless that claim went stale (`launch_claim_timeout`),
-    in which case it is offered again and Dagster's run-key check skips it if its run exists.
+    Reads the indexed `status = 'pending'` slice of the request table, oldest first, skipping requests
+    whose claim is fresh (so however many are being launched or wait in the run queue, the batch is
+    made of requests that can be launched now), not a bucket listing (this also catches rows whose
+    transaction committed after a younger one, which a plain `seq > cursor` would miss). Each pending
+    request is claimed first (`claim_launches`): one the API's fast path already claimed is left
+    alone, unless that claim went stale (`launch_claim_timeout`), in which case it is offered again
+    and Dagster's run-key check skips it if its run exists.
     """
     from image_pipeline.domain.db.requests import claim_launches, pending_requests
 
     ctx, timeout = pipeline.context(), pipeline.settings.launch_claim_timeout
     with ctx.sessions() as s:
-        pending = pending_requests(s, SENSOR_BATCH)
+        pending = pending_requests(s, SENSOR_BATCH, claimable_after_s=timeout)
         won = set(claim_launches(s, [r.id for r in pending], timeout)) if pending else set()
     if not pending:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending uploads"))
