@@ -13,6 +13,7 @@ JOB_NAME = "process_request_job"  # every request below the fan-out threshold: o
 FANOUT_JOB_NAME = "process_request_fanout_job"  # large requests: chunk steps on the configured executor
 PARTITIONS_DEF_NAME = "requests"  # one dynamic partition per request; the key is the request_id
 SENSOR_NAME = "upload_sensor"
+RECONCILE_SENSOR_NAME = "request_reconcile_sensor"
 CHUNK_POOL = "image_chunks"  # the Dagster pool of chunk steps (its limit: dagster.yaml `pools`)
 
 # Run tags
@@ -21,7 +22,7 @@ REQUEST_ID_TAG = "imgpipe/request_id"
 OWNER_TAG = "imgpipe/owner"
 ROWS_TAG = "imgpipe/rows"
 URLS_TAG = "imgpipe/urls"
-TRIGGER_TAG = "imgpipe/trigger"  # "retry" or "retention" (schedules)
+TRIGGER_TAG = "imgpipe/trigger"  # "retry", "retention" (schedules) or "reconcile" (reconciliation sensor)
 RETRY_TAG = "imgpipe/retry_attempt"
 LAUNCHED_BY_TAG = "imgpipe/launched_by"
 

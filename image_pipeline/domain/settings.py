@@ -57,6 +57,26 @@ class Settings(BaseSettings):
     launch_claim_timeout: float = Field(
         60.0, gt=0, description="Seconds after which an unlaunched claim is re-offered by the upload sensor."
     )
+    # --- reconciliation (request_reconcile_sensor): every unfinished request ends in a final state --------
+    reconcile_interval: int = Field(15, gt=0, description="Seconds between ticks of the reconciliation sensor.")
+    reconcile_batch: int = Field(
+        200, gt=0, description="Unfinished requests the reconciliation sensor looks at per tick (it walks them all)."
+    )
+    run_silence_timeout: float = Field(
+        900.0,
+        gt=0,
+        description="A started run with no event and no progress for this long is taken as dead (its code "
+        "location or worker is gone) and marked failed; must exceed a run's longest quiet stretch.",
+    )
+    run_end_grace: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds after a run ended before the reconciliation sensor finalises its request (the "
+        "failure sensor and run retries act first).",
+    )
+    reconcile_max_relaunches: int = Field(
+        1, ge=0, description="Runs the reconciliation sensor launches per request (a lost retry) before failing it."
+    )
 
     # --- what an upload may hold (the API and the pipeline apply the same CsvLimits) ------------------
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)

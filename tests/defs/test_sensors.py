@@ -68,3 +68,24 @@ def test_sensor_leaves_requests_claimed_by_the_fast_path(resources, instance, su
     engine.dispose()
     result = evaluate(resources, instance)
     assert [r.run_key for r in result.run_requests] == [b]
+
+
+def test_claimed_requests_do_not_crowd_out_newer_ones(resources, instance, submit, settings, monkeypatch) -> None:
+    """Issue 15, item 13. More freshly claimed pending requests than the sensor's batch (the fast path
+    is launching them, or their runs wait in the queue and the sensor re-offered them a moment ago)
+    come before a new upload. Fails before the fix: the batch was the N oldest pending, all claimed,
+    so the new upload was never launched while that backlog lasted."""
+    from image_pipeline.defs import sensors
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.db.requests import claim_launches
+
+    test_no_pending_uploads_skips(resources, instance, settings)
+    monkeypatch.setattr(sensors, "SENSOR_BATCH", 2)
+    claimed = [submit(csv_bytes([("1", "A", ["https://x.example/a.jpg"])])) for _ in range(3)]
+    new = submit(csv_bytes([("1", "B", ["https://x.example/b.jpg"])]))
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        assert claim_launches(s, claimed, 60) == claimed
+    engine.dispose()
+    result = evaluate(resources, instance)
+    assert [r.run_key for r in result.run_requests] == [new]

@@ -195,3 +195,99 @@ def test_forced_race_one_winner_real_graphql(stack, make_settings, bucket, monke
                     assert launches == 1, (rid, fast, sensor_keys, _runs_of(ui, rid))
     finally:
         engine.dispose()
+
+
+class _DelayingProxy:
+    """Forwards GraphQL to the real webserver; `launchRun` is held `delay_s` before it is forwarded
+    ("before") or before its reply goes back ("after"), past the client's timeout either way."""
+
+    def __init__(self, upstream: str, delay_s: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.support.servers import free_port
+
+        self.upstream, self.delay_s, self.mode, self.launches = upstream, delay_s, "after", 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                launch = b"ImgpipeLaunchRun" in body
+                if launch:
+                    proxy.launches += 1
+                    if proxy.mode == "before":
+                        time.sleep(proxy.delay_s)
+                r = httpx.post(proxy.upstream + self.path, content=body, headers={"Content-Type": "application/json"})
+                if launch and proxy.mode == "after":
+                    time.sleep(proxy.delay_s)
+                try:
+                    self.send_response(r.status_code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(r.content)))
+                    self.end_headers()
+                    self.wfile.write(r.content)
+                except OSError:
+                    pass  # the client gave up (that is the point)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_launch_reply_delayed_past_the_client_timeout_gives_one_run(stack, make_settings, bucket) -> None:
+    """Issue 15, item 11. The webserver's reply to launchRun arrives after the client's read timeout.
+    Fails before the fix: the fast path took the timeout for an unreachable webserver and sent
+    launchRun again (and again, for 15 s): several runs of one request. Now launchRun is re-sent only
+    when it provably never reached the server; otherwise the run is looked up by the request's run key,
+    and if it is not there yet the claim is kept (the sensor's run-key check decides after its timeout).
+    Both orders: the run created before the reply is lost, and created only after the lookup."""
+    import asyncio
+
+    from image_pipeline.domain.db import requests as repo
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.request.fast_launch import FastLauncher
+    from tests.support.pipeline import submit_to
+
+    _, _, ui, _ = stack
+    settings = make_settings(s3_bucket=bucket)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = session_factory(engine)
+    proxy = _DelayingProxy(ui, delay_s=4.0)
+    csv = csv_bytes([("1", "P", ["http://127.0.0.1:9/unused.jpg"])])
+
+    async def launch(rid: str) -> str | None:
+        launcher = FastLauncher(proxy.url, sessions, claim_timeout_s=60, http_timeout_s=1.5)
+        try:
+            await launcher.repository()
+            return await launcher.claim_and_launch(rid, "key_test", 1, 1)
+        finally:
+            await launcher.aclose()
+
+    try:
+        # 1. The run is created at once; only the reply is late: the lookup finds it.
+        rid = submit_to(settings, sessions, csv)
+        run_id = asyncio.run(launch(rid))
+        time.sleep(proxy.delay_s + 1)
+        runs = _runs_of(ui, rid)
+        assert proxy.launches == 1 and [r["runId"] for r in runs] == [run_id], (proxy.launches, runs)
+
+        # 2. The request itself is held: the lookup finds nothing yet, so the claim is kept, not released.
+        proxy.mode, proxy.launches = "before", 0
+        rid = submit_to(settings, sessions, csv)
+        assert asyncio.run(launch(rid)) is None
+        time.sleep(proxy.delay_s + 2)  # the held launchRun reaches the webserver and creates its run
+        assert proxy.launches == 1 and len(_runs_of(ui, rid)) == 1, (proxy.launches, _runs_of(ui, rid))
+        with sessions() as s:
+            req = repo.get_request(s, rid)
+            assert req.launch_claimed_at is not None  # the upload sensor stays away until the claim is stale
+            assert not repo.claim_launches(s, [rid], 60)
+    finally:
+        proxy.close()
+        engine.dispose()

@@ -97,10 +97,20 @@ def find_by_idempotency_key(
     return None
 
 
-def pending_requests(session: Session, limit: int = 500) -> Sequence[ImageRequest]:
-    """Requests not yet picked up by a run, oldest first (indexed on status, seq)."""
-    q = select(ImageRequest).where(ImageRequest.status == PENDING).order_by(ImageRequest.seq).limit(limit)
-    return session.scalars(q).all()
+def pending_requests(
+    session: Session, limit: int = 500, claimable_after_s: float | None = None
+) -> Sequence[ImageRequest]:
+    """Requests not yet picked up by a run, oldest first (indexed on status, seq).
+
+    With `claimable_after_s`, only those a launcher may claim now (unclaimed, or claimed longer ago than
+    that): requests whose claim is fresh (being launched, or re-offered a moment ago while their run
+    waits in the queue) do not take the places of newer ones, however many there are.
+    """
+    q = select(ImageRequest).where(ImageRequest.status == PENDING)
+    if claimable_after_s is not None:
+        stale = utcnow() - timedelta(seconds=claimable_after_s)
+        q = q.where(or_(ImageRequest.launch_claimed_at.is_(None), ImageRequest.launch_claimed_at < stale))
+    return session.scalars(q.order_by(ImageRequest.seq).limit(limit)).all()
 
 
 def claim_launches(session: Session, request_ids: Sequence[str], stale_after_s: float) -> list[str]:
@@ -293,3 +303,15 @@ def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:
     )
     session.commit()
     return bool(res.rowcount)
+
+
+def unfinished_requests(session: Session, after_seq: int, limit: int) -> Sequence[ImageRequest]:
+    """Pending and processing requests with `seq > after_seq`, in seq order: the reconciliation sensor
+    walks every unfinished request in batches of `limit`, wrapping round, so none is starved."""
+    q = (
+        select(ImageRequest)
+        .where(ImageRequest.status.in_((PENDING, PROCESSING)), ImageRequest.seq > after_seq)
+        .order_by(ImageRequest.seq)
+        .limit(limit)
+    )
+    return session.scalars(q).all()

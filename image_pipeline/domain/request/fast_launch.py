@@ -11,6 +11,15 @@ the app database (`db.requests.claim_launches`, one atomic UPDATE). Only the win
 failed launch releases its claim, and a claim left by a crashed launcher goes stale after
 `IMGPIPE_LAUNCH_CLAIM_TIMEOUT` seconds; either way the sensor then launches it, so the fast path may
 fail without losing anything.
+
+`launchRun` is not idempotent (the webserver creates a new run each time it is asked), so it is sent
+again only when the first one provably never reached the server (the connection was never made).
+Any other failure after sending it (a read timeout, a dropped connection, a 5xx from a proxy, a
+PythonError) leaves the outcome unknown: the run may exist. Then the fast path looks the run up by
+the request's tag; if it is not (yet) there, it keeps its claim instead of releasing it, so the sensor
+takes over only after the claim timeout, when Dagster's run-key check (the fast path's run carries
+`dagster/run_key` = request_id) sees the run that the slow reply had created. The idempotent calls
+(repository query, addDynamicPartition) are retried on any transport error.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.domain.db import requests as repo
-from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, fast_path_tags
+from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, SENSOR_NAME, fast_path_tags
 
 log = logging.getLogger("imgpipe.launch")
 
@@ -33,6 +42,10 @@ class LaunchError(Exception):
 
 class WebserverUnreachable(LaunchError):
     """No answer at all (e.g. the webserver is still starting): worth a few retries."""
+
+
+class LaunchOutcomeUnknown(LaunchError):
+    """`launchRun` was sent but no definite answer came back: the run may or may not exist."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,16 @@ _ADD_PARTITION = """
 mutation ImgpipeAddPartition($repo: RepositorySelector!, $def: String!, $key: String!) {
   addDynamicPartition(repositorySelector: $repo, partitionsDefName: $def, partitionKey: $key) {
     __typename
+    ... on Error { message }
+  }
+}
+"""
+
+_RUNS_OF_REQUEST = """
+query ImgpipeRunsOfRequest($key: String!, $sensor: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/run_key", value: $key}, {key: "dagster/sensor_name", value: $sensor}]}) {
+    __typename
+    ... on Runs { results { runId } }
     ... on Error { message }
   }
 }
@@ -99,15 +122,22 @@ class FastLauncher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _graphql(self, query: str, variables: dict | None = None) -> dict:
+    async def _graphql(self, query: str, variables: dict | None = None, *, idempotent: bool = True) -> dict:
+        """POST one GraphQL document. For a call that is not idempotent (`launchRun`), only a failure
+        that proves the request never reached the server is `WebserverUnreachable` (retryable); any
+        other failure after sending is `LaunchOutcomeUnknown`."""
         import httpx
 
         try:
             r = await self._client.post(self.graphql_url, json={"query": query, "variables": variables or {}})
         except httpx.TransportError as exc:
-            raise WebserverUnreachable(f"Dagster webserver unreachable at {self.graphql_url}: {exc}") from exc
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            if idempotent or never_sent:
+                raise WebserverUnreachable(f"Dagster webserver unreachable at {self.graphql_url}: {exc}") from exc
+            raise LaunchOutcomeUnknown(f"no answer from {self.graphql_url} after sending: {exc!r}") from exc
         if r.status_code != 200:
-            raise LaunchError(f"Dagster webserver answered HTTP {r.status_code}: {r.text[:300]}")
+            cls = LaunchError if idempotent or r.status_code < 500 else LaunchOutcomeUnknown
+            raise cls(f"Dagster webserver answered HTTP {r.status_code}: {r.text[:300]}")
         body = r.json()
         if body.get("errors"):
             raise LaunchError(f"GraphQL errors: {body['errors']}")
@@ -142,11 +172,21 @@ class FastLauncher:
             "selector": {**repo_sel, "jobName": JOB_NAME},
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
         }
-        res = (await self._graphql(_LAUNCH_RUN, {"params": params}))["launchRun"]
+        res = (await self._graphql(_LAUNCH_RUN, {"params": params}, idempotent=False))["launchRun"]
         if res["__typename"] != "LaunchRunSuccess":
             detail = res.get("message") or res.get("errors")
-            raise LaunchError(f"launchRun: {res['__typename']}: {detail}")
+            # A PythonError may come after the run was created (e.g. while submitting it to the queue).
+            cls = LaunchOutcomeUnknown if res["__typename"] == "PythonError" else LaunchError
+            raise cls(f"launchRun: {res['__typename']}: {detail}")
         return res["run"]["runId"]
+
+    async def find_run(self, request_id: str) -> str | None:
+        """The id of the run the fast path launched for this request, if the webserver has it."""
+        data = (await self._graphql(_RUNS_OF_REQUEST, {"key": request_id, "sensor": SENSOR_NAME}))["runsOrError"]
+        if data["__typename"] != "Runs":
+            raise LaunchError(f"cannot look runs up: {data.get('message')}")
+        results = data["results"]
+        return results[0]["runId"] if results else None
 
     async def _launch_with_retry(self, request_id: str, owner: str, rows: int, urls: int) -> str:
         loop = asyncio.get_running_loop()
@@ -182,6 +222,8 @@ class FastLauncher:
             return None
         try:
             run_id = await self._launch_with_retry(request_id, owner, rows, urls)
+        except LaunchOutcomeUnknown as exc:
+            return await self._settle_unknown(request_id, exc)
         except Exception as exc:
             log.warning("fast path: launch of request %s failed (%s); the sensor will launch it", request_id, exc)
             try:
@@ -191,3 +233,26 @@ class FastLauncher:
             return None
         log.info("fast path: request %s launched as run %s", request_id, run_id)
         return run_id
+
+    async def _settle_unknown(self, request_id: str, exc: Exception) -> str | None:
+        """`launchRun` may have created the run: find it, or keep the claim (never launch again here).
+
+        The claim is not released, so nobody launches before it goes stale (`claim_timeout_s`); by then
+        the slow reply has created its run or not, and the upload sensor's run-key check decides.
+        """
+        try:
+            run_id = await self.find_run(request_id)
+        except Exception as lookup_exc:
+            log.warning("fast path: looking up the run of request %s failed: %s", request_id, lookup_exc)
+            run_id = None
+        if run_id:
+            log.info("fast path: request %s launched as run %s (found after: %s)", request_id, run_id, exc)
+            return run_id
+        log.warning(
+            "fast path: launch of request %s has an unknown outcome (%s); keeping the claim: the sensor "
+            "takes over after %.0f s and launches it only if no run exists",
+            request_id,
+            exc,
+            self.claim_timeout_s,
+        )
+        return None

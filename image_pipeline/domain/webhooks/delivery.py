@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.domain.clock import utcnow
@@ -94,13 +94,22 @@ def outcome_of(attempt: Attempt) -> str:
 
 
 def due_delivery_ids(session: Session, limit: int, now: datetime | None = None) -> list[int]:
+    """Up to `limit` due deliveries, taken round-robin over their receivers (target URLs): each
+    receiver's earliest due delivery first, then each one's second, and so on. So a receiver with a
+    backlog (a tarpit that holds every attempt to the timeout, a receiver that is down) cannot fill
+    the batch and delay everyone else's webhooks; within one receiver, the earliest go first."""
     now = now or utcnow()
-    q = (
-        select(WebhookDelivery.id)
-        .where(WebhookDelivery.state == DELIVERY_PENDING, WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
+    turn = (
+        func.row_number()
+        .over(partition_by=WebhookDelivery.url, order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id))
+        .label("turn")
     )
+    due = (
+        select(WebhookDelivery.id, WebhookDelivery.next_attempt_at, turn)
+        .where(WebhookDelivery.state == DELIVERY_PENDING, WebhookDelivery.next_attempt_at <= now)
+        .subquery()
+    )
+    q = select(due.c.id).order_by(due.c.turn, due.c.next_attempt_at, due.c.id).limit(limit)
     return list(session.scalars(q).all())
 
 
