@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # --- webhooks --------------------------------------------------------------------------------------
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
     webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_response_bytes: int = Field(
+        4096, gt=0, description="Of a receiver's answer at most this many bytes are read (asked uncompressed)."
+    )
     webhook_max_products: int = Field(
         1000,
         ge=0,
