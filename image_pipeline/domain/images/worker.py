@@ -8,12 +8,12 @@ recorded for that URL alone; nothing here raises for a bad image.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError, recompress
@@ -25,6 +25,8 @@ from image_pipeline.domain.objects import ObjectStore
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,21 +87,26 @@ async def _process_one(
     io_pool: Executor,
 ) -> UrlResult:
     loop = asyncio.get_running_loop()
-    host = (urlsplit(item.url).hostname or "").lower()
     try:
-        async with host_limits.hold(host):
-            fetched = await fetch(client, item.url, policy)
+        # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
+        # server share that server's slots.
+        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
         out = await loop.run_in_executor(
             codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg
         )
         key = image_key(request_id, item.idx)
-        await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except Exception as exc:  # an unexpected error still belongs to this URL only
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
+        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
+        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+    try:
+        await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
+    except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
+        log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
+        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
     return UrlResult(
         item.idx,
         item.row,
