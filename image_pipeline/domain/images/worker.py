@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ class ProcessOptions:
     encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
     process_pool_min: int = 500
     fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
+    max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
+    decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -61,6 +64,8 @@ class ProcessOptions:
             encode_workers=s.encode_workers,
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
+            max_scans=s.max_jpeg_scans,
+            decode_timeout=s.decode_timeout,
         )
 
 
@@ -83,7 +88,7 @@ async def _process_one(
     policy: FetchPolicy,
     opts: ProcessOptions,
     host_limits: HostLimiter,
-    codec_pool: Executor,
+    codec_pool: CodecPool,
     io_pool: Executor,
 ) -> UrlResult:
     loop = asyncio.get_running_loop()
@@ -93,9 +98,7 @@ async def _process_one(
         fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
-        out = await loop.run_in_executor(
-            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg
-        )
+        out = await _recompress(codec_pool, fetched.body, opts)
         key = image_key(request_id, item.idx)
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
@@ -119,6 +122,62 @@ async def _process_one(
         output_key=key,
         kept_original=out.kept_original,
     )
+
+
+class CodecPool:
+    """The run's codec pool, replaced by a fresh one of the same kind when a dead process broke it."""
+
+    def __init__(self, opts: ProcessOptions, expected: int | None) -> None:
+        self.opts, self.expected = opts, expected
+        self.executor = codec_executor(opts, expected)
+
+    def renew(self, broken: Executor) -> None:
+        if self.executor is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.executor = codec_executor(self.opts, self.expected)
+
+    def __enter__(self) -> CodecPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown(wait=True)
+
+
+async def _recompress(codec_pool: CodecPool, body: bytes, opts: ProcessOptions):
+    """`recompress` in the codec pool, within `opts.decode_timeout`.
+
+    On timeout the URL fails at once; a thread cannot be stopped, so it finishes that image in the
+    background (the scan and pixel limits bound how long). When the image kills a pool process (a native
+    crash, the OOM killer) the pool is broken for every image in it: each one is then decoded again
+    alone, in a process of its own, so only the image that kills that process fails.
+    """
+    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(opts.decode_timeout):
+            executor = codec_pool.executor
+            try:
+                return await loop.run_in_executor(executor, recompress, *args)
+            except BrokenProcessPool:
+                codec_pool.renew(executor)
+                return await _recompress_alone(args)
+    except TimeoutError as exc:
+        raise ImageError(f"decoding took longer than {opts.decode_timeout:g} s") from exc
+
+
+async def _recompress_alone(args: tuple):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, recompress, *args)
+    except BrokenProcessPool as exc:
+        raise ImageError("this image crashed the decoder (its process died)") from exc
+    finally:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # a timed-out decode must not linger
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executor:
@@ -162,7 +221,7 @@ async def process_items(
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url)
     iterator = iter(items)
     with (
-        codec_executor(opts, expected) as codec_pool,
+        CodecPool(opts, expected) as codec_pool,
         ThreadPoolExecutor(min(opts.concurrency, 32), thread_name_prefix="store") as io_pool,
     ):
         async with make_client(policy, max_connections=opts.concurrency) as client:

@@ -205,3 +205,57 @@ def test_the_per_host_limit_holds_for_every_redirect_hop(tmp_path) -> None:
         for r in redirectors:
             r.close()
         victim.close()
+
+
+def test_a_decode_past_its_time_limit_fails_its_url(server, tmp_path) -> None:
+    """Issue 15 item 6: fails before (no limit: the URL waited for the codec however long it took)."""
+    from image_pipeline.domain.images.codec import recompress
+
+    recompress(make_image("JPEG", (8, 8)))  # the codec's imports are not the image's time
+    big = io.BytesIO()
+    Image.linear_gradient("L").resize((6000, 4000)).convert("RGB").save(big, "PNG")  # small file, 24 MP
+    server.add("/big.png", big.getvalue())
+    server.add("/ok.jpg", make_image("JPEG", (64, 48)))
+    items = [WorkItem(0, 2, server.url("/big.png")), WorkItem(1, 2, server.url("/ok.jpg"))]
+    opts = ProcessOptions(decode_timeout=0.2)
+    results = {
+        r.idx: r
+        for r in _run(items, LocalStore(tmp_path, "http://x"), FetchPolicy(allow=parse_allow(server.allow)), opts)
+    }
+    assert results[0].status == "failed" and "longer than 0.2 s" in results[0].error
+    assert results[1].status == "done"
+
+
+def test_a_codec_process_that_dies_fails_no_other_url(server, tmp_path) -> None:
+    """Issue 15 item 6: fails before (one dead codec process broke the pool: every URL in flight and
+    every later one failed "internal error: BrokenProcessPool"); passes: the pool is renewed and the
+    images it held are decoded again, each alone in a process of its own."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    for i in range(6):  # small files, slow decodes (24 MP each)
+        buf = io.BytesIO()
+        Image.linear_gradient("L").resize((6000, 4000)).convert("RGB").rotate(i).save(buf, "PNG")
+        server.add(f"/{i}.png", buf.getvalue())
+    items = [WorkItem(i, 2, server.url(f"/{i}.png")) for i in range(6)]
+    killed: list[int] = []
+
+    def killer() -> None:  # SIGKILL one codec process once the images are being decoded
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            children = [c for c in multiprocessing.active_children() if c.name.startswith("SpawnProcess")]
+            if len(server.hits) == len(items) and children:
+                time.sleep(0.3)  # spawned workers import the codec first
+                os.kill(children[0].pid, signal.SIGKILL)
+                killed.append(children[0].pid)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=killer, daemon=True).start()
+    opts = ProcessOptions(encode_pool="process", encode_workers=2, concurrency=6)
+    results = _run(items, LocalStore(tmp_path, "http://x"), FetchPolicy(allow=parse_allow(server.allow)), opts)
+    assert killed, "no codec process was killed"
+    assert sorted(r.idx for r in results) == list(range(6))
+    assert all(r.status == "done" for r in results), [r.error for r in results]
