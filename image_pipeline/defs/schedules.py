@@ -50,7 +50,7 @@ def retry_run_requests(
         attempts = instance.get_runs_count(dg.RunsFilter(tags={REQUEST_ID_TAG: req.id, TRIGGER_TAG: "retry"}))
         if attempts >= pipeline.settings.retry_max_attempts:
             continue
-        tags = run_tags(req.id, req.owner, req.row_count, req.url_count)
+        tags = run_tags(req.id, req.owner, req.row_count, req.url_count, pipeline.settings)
         tags.update({TRIGGER_TAG: "retry", RETRY_TAG: str(attempts + 1)})
         runs.append(dg.RunRequest(partition_key=req.id, run_key=f"retry:{req.id}:{attempts + 1}", tags=tags))
     return runs or dg.SkipReason(f"no request with failed images to retry since {since.isoformat()}")

@@ -63,7 +63,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineParam) 
                 partition_key=r.id,
                 run_key=r.id,
                 job_name=job_name_for(pipeline.settings, r.url_count),
-                tags=run_tags(r.id, r.owner, r.row_count, r.url_count),
+                tags=run_tags(r.id, r.owner, r.row_count, r.url_count, pipeline.settings),
             )
             for r in pending
         ],

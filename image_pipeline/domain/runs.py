@@ -25,11 +25,29 @@ URLS_TAG = "imgpipe/urls"
 TRIGGER_TAG = "imgpipe/trigger"  # "retry", "retention" (schedules) or "reconcile" (reconciliation sensor)
 RETRY_TAG = "imgpipe/retry_attempt"
 LAUNCHED_BY_TAG = "imgpipe/launched_by"
+# Dagster's run monitoring (enabled in every dagster.yaml here) fails a run older than this many seconds.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+DEFAULT_RUN_MAX_RUNTIME = 1800.0  # IMGPIPE_RUN_MAX_RUNTIME: seconds every run may take...
+DEFAULT_RUN_MAX_RUNTIME_PER_URL = 0.5  # ...IMGPIPE_RUN_MAX_RUNTIME_PER_URL: plus this much per image URL
 
 
-def run_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:
-    """The request's own tags on its run (the sensor adds the dagster/* ones itself)."""
-    return {REQUEST_ID_TAG: request_id, OWNER_TAG: owner, ROWS_TAG: str(rows), URLS_TAG: str(urls)}
+def max_runtime_for(urls: int, settings: Settings | None = None) -> int:
+    """Seconds a run of a request of `urls` image URLs may take before Dagster fails it."""
+    base = settings.run_max_runtime if settings else DEFAULT_RUN_MAX_RUNTIME
+    per_url = settings.run_max_runtime_per_url if settings else DEFAULT_RUN_MAX_RUNTIME_PER_URL
+    return int(base + per_url * urls)
+
+
+def run_tags(request_id: str, owner: str, rows: int, urls: int, settings: Settings | None = None) -> dict[str, str]:
+    """The request's own tags on its run (the sensor adds the dagster/* ones itself), and its maximum
+    runtime (`settings`' limits; the defaults without them)."""
+    return {
+        REQUEST_ID_TAG: request_id,
+        OWNER_TAG: owner,
+        ROWS_TAG: str(rows),
+        URLS_TAG: str(urls),
+        MAX_RUNTIME_TAG: str(max_runtime_for(urls, settings)),
+    }
 
 
 def fast_path_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:

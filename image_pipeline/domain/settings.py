@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     dagster_url: str | None = Field(
         None, description="Dagster webserver URL; set = the API launches runs at once (unset = upload sensor only)."
     )
+    run_max_runtime: float = Field(
+        1800.0, gt=0, description="Seconds a request's run may take (plus run_max_runtime_per_url per URL)."
+    )
+    run_max_runtime_per_url: float = Field(0.5, ge=0, description="Seconds added to a run's maximum per URL.")
     launch_claim_timeout: float = Field(
         60.0, gt=0, description="Seconds after which an unlaunched claim is re-offered by the upload sensor."
     )
@@ -100,6 +104,10 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(50, ge=1, le=95)
     max_image_pixels: int = Field(50_000_000, gt=0)
     max_dimension: int | None = Field(None, gt=0, description="Downscale larger images to this longest side.")
+    max_jpeg_scans: int = Field(
+        32, gt=0, description="JPEGs with more scans are refused before decoding (progressive scan bombs)."
+    )
+    decode_timeout: float = Field(30.0, gt=0, description="Seconds one image may take to decode and encode.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
     encode_pool: str = Field(
@@ -121,6 +129,9 @@ class Settings(BaseSettings):
     # --- webhooks --------------------------------------------------------------------------------------
     webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
     webhook_timeout: float = Field(10.0, gt=0)
+    webhook_max_response_bytes: int = Field(
+        4096, gt=0, description="Of a receiver's answer at most this many bytes are read (asked uncompressed)."
+    )
     webhook_max_products: int = Field(
         1000,
         ge=0,

@@ -30,6 +30,10 @@ def test_new_uploads_get_a_partition_and_one_run_each(resources, instance, submi
     assert [r.partition_key for r in result.run_requests] == [a, b]
     assert [r.run_key for r in result.run_requests] == [a, b]
     assert result.run_requests[1].tags["imgpipe/urls"] == "2"
+    # Issue 15 item 6: fails before (no maximum runtime: a run could hold its slot for ever).
+    assert result.run_requests[1].tags["dagster/max_runtime"] == str(
+        int(settings.run_max_runtime + 2 * settings.run_max_runtime_per_url)
+    )
     [add] = result.dynamic_partitions_requests
     assert add.partitions_def_name == request_partitions_def.name and list(add.partition_keys) == [a, b]
     assert int(result.cursor) > 0

@@ -67,3 +67,13 @@ REFUSED = {
     "sachin108-no-header.csv": "missing header row",
     "stoneraptor5870-expected-output.csv": "looks like an output CSV",
 }
+
+
+def progressive_scan_bomb(size: tuple[int, int] = (2000, 2000), scans: int = 1000) -> bytes:
+    """A small progressive JPEG whose last scan is repeated `scans` times: libjpeg-turbo's documented
+    decode-time DoS (each scan costs a pass over the whole image; decoders only warn about the repeats)."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 130, 140)).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    last = data.rfind(b"\xff\xda")
+    return data[:-2] + data[last:-2] * scans + b"\xff\xd9"

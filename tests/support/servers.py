@@ -40,21 +40,23 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """`handler_cls` served on 127.0.0.1 (`port`, or a free one) by a daemon thread."""
+    """`handler_cls` served on `host` (127.0.0.1, or another address of 127/8) at `port` (or a free one)
+    by a daemon thread."""
 
-    def __init__(self, handler_cls: type[BaseHTTPRequestHandler], port: int = 0) -> None:
-        self.httpd = _HTTPServer(("127.0.0.1", port), handler_cls)
+    def __init__(self, handler_cls: type[BaseHTTPRequestHandler], port: int = 0, host: str = "127.0.0.1") -> None:
+        self.httpd = _HTTPServer((host, port), handler_cls)
+        self.host = host
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def allow(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -16,8 +16,12 @@ Pure function of bytes in, bytes out, so it runs in a thread or process pool and
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+DEFAULT_MAX_SCANS = 32
 
 
 class ImageError(ValueError):
@@ -30,7 +34,9 @@ class Recompressed:
     width: int
     height: int
     source_format: str
-    kept_original: bool = False  # the input JPEG was already smaller than our output
+    # The input JPEG was already smaller than our output: `data` is its coded image rebuilt from the
+    # segments a decoder needs (see `kept_jpeg`), never the input's bytes as they came.
+    kept_original: bool = False
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -117,6 +123,122 @@ def jpeg_exif(data: bytes) -> bytes | None:
     return None
 
 
+# The end of a scan's entropy-coded data: 0xFF followed by a marker byte (not a stuffed 0x00, not a
+# restart marker inside the scan, not fill).
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of each segment after SOI, up to and including EOI; a scan (SOS) includes its
+    entropy-coded data. ValueError(position) where the structure breaks (no EOI is a break too)."""
+    pos, n = 2, len(data)
+    while True:
+        if pos + 2 > n or data[pos] != 0xFF:
+            raise ValueError(pos)
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            yield marker, pos, pos + 2
+            return
+        if marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7 or pos + 4 > n:
+            raise ValueError(pos)
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if end > n or end < pos + 4:
+            raise ValueError(pos)
+        if marker == 0xDA:
+            found = _SCAN_END.search(data, end)
+            if found is None:
+                raise ValueError(pos)
+            end = found.start()
+        yield marker, pos, end
+        pos = end
+
+
+def jpeg_scan_count(data: bytes, limit: int) -> int:
+    """How many scans (SOS) the JPEG has, counted without decoding; stops counting past `limit`.
+
+    Where the structure breaks, every SOS marker byte pair after that point is counted instead (an
+    over-count only ever refuses a broken file)."""
+    count = 0
+    try:
+        for marker, _start, _end in jpeg_segments(data):
+            if marker == 0xDA:
+                count += 1
+                if count > limit:
+                    return count
+    except ValueError as exc:
+        count += data.count(b"\xff\xda", exc.args[0])
+    return count
+
+
+def _check_scans(data: bytes, max_scans: int) -> None:
+    scans = jpeg_scan_count(data, max_scans)
+    if scans > max_scans:
+        # libjpeg-turbo's documented DoS: every scan of a progressive JPEG costs a pass over the image.
+        raise ImageError(f"JPEG has more than {max_scans} scans (progressive scan bomb refused before decoding)")
+
+
+# What a kept original may hold: the tables, the frame, restart interval, scans and EOI. Everything a
+# decoder skips (APPn, COM, unknown markers, bytes after EOI) is left out.
+_KEPT_MARKERS = frozenset({0xDB, 0xC4, 0xDD, 0xC0, 0xC1, 0xC2, 0xDA, 0xD9})
+_JFIF = b"\xff\xe0\x00\x10JFIF\x00"
+
+
+def kept_jpeg(data: bytes) -> bytes | None:
+    """`data` rebuilt as only the image, or None when it cannot be kept (then our encoding is stored).
+
+    Kept: SOI, a plain JFIF APP0 (16 bytes, no thumbnail), the quantisation tables the frame uses, the
+    Huffman tables, one baseline/extended/progressive frame, DRI, the scans, EOI. The rebuilt stream
+    must then decode strictly (libjpeg-turbo warnings are errors): bytes inside a scan that the decoder
+    would skip over ("extraneous bytes before marker") or a bogus progression refuse keeping it.
+    """
+    import simplejpeg
+
+    try:
+        segments = list(jpeg_segments(data))
+    except ValueError:
+        return None
+    frames = [(s, e) for m, s, e in segments if m in (0xC0, 0xC1, 0xC2)]
+    if len(frames) != 1 or any(m not in _KEPT_MARKERS and not 0xE0 <= m <= 0xFE for m, _, _ in segments):
+        return None  # lossless, hierarchical, arithmetic, DNL or unknown markers: not ours to keep
+    fs, fe = frames[0]
+    components = data[fs + 9]
+    used_q = {data[fs + 10 + 3 * i + 2] for i in range(components) if fs + 10 + 3 * i + 2 < fe}
+    out = [b"\xff\xd8"]
+    for marker, start, end in segments:
+        seg = data[start:end]
+        if (
+            marker == 0xE0
+            and seg[: len(_JFIF)] == _JFIF
+            and len(seg) == 18
+            and seg[16:18] == b"\x00\x00"
+            and len(out) == 1
+        ):
+            out.append(seg)
+        elif marker == 0xDB:
+            tables, pos = [], start + 4
+            while pos < end:
+                size = 129 if data[pos] >> 4 else 65
+                if (data[pos] & 0x0F) in used_q:
+                    tables.append(data[pos : pos + size])
+                pos += size
+            if pos != end:
+                return None
+            if tables:
+                body = b"".join(tables)
+                out.append(b"\xff\xdb" + (len(body) + 2).to_bytes(2, "big") + body)
+        elif marker in _KEPT_MARKERS:
+            out.append(seg)
+    rebuilt = b"".join(out)
+    try:
+        simplejpeg.decode_jpeg(rebuilt, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
+    return rebuilt
+
+
 def _exif_orientation(exif: bytes) -> int:
     try:
         return int(_load_exif(exif).get(0x0112, 1))
@@ -133,7 +255,11 @@ def _load_exif(exif: bytes):
 
 
 def recompress_fast_jpeg(
-    data: bytes, quality: int = 50, max_pixels: int = 50_000_000, max_dimension: int | None = None
+    data: bytes,
+    quality: int = 50,
+    max_pixels: int = 50_000_000,
+    max_dimension: int | None = None,
+    max_scans: int = DEFAULT_MAX_SCANS,
 ) -> Recompressed | None:
     """JPEG -> JPEG through simplejpeg; None when this input needs the Pillow path (see module doc)."""
     import simplejpeg
@@ -144,6 +270,7 @@ def recompress_fast_jpeg(
         return None  # odd or corrupt: Pillow decides, and words the error
     if w * h > max_pixels:
         raise _too_many_pixels(w, h, max_pixels)
+    _check_scans(data, max_scans)
     if colorspace not in ("YCbCr", "Gray") or (max_dimension and max(w, h) > max_dimension):
         return None  # CMYK/YCCK/Adobe RGB, or downscaling: Pillow (with DCT scaling)
     exif = jpeg_exif(data)
@@ -154,8 +281,9 @@ def recompress_fast_jpeg(
         encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
     except ValueError:
         return None
-    if len(encoded) >= len(data) and not max_dimension and _is_plain_jpeg(data):
-        return Recompressed(data, w, h, "JPEG", kept_original=True)  # same rule as the Pillow path
+    kept = _keep(data, encoded, max_dimension)
+    if kept is not None:
+        return Recompressed(kept, w, h, "JPEG", kept_original=True)  # same rule as the Pillow path
     return Recompressed(encoded, w, h, "JPEG")
 
 
@@ -165,13 +293,18 @@ def recompress(
     max_pixels: int = 50_000_000,
     max_dimension: int | None = None,
     fast_jpeg: bool = True,
+    max_scans: int = DEFAULT_MAX_SCANS,
 ) -> Recompressed:
-    """Decode `data` and encode it as an RGB JPEG at `quality`. Raises ImageError with a reason."""
+    """Decode `data` and encode it as an RGB JPEG at `quality`. Raises ImageError with a reason.
+
+    A JPEG with more than `max_scans` scans is refused before any pixel is decoded."""
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(_describe_unknown(data))
+    if fmt == "JPEG":
+        _check_scans(data, max_scans)
     if fmt == "JPEG" and fast_jpeg:
-        fast = recompress_fast_jpeg(data, quality, max_pixels, max_dimension)
+        fast = recompress_fast_jpeg(data, quality, max_pixels, max_dimension, max_scans)
         if fast is not None:
             return fast
     return recompress_pillow(data, fmt, quality, max_pixels, max_dimension)
@@ -217,9 +350,18 @@ def recompress_pillow(
         raise ImageError(f"corrupt or truncated {fmt} image: {exc}") from exc
     encoded = out.getvalue()
     width, height = img.size
-    if fmt == "JPEG" and len(encoded) >= len(data) and not max_dimension and _is_plain_jpeg(data):
-        return Recompressed(data, width, height, fmt, kept_original=True)
+    kept = _keep(data, encoded, max_dimension) if fmt == "JPEG" else None
+    if kept is not None:
+        return Recompressed(kept, width, height, fmt, kept_original=True)
     return Recompressed(encoded, width, height, fmt)
+
+
+def _keep(data: bytes, encoded: bytes, max_dimension: int | None) -> bytes | None:
+    """The original's image (`kept_jpeg`) when it is smaller than our encoding and needs no change."""
+    if len(encoded) < len(data) or max_dimension or not _is_plain_jpeg(data):
+        return None
+    kept = kept_jpeg(data)
+    return kept if kept is not None and len(kept) <= len(encoded) else None
 
 
 def struct_error() -> type[Exception]:

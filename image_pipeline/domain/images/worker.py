@@ -8,12 +8,13 @@ recorded for that URL alone; nothing here raises for a bad image.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError, recompress
@@ -25,6 +26,8 @@ from image_pipeline.domain.objects import ObjectStore
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class ProcessOptions:
     encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
     process_pool_min: int = 500
     fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
+    max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
+    decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -59,6 +64,8 @@ class ProcessOptions:
             encode_workers=s.encode_workers,
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
+            max_scans=s.max_jpeg_scans,
+            decode_timeout=s.decode_timeout,
         )
 
 
@@ -81,25 +88,28 @@ async def _process_one(
     policy: FetchPolicy,
     opts: ProcessOptions,
     host_limits: HostLimiter,
-    codec_pool: Executor,
+    codec_pool: CodecPool,
     io_pool: Executor,
 ) -> UrlResult:
     loop = asyncio.get_running_loop()
-    host = (urlsplit(item.url).hostname or "").lower()
     try:
-        async with host_limits.hold(host):
-            fetched = await fetch(client, item.url, policy)
+        # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
+        # server share that server's slots.
+        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
-        out = await loop.run_in_executor(
-            codec_pool, recompress, fetched.body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg
-        )
+        out = await _recompress(codec_pool, fetched.body, opts)
         key = image_key(request_id, item.idx)
-        await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except Exception as exc:  # an unexpected error still belongs to this URL only
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
+        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
+        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+    try:
+        await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
+    except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
+        log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
+        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
     return UrlResult(
         item.idx,
         item.row,
@@ -112,6 +122,62 @@ async def _process_one(
         output_key=key,
         kept_original=out.kept_original,
     )
+
+
+class CodecPool:
+    """The run's codec pool, replaced by a fresh one of the same kind when a dead process broke it."""
+
+    def __init__(self, opts: ProcessOptions, expected: int | None) -> None:
+        self.opts, self.expected = opts, expected
+        self.executor = codec_executor(opts, expected)
+
+    def renew(self, broken: Executor) -> None:
+        if self.executor is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.executor = codec_executor(self.opts, self.expected)
+
+    def __enter__(self) -> CodecPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown(wait=True)
+
+
+async def _recompress(codec_pool: CodecPool, body: bytes, opts: ProcessOptions):
+    """`recompress` in the codec pool, within `opts.decode_timeout`.
+
+    On timeout the URL fails at once; a thread cannot be stopped, so it finishes that image in the
+    background (the scan and pixel limits bound how long). When the image kills a pool process (a native
+    crash, the OOM killer) the pool is broken for every image in it: each one is then decoded again
+    alone, in a process of its own, so only the image that kills that process fails.
+    """
+    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(opts.decode_timeout):
+            executor = codec_pool.executor
+            try:
+                return await loop.run_in_executor(executor, recompress, *args)
+            except BrokenProcessPool:
+                codec_pool.renew(executor)
+                return await _recompress_alone(args)
+    except TimeoutError as exc:
+        raise ImageError(f"decoding took longer than {opts.decode_timeout:g} s") from exc
+
+
+async def _recompress_alone(args: tuple):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, recompress, *args)
+    except BrokenProcessPool as exc:
+        raise ImageError("this image crashed the decoder (its process died)") from exc
+    finally:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # a timed-out decode must not linger
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executor:
@@ -155,7 +221,7 @@ async def process_items(
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url)
     iterator = iter(items)
     with (
-        codec_executor(opts, expected) as codec_pool,
+        CodecPool(opts, expected) as codec_pool,
         ThreadPoolExecutor(min(opts.concurrency, 32), thread_name_prefix="store") as io_pool,
     ):
         async with make_client(policy, max_connections=opts.concurrency) as client:

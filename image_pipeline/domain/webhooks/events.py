@@ -167,8 +167,10 @@ async def deliver(url: str, body: str, event_id: str, secret: str | None, policy
                 policy,
                 method="POST",
                 content=body.encode(),
-                headers=signed_headers(secret, event_id, body),
+                # Only the status is used: the answer is asked uncompressed and read to a few KB at most.
+                headers={**signed_headers(secret, event_id, body), "Accept-Encoding": "identity"},
                 follow_redirects=False,
+                peek=policy.webhook_response_bytes,
                 require_https=True,  # checked at upload too; re-checked here (settings may have changed)
             )
             code, err, refused = resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}", False

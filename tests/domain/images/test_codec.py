@@ -2,6 +2,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -264,3 +265,62 @@ def test_animation_keeps_its_first_frame(fmt: str) -> None:
     frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
     r, g, b = decode(recompress(buf.getvalue()).data).getpixel((20, 20))
     assert r > 200 and g < 60 and b < 60
+
+
+# --- issue 15 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast_jpeg", [True, False])
+def test_a_progressive_scan_bomb_is_refused_before_decoding(fast_jpeg: bool) -> None:
+    """Issue 15 item 6: fails before (a 38 KB JPEG of 1,010 scans held a codec thread for 25 s at 4 MP,
+    minutes at the pixel limit); passes: refused by counting scans, in milliseconds."""
+    import time
+
+    from tests.support.inputs import progressive_scan_bomb
+
+    bomb = progressive_scan_bomb((2000, 2000), 1000)
+    start = time.monotonic()
+    with pytest.raises(ImageError, match="more than 32 scans"):
+        recompress(bomb, fast_jpeg=fast_jpeg)
+    assert time.monotonic() - start < 1.0
+    ordinary = make_image("JPEG", (64, 48), progressive=True)  # libjpeg writes 10 scans
+    assert decode(recompress(ordinary, fast_jpeg=fast_jpeg).data).size == (64, 48)
+
+
+def _with_scan_tail(jpeg: bytes, junk: bytes) -> bytes:
+    """`junk` inside the last scan, just before EOI: bytes a decoder skips ("extraneous bytes")."""
+    return jpeg[:-2] + junk + b"\xff\xd9"
+
+
+@pytest.mark.parametrize(
+    "name,hostile",
+    [
+        ("zip after EOI", lambda j: j + b"PK\x03\x04hidden-archive" * 50),
+        ("bytes in the scan before EOI", lambda j: _with_scan_tail(j, b"hidden-in-scan" * 20)),
+        (
+            "an unused quantisation table",
+            lambda j: j[:2] + b"\xff\xdb\x00\x43\x03" + (b"hidden-table-" * 5)[:64] + j[2:],
+        ),
+        (
+            "JFIF with a payload",
+            lambda j: (
+                j[:2]
+                + b"\xff\xe0\x00\x30JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+                + (b"hidden-app0-payload-" * 2)[:32]
+                + j[20:]
+            ),
+        ),
+    ],
+)
+def test_a_kept_original_is_only_the_image(name: str, hostile) -> None:
+    """Issue 15 item 8: fails before (a small plain JPEG was stored byte for byte when our encoding was
+    larger, so whatever its decoder skips (an appended ZIP, bytes in a scan, an unused table, an APP0
+    payload) was served from our storage); passes: what is kept is rebuilt from the segments the
+    decoder uses, or our encoding is stored instead."""
+    plain = make_image("JPEG", (320, 240), quality=20)
+    data = hostile(plain)
+    out = recompress(data, quality=60)
+    assert b"hidden" not in out.data, name
+    assert decode(out.data).size == (320, 240)
+    if out.kept_original:
+        assert np.array_equal(np.asarray(decode(out.data)), np.asarray(decode(plain)))

@@ -357,3 +357,189 @@ def test_https_is_pinned_with_sni_and_host_of_the_url(tmp_path, cert_host: str, 
             assert seen.get("sni") == "images.test" and "host" not in seen
     finally:
         server.close()
+
+
+# --- issue 15 ---------------------------------------------------------------------------------------
+
+
+def test_an_international_name_reaches_the_server_as_its_a_label(image_server) -> None:
+    """Issue 15 item 2: fails before (the Unicode name went to the resolver and into Host: UnicodeError)."""
+    seen: dict[str, str] = {}
+
+    def record(h: BaseHTTPRequestHandler) -> None:
+        seen["host"] = h.headers["Host"]
+        h.send_response(200)
+        h.send_header("Content-Length", "2")
+        h.end_headers()
+        h.wfile.write(b"ok")
+
+    image_server.routes["/a.jpg"] = record
+    port = image_server.server.port
+    asked: list[str] = []
+
+    async def resolve(host: str, p: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    policy = FetchPolicy(allow=frozenset({("xn--bcher-kva.test", port)}))
+    assert run_fetch(f"http://Bücher.test:{port}/a.jpg", policy, resolve=resolve).body == b"ok"
+    assert asked == ["xn--bcher-kva.test"] and seen["host"] == f"xn--bcher-kva.test:{port}"
+
+
+def _gzip_then(extra: bytes, first: bytes) -> bytes:
+    return gzip.compress(first) + extra
+
+
+def chunked_encoded(body: bytes, encoding: str):
+    """Like `encoded`, but chunked: no Content-Length to refuse the body by, it must be bounded as it arrives."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.send_header("Content-Encoding", encoding)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            for i in range(0, len(body), 65536):
+                part = body[i : i + 65536]
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    return route
+
+
+@pytest.mark.parametrize(
+    "shape,encoding,body",
+    [
+        ("junk after gzip", "gzip", lambda img: _gzip_then(b"\x00" * (26 * 1024 * 1024), img)),
+        ("a few bytes after gzip", "gzip", lambda img: _gzip_then(b"tail", img)),
+        ("a second gzip member", "gzip", lambda img: _gzip_then(gzip.compress(b"\x00" * 1000), img)),
+        ("junk after zlib deflate", "deflate", lambda img: zlib.compress(img) + b"\x00" * (3 * 1024 * 1024)),
+        ("junk after raw deflate", "deflate", lambda img: zlib.compress(img, wbits=-15) + b"polyglot" * 1000),
+        ("a truncated gzip stream", "gzip", lambda img: gzip.compress(img)[:-12]),
+    ],
+)
+def test_compressed_bodies_are_one_complete_stream_and_nothing_else(image_server, shape, encoding, body) -> None:
+    """Issue 15 item 1: fails before (zlib set what follows the end of the stream aside in `unused_data`,
+    uncounted: 26 MB accepted past the end under a 1 MiB limit, re-copied on every chunk; a truncated
+    stream was accepted as a short image); passes: refused, and what arrives is bounded too."""
+    img = make_image("PNG", (64, 48))
+    payload = body(img)
+    image_server.routes["/img"] = chunked_encoded(payload, encoding)
+    with pytest.raises(FetchError, match="exceeds the limit|after the end of the stream|truncated"):
+        run_fetch(image_server.url("/img"), policy_for(image_server, max_bytes=1024 * 1024))
+
+
+def test_raw_bytes_are_bounded_even_when_they_decode_to_little(image_server) -> None:
+    """Issue 15 item 1: fails before (8 MiB of junk after a tiny gzip stream was read to the end and
+    accepted under a 1 MiB limit); passes: cut at the limit of bytes as sent."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            first = gzip.compress(b"x")
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+            block = b"\x00" * 65536
+            for _ in range(128):
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    image_server.routes["/tail"] = route
+    with pytest.raises(FetchError, match="after the end of the stream|as sent"):
+        run_fetch(image_server.url("/tail"), policy_for(image_server, max_bytes=1024 * 1024))
+
+
+def test_webhook_answers_are_asked_uncompressed_and_only_peeked_at() -> None:
+    """Issue 15 item 1: fails before (a receiver answering 200 with a 3 MB or gzip-bomb body made the
+    delivery fail "exceeds the limit" after reading it all, so it was retried forever; its
+    Accept-Encoding offered gzip). Passes: `identity` is asked, a few KB read, the 200 counts."""
+    seen: list[str | None] = []
+    bomb = gzip.compress(b"\x00" * (50 * 1024 * 1024))
+
+    class Receiver(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Accept-Encoding"))
+            big = self.path == "/big"
+            body = b"y" * (3 * 1024 * 1024) if big else bomb
+            self.send_response(200)
+            if not big:
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:
+                pass
+
+    server = LoopbackServer(Receiver)
+    try:
+        policy = FetchPolicy(allow=parse_allow(server.allow), max_bytes=1024 * 1024)
+        for path in ("/big", "/bomb"):
+            attempt = asyncio.run(deliver(server.base + path, '{"type":"t"}', "msg_1", None, policy))
+            assert attempt.delivered and attempt.status_code == 200, (path, attempt)
+        assert seen == ["identity", "identity"]
+    finally:
+        server.close()
+
+
+def test_a_kept_alive_tls_connection_is_not_reused_for_another_name_at_the_same_ip(tmp_path) -> None:
+    """Issue 15 item 8: fails before (the pool was keyed by the pinned IP, so b.test rode the connection
+    whose certificate was checked for a.test, and got an answer); passes: a connection per name, b.test
+    gets its own handshake and its certificate (there is none for it) is refused."""
+    import ssl
+
+    ca_pem, cert_pem, key_pem = _tls_files(tmp_path, "a.test")
+    hosts: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def log_message(self, *a) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hosts.append(self.headers.get("Host"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = LoopbackServer(Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_pem, key_pem)
+    server.httpd.socket = ctx.wrap_socket(server.httpd.socket, server_side=True)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    policy = FetchPolicy(allow=frozenset({("a.test", server.port), ("b.test", server.port)}))
+
+    async def go() -> tuple[bytes, str]:
+        async with make_client(policy, verify=ssl.create_default_context(cafile=str(ca_pem))) as client:
+            first = (await fetch(client, f"https://a.test:{server.port}/x", policy, resolve=resolve)).body
+            try:
+                await fetch(client, f"https://b.test:{server.port}/x", policy, resolve=resolve)
+            except FetchError as exc:
+                return first, str(exc)
+            return first, "answered"
+
+    try:
+        first, second = asyncio.run(go())
+        assert first == b"ok"
+        assert "CERTIFICATE_VERIFY_FAILED" in second or "certificate" in second.lower(), second
+        assert hosts == [f"a.test:{server.port}"]
+    finally:
+        server.close()
