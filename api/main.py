@@ -35,7 +35,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             from image_pipeline.domain.request.fast_launch import FastLauncher
 
             app.state.launcher = FastLauncher(
-                settings.dagster_url, app.state.sessions, claim_timeout_s=settings.launch_claim_timeout
+                settings.dagster_url,
+                app.state.sessions,
+                claim_timeout_s=settings.launch_claim_timeout,
+                settings=settings,
             )
         try:
             yield

@@ -177,7 +177,7 @@ def request_reconcile_sensor(context: dg.SensorEvaluationContext, pipeline: Pipe
         elif action.kind == "relaunch":
             if not instance.has_dynamic_partition(request_partitions_def.name, req.id):
                 new_partitions.append(req.id)
-            tags = run_tags(req.id, req.owner, req.row_count, req.url_count)
+            tags = run_tags(req.id, req.owner, req.row_count, req.url_count, pipeline.settings)
             tags[TRIGGER_TAG] = "reconcile"
             run_requests.append(
                 dg.RunRequest(

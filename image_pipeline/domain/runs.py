@@ -50,10 +50,12 @@ def run_tags(request_id: str, owner: str, rows: int, urls: int, settings: Settin
     }
 
 
-def fast_path_tags(request_id: str, owner: str, rows: int, urls: int) -> dict[str, str]:
+def fast_path_tags(
+    request_id: str, owner: str, rows: int, urls: int, settings: Settings | None = None
+) -> dict[str, str]:
     """What a sensor-launched run of this request carries, so the sensor recognises it as its own."""
     return {
-        **run_tags(request_id, owner, rows, urls),
+        **run_tags(request_id, owner, rows, urls, settings),
         PARTITION_TAG: request_id,
         "dagster/run_key": request_id,
         "dagster/sensor_name": SENSOR_NAME,

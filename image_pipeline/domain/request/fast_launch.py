@@ -27,11 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, SENSOR_NAME, fast_path_tags
+
+if TYPE_CHECKING:
+    from image_pipeline.domain.settings import Settings
 
 log = logging.getLogger("imgpipe.launch")
 
@@ -106,8 +110,11 @@ class FastLauncher:
         claim_timeout_s: float = 60.0,
         http_timeout_s: float = 10.0,
         unreachable_retry_s: float = 15.0,
+        settings: Settings | None = None,
     ) -> None:
         import httpx
+
+        self.settings = settings  # the run's limits (its maximum runtime), as the sensor would set them
 
         self.graphql_url = dagster_url.rstrip("/") + "/graphql"
         self.sessions = sessions
@@ -167,7 +174,7 @@ class FastLauncher:
         )["addDynamicPartition"]
         if added["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
             raise LaunchError(f"addDynamicPartition: {added['__typename']}: {added.get('message')}")
-        tags = fast_path_tags(request_id, owner, rows, urls)
+        tags = fast_path_tags(request_id, owner, rows, urls, self.settings)
         params = {
             "selector": {**repo_sel, "jobName": JOB_NAME},
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
