@@ -17,7 +17,9 @@ Outcome of an attempt:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -41,7 +43,10 @@ from image_pipeline.domain.webhooks.events import Attempt, deliver
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
 
+log = logging.getLogger(__name__)
+
 RETRYABLE_STATUS = frozenset({408, 429})
+MAX_ERROR_CHARS = 500
 LEASE_MARGIN_S = 30.0
 
 
@@ -170,6 +175,18 @@ class SentAttempt:
     state: str
 
 
+async def _isolated(delivery: WebhookDelivery, secret: str | None, web: FetchPolicy) -> Attempt:
+    """One attempt that never raises: an unforeseen exception (a bug, an input no check foresaw) becomes a
+    failed attempt of this delivery alone, retried on the schedule, instead of escaping the batch."""
+    start = time.monotonic()
+    try:
+        return await deliver(delivery.url, delivery.payload, delivery.event_id, secret, web)
+    except Exception as exc:
+        log.exception("webhook delivery %s: unexpected error", delivery.id)
+        error = f"internal error: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        return Attempt(None, error, int((time.monotonic() - start) * 1000))
+
+
 def send_deliveries(
     sessions: sessionmaker[Session],
     delivery_ids: list[int],
@@ -179,7 +196,12 @@ def send_deliveries(
     policy: RetryPolicy,
     rng: random.Random | None = None,
 ) -> list[SentAttempt]:
-    """Claim each delivery, POST the claimed ones concurrently, record every attempt."""
+    """Claim each delivery, POST the claimed ones concurrently, record every attempt.
+
+    Each delivery is isolated: whatever one attempt raises is recorded as that delivery's failed attempt,
+    and a failure to record one attempt (rolled back; the delivery is due again when its lease runs out)
+    does not keep the others from being recorded.
+    """
     rng = rng or random.Random()
     web = policy.fetch_policy(fetch_policy)
     with sessions() as s:
@@ -189,13 +211,17 @@ def send_deliveries(
         started = utcnow()
 
         async def send_all() -> list[Attempt]:
-            return await asyncio.gather(*(deliver(d.url, d.payload, d.event_id, secret, web) for d in claimed))
+            return await asyncio.gather(*(_isolated(d, secret, web) for d in claimed))
 
         attempts = asyncio.run(send_all())
-        return [
-            SentAttempt(d.id, a, record_attempt(s, d, a, started, policy, rng))
-            for d, a in zip(claimed, attempts, strict=True)
-        ]
+        sent = []
+        for d, a in zip(claimed, attempts, strict=True):
+            try:
+                sent.append(SentAttempt(d.id, a, record_attempt(s, d, a, started, policy, rng)))
+            except Exception:
+                log.exception("webhook delivery %s: could not record its attempt", d.id)
+                s.rollback()
+        return sent
 
 
 def send_due(
