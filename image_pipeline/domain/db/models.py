@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +47,11 @@ class ImageRequest(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     final_event_sent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Re-runs of a request whose final event was already queued (retry schedule, backfill, a duplicate
+    # run): `reruns` counts them, `rerun_open` is set while one is under way (the request keeps its final
+    # status meanwhile); its end queues one `request.updated` event (see webhooks.outbox).
+    reruns: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    rerun_open: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Who launches the run (API fast path or upload sensor) claims it here first; a stale claim is
     # re-offered by the sensor (see db.requests.claim_launches).
     launch_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -47,6 +47,9 @@ class EventLimits:
         return products <= self.max_products and urls <= self.max_urls
 
 
+UPDATED_EVENT = "request.updated"  # a re-run of a request whose final event was already sent has ended
+
+
 def event_type_for(status: str) -> str:
     return f"request.{status}"
 
@@ -89,7 +92,14 @@ def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | Ordered
     return out
 
 
-def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: str, *, omitted: bool = False) -> dict:
+def build_event(
+    req: ImageRequest,
+    products: list[dict] | None,
+    api_base_url: str,
+    *,
+    omitted: bool = False,
+    event_type: str | None = None,
+) -> dict:
     """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products, products_omitted,
     products_total}}`.
 
@@ -97,10 +107,11 @@ def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: st
     receiver reads the output CSV; `products_total` says how many there are either way.
     `products_truncated` is the older name of `products_omitted` (events once listed the first 1,000
     products and set it), kept so receivers that test it still fall back to the CSV.
+    `event_type`: `request.<status>` unless given (`request.updated` after a re-run).
     """
     output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key else None
     return {
-        "type": event_type_for(req.status),
+        "type": event_type or event_type_for(req.status),
         "timestamp": datetime.now(UTC).isoformat(),
         "request_id": req.id,
         "status": req.status,
