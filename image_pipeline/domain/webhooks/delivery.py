@@ -33,12 +33,14 @@ from image_pipeline.domain.db.models import (
     DELIVERY_FAILED,
     DELIVERY_GONE,
     DELIVERY_PENDING,
+    ImageRequest,
     WebhookAttempt,
     WebhookDelivery,
 )
+from image_pipeline.domain.db.webhook_secrets import signing_secrets
 from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.settings import parse_retry_schedule
-from image_pipeline.domain.webhooks.events import Attempt, deliver
+from image_pipeline.domain.webhooks.events import Attempt, Secrets, deliver
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
@@ -175,11 +177,13 @@ class SentAttempt:
     state: str
 
 
-async def _isolated(delivery: WebhookDelivery, secret: str | None, web: FetchPolicy) -> Attempt:
+async def _isolated(delivery: WebhookDelivery, secret: Secrets | Exception, web: FetchPolicy) -> Attempt:
     """One attempt that never raises: an unforeseen exception (a bug, an input no check foresaw) becomes a
     failed attempt of this delivery alone, retried on the schedule, instead of escaping the batch."""
     start = time.monotonic()
     try:
+        if isinstance(secret, Exception):
+            raise secret  # the tenant's secrets could not be read: this delivery fails, not the batch
         return await deliver(delivery.url, delivery.payload, delivery.event_id, secret, web)
     except Exception as exc:
         log.exception("webhook delivery %s: unexpected error", delivery.id)
@@ -198,6 +202,9 @@ def send_deliveries(
 ) -> list[SentAttempt]:
     """Claim each delivery, POST the claimed ones concurrently, record every attempt.
 
+    Each event is signed with the secrets of its request's tenant (`db.webhook_secrets`); `secret`
+    (`IMGPIPE_WEBHOOK_SECRET`) signs only the events of tenants that have none (keys from the env list).
+
     Each delivery is isolated: whatever one attempt raises is recorded as that delivery's failed attempt,
     and a failure to record one attempt (rolled back; the delivery is due again when its lease runs out)
     does not keep the others from being recorded.
@@ -209,9 +216,10 @@ def send_deliveries(
         if not claimed:
             return []
         started = utcnow()
+        keys = _secrets_of(s, claimed, secret)
 
         async def send_all() -> list[Attempt]:
-            return await asyncio.gather(*(_isolated(d, secret, web) for d in claimed))
+            return await asyncio.gather(*(_isolated(d, keys[d.id], web) for d in claimed))
 
         attempts = asyncio.run(send_all())
         sent = []
@@ -222,6 +230,29 @@ def send_deliveries(
                 log.exception("webhook delivery %s: could not record its attempt", d.id)
                 s.rollback()
         return sent
+
+
+def _secrets_of(
+    session: Session, deliveries: list[WebhookDelivery], global_secret: str | None
+) -> dict[int, Secrets | Exception]:
+    """delivery id -> the secrets that sign it: its tenant's own, else the global one; or the error that
+    kept them from being read (recorded as that delivery's attempt)."""
+    owners = dict(
+        session.execute(
+            select(ImageRequest.id, ImageRequest.owner).where(ImageRequest.id.in_({d.request_id for d in deliveries}))
+        ).all()
+    )
+    out: dict[int, Secrets | Exception] = {}
+    for d in deliveries:
+        owner = owners.get(d.request_id)
+        try:
+            own = signing_secrets(session, [owner]).get(owner) if owner else None
+        except Exception as exc:
+            session.rollback()
+            out[d.id] = exc
+            continue
+        out[d.id] = own or global_secret
+    return out
 
 
 def send_due(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -135,17 +135,24 @@ def build_event(
     }
 
 
-def signed_headers(secret: str | None, event_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+Secrets = str | Sequence[str] | None
+
+
+def signed_headers(secret: Secrets, event_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers; one `v1,` signature per secret, space-separated (as the spec allows:
+    during a rotation the tenant's old and new secret both sign, and a receiver with either accepts)."""
     now = now or datetime.now(UTC)
     headers = {
         "content-type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
     }
-    if secret:
+    keys = [secret] if isinstance(secret, str) else list(secret or ())
+    keys = [k for k in keys if k]
+    if keys:
         from standardwebhooks.webhooks import Webhook
 
-        headers["webhook-signature"] = Webhook(secret).sign(event_id, now, body)
+        headers["webhook-signature"] = " ".join(Webhook(k).sign(event_id, now, body) for k in keys)
     return headers
 
 
@@ -163,7 +170,7 @@ class Attempt:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def deliver(url: str, body: str, event_id: str, secret: str | None, policy: FetchPolicy) -> Attempt:
+async def deliver(url: str, body: str, event_id: str, secret: Secrets, policy: FetchPolicy) -> Attempt:
     """One signed POST of one event body (no redirects followed); never raises for network problems.
 
     The signature covers `id.timestamp.body` with a fresh timestamp per attempt (receivers reject stale
