@@ -55,7 +55,7 @@ ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 CORES = os.cpu_count() or 1
 KEY = "bench-scale-key"
-SECRET = "whsec_" + "YmVuY2hzY2FsZWJlbmNoc2NhbGViZW5jaHNjYWxl"
+SECRET = "whsec_x1sV65BgB+pP5FcFEQEu5eNrIfSPrsGDwm0xp0AyAEs="
 PG_ADMIN = os.environ.get("IMGPIPE_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("IMGPIPE_BENCH_BROKER_URL", "pyamqp://guest:guest@127.0.0.1:5672//")
 REDIS = os.environ.get("IMGPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")

@@ -8,6 +8,8 @@ start otherwise rather than fail half-way through a request. Integrations are im
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from image_pipeline.domain.settings import Settings
@@ -33,6 +35,12 @@ def scale_out_problems(s: Settings) -> list[str]:
     return problems
 
 
+def _by_env(name: str, value: str) -> str | dict:
+    """Executor config that names the environment variable rather than holding its value, when it is
+    set there: the Dagster UI shows an executor's config, and a broker URL carries a password."""
+    return {"env": name} if os.environ.get(name) else value
+
+
 def build_executor(s: Settings) -> dg.ExecutorDefinition:
     """The executor of the fan-out job (`runs.FANOUT_JOB_NAME`); raises ScaleOutConfigError when it cannot run."""
     problems = scale_out_problems(s)
@@ -49,8 +57,8 @@ def build_executor(s: Settings) -> dg.ExecutorDefinition:
 
             return celery_executor.configured(
                 {
-                    "broker": s.celery_broker_url,
-                    "backend": s.celery_backend_url,
+                    "broker": _by_env("IMGPIPE_CELERY_BROKER_URL", s.celery_broker_url),
+                    "backend": _by_env("IMGPIPE_CELERY_BACKEND_URL", s.celery_backend_url),
                     "config_source": {"task_default_queue": s.celery_queue},
                 }
             )

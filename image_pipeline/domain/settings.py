@@ -19,7 +19,10 @@ class Settings(BaseSettings):
     objects in one place: `image_pipeline.domain.services` and the `from_settings` of each option object.
     """
 
-    model_config = SettingsConfigDict(env_prefix="IMGPIPE_", env_file=".env", env_ignore_empty=True, extra="ignore")
+    # hide_input_in_errors: a refused value (a weak secret, a key) is never echoed into logs.
+    model_config = SettingsConfigDict(
+        env_prefix="IMGPIPE_", env_file=".env", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- state: database, objects, cache -------------------------------------------------------------
     data_dir: Path = Field(Path(".imgpipe"), description="State of the embedded default (SQLite, objects).")
@@ -127,7 +130,12 @@ class Settings(BaseSettings):
     dagster_pg_url: str | None = Field(None, description="Dagster run/event storage (dagster.yaml reads it).")
 
     # --- webhooks --------------------------------------------------------------------------------------
-    webhook_secret: str | None = Field(None, description="whsec_... secret used to sign webhooks.")
+    webhook_secret: str | None = Field(
+        None,
+        description="whsec_... secret (base64 of >= 24 random bytes) that signs the webhooks of tenants "
+        "without their own: keys in IMGPIPE_API_KEYS (single-tenant set-ups). Keys from `imgpipe keys "
+        "create` get their own secret.",
+    )
     webhook_timeout: float = Field(10.0, gt=0)
     webhook_max_response_bytes: int = Field(
         4096, gt=0, description="Of a receiver's answer at most this many bytes are read (asked uncompressed)."
@@ -178,6 +186,23 @@ class Settings(BaseSettings):
     def _check_schedule(cls, v: str) -> str:
         parse_retry_schedule(v)
         return v.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, v: str | None) -> str | None:
+        from image_pipeline.domain.signing_secrets import check_secret
+
+        return check_secret(v, "IMGPIPE_WEBHOOK_SECRET") if v else None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_placeholder_keys(cls, v: str) -> str:
+        from image_pipeline.domain.signing_secrets import PLACEHOLDERS
+
+        for i, key in enumerate(k.strip() for k in v.split(",")):
+            if key and any(p in key.lower() for p in PLACEHOLDERS):
+                raise ValueError(f"IMGPIPE_API_KEYS entry {i + 1} looks like a placeholder; generate a key")
+        return v
 
     @field_validator("api_keys", "fetch_allow")
     @classmethod

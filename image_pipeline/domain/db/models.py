@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +47,11 @@ class ImageRequest(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     final_event_sent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Re-runs of a request whose final event was already queued (retry schedule, backfill, a duplicate
+    # run): `reruns` counts them, `rerun_open` is set while one is under way (the request keeps its final
+    # status meanwhile); its end queues one `request.updated` event (see webhooks.outbox).
+    reruns: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    rerun_open: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Who launches the run (API fast path or upload sensor) claims it here first; a stale claim is
     # re-offered by the sensor (see db.requests.claim_launches).
     launch_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -154,3 +160,24 @@ class ApiKey(Base):
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)  # sha256 hex of the whole key
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookSecret(Base):
+    """A tenant's Standard Webhooks signing secret (`imgpipe keys create` / `rotate-secret`).
+
+    Every event of a request is signed with each secret of the request's owner that is not retired
+    (`retire_at` unset or in the future): during a rotation's overlap window the header carries one
+    signature per secret, so receivers switch at their own pace. An owner with no row (a key from
+    `IMGPIPE_API_KEYS`) is signed with `IMGPIPE_WEBHOOK_SECRET`. Stored as it is: signing needs it.
+    """
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    api_key_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from image_pipeline.domain.clock import as_utc, utcnow
@@ -154,11 +154,38 @@ def release_launch(session: Session, request_id: str) -> None:
     session.commit()
 
 
+def open_rerun(session: Session, request_id: str) -> bool:
+    """A run starts on a request whose final event was already queued (a re-run: retry schedule,
+    backfill, a duplicate run): mark a re-run under way, so that its end queues one `request.updated`
+    event. Idempotent while one is open (a step or run retry of the same re-run); True when this call
+    opened one. Called before anything of the run can fail, so a re-run that fails at once is told too."""
+    res = session.execute(
+        update(ImageRequest)
+        .where(
+            ImageRequest.id == request_id,
+            ImageRequest.final_event_sent.is_(True),
+            ImageRequest.rerun_open.is_(False),
+        )
+        .values(rerun_open=True, reruns=ImageRequest.reruns + 1, updated_at=utcnow())
+    )
+    session.commit()
+    return bool(res.rowcount)
+
+
 def mark_processing(session: Session, request_id: str, *, row_count: int, url_count: int) -> None:
+    """The run parsed the request: `processing`, unless the request already has a final status (a
+    re-run), which it keeps, with its error, until the re-run ends with a new one."""
+    final = ImageRequest.status.in_(FINAL_STATUSES)
     session.execute(
         update(ImageRequest)
         .where(ImageRequest.id == request_id)
-        .values(status=PROCESSING, row_count=row_count, url_count=url_count, error=None, updated_at=utcnow())
+        .values(
+            status=case((final, ImageRequest.status), else_=PROCESSING),
+            error=case((final, ImageRequest.error), else_=None),
+            row_count=row_count,
+            url_count=url_count,
+            updated_at=utcnow(),
+        )
     )
     session.commit()
 

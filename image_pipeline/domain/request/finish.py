@@ -55,11 +55,14 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     return key, status
 
 
-def notify(ctx: RequestContext, request_id: str) -> SentAttempt | None:
-    """Queue the request's final event once (whoever claims it first: the run or the failure sensor) and
-    make the first delivery attempt now; later attempts are the retry sensor's (see webhooks.delivery)."""
+def notify(ctx: RequestContext, request_id: str, rerun_error: str | None = None) -> SentAttempt | None:
+    """Queue the request's final event once, or the `request.updated` event of the re-run that ends
+    (whoever claims it first: the run or the failure sensor), and make the first delivery attempt now;
+    later attempts are the retry sensor's (see webhooks.delivery)."""
     with ctx.sessions() as s:
-        delivery_id = enqueue_final_event(s, ctx.store, request_id, ctx.api_base_url, ctx.event_limits)
+        delivery_id = enqueue_final_event(
+            s, ctx.store, request_id, ctx.api_base_url, ctx.event_limits, rerun_error=rerun_error
+        )
     if delivery_id is None:
         return None
     sent = send_deliveries(
@@ -69,8 +72,9 @@ def notify(ctx: RequestContext, request_id: str) -> SentAttempt | None:
 
 
 def fail_request(ctx: RequestContext, request_id: str, reason: str) -> SentAttempt | None:
-    """Mark a request failed (unless already final) and send its final event."""
+    """Mark a request failed (unless already final: a failed re-run leaves the outcome of the run before
+    it) and send its final event, or the re-run's `request.updated` event with `reason` as its `rerun_error`."""
     with ctx.sessions() as s:
         repo.fail_unless_final(s, request_id, reason)
         ctx.publish_status(s, request_id)
-    return notify(ctx, request_id)
+    return notify(ctx, request_id, rerun_error=reason)

@@ -17,7 +17,9 @@ Outcome of an attempt:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,17 +33,22 @@ from image_pipeline.domain.db.models import (
     DELIVERY_FAILED,
     DELIVERY_GONE,
     DELIVERY_PENDING,
+    ImageRequest,
     WebhookAttempt,
     WebhookDelivery,
 )
+from image_pipeline.domain.db.webhook_secrets import signing_secrets
 from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.settings import parse_retry_schedule
-from image_pipeline.domain.webhooks.events import Attempt, deliver
+from image_pipeline.domain.webhooks.events import Attempt, Secrets, deliver
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
 
+log = logging.getLogger(__name__)
+
 RETRYABLE_STATUS = frozenset({408, 429})
+MAX_ERROR_CHARS = 500
 LEASE_MARGIN_S = 30.0
 
 
@@ -179,6 +186,20 @@ class SentAttempt:
     state: str
 
 
+async def _isolated(delivery: WebhookDelivery, secret: Secrets | Exception, web: FetchPolicy) -> Attempt:
+    """One attempt that never raises: an unforeseen exception (a bug, an input no check foresaw) becomes a
+    failed attempt of this delivery alone, retried on the schedule, instead of escaping the batch."""
+    start = time.monotonic()
+    try:
+        if isinstance(secret, Exception):
+            raise secret  # the tenant's secrets could not be read: this delivery fails, not the batch
+        return await deliver(delivery.url, delivery.payload, delivery.event_id, secret, web)
+    except Exception as exc:
+        log.exception("webhook delivery %s: unexpected error", delivery.id)
+        error = f"internal error: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        return Attempt(None, error, int((time.monotonic() - start) * 1000))
+
+
 def send_deliveries(
     sessions: sessionmaker[Session],
     delivery_ids: list[int],
@@ -188,7 +209,15 @@ def send_deliveries(
     policy: RetryPolicy,
     rng: random.Random | None = None,
 ) -> list[SentAttempt]:
-    """Claim each delivery, POST the claimed ones concurrently, record every attempt."""
+    """Claim each delivery, POST the claimed ones concurrently, record every attempt.
+
+    Each event is signed with the secrets of its request's tenant (`db.webhook_secrets`); `secret`
+    (`IMGPIPE_WEBHOOK_SECRET`) signs only the events of tenants that have none (keys from the env list).
+
+    Each delivery is isolated: whatever one attempt raises is recorded as that delivery's failed attempt,
+    and a failure to record one attempt (rolled back; the delivery is due again when its lease runs out)
+    does not keep the others from being recorded.
+    """
     rng = rng or random.Random()
     web = policy.fetch_policy(fetch_policy)
     with sessions() as s:
@@ -196,15 +225,43 @@ def send_deliveries(
         if not claimed:
             return []
         started = utcnow()
+        keys = _secrets_of(s, claimed, secret)
 
         async def send_all() -> list[Attempt]:
-            return await asyncio.gather(*(deliver(d.url, d.payload, d.event_id, secret, web) for d in claimed))
+            return await asyncio.gather(*(_isolated(d, keys[d.id], web) for d in claimed))
 
         attempts = asyncio.run(send_all())
-        return [
-            SentAttempt(d.id, a, record_attempt(s, d, a, started, policy, rng))
-            for d, a in zip(claimed, attempts, strict=True)
-        ]
+        sent = []
+        for d, a in zip(claimed, attempts, strict=True):
+            try:
+                sent.append(SentAttempt(d.id, a, record_attempt(s, d, a, started, policy, rng)))
+            except Exception:
+                log.exception("webhook delivery %s: could not record its attempt", d.id)
+                s.rollback()
+        return sent
+
+
+def _secrets_of(
+    session: Session, deliveries: list[WebhookDelivery], global_secret: str | None
+) -> dict[int, Secrets | Exception]:
+    """delivery id -> the secrets that sign it: its tenant's own, else the global one; or the error that
+    kept them from being read (recorded as that delivery's attempt)."""
+    owners = dict(
+        session.execute(
+            select(ImageRequest.id, ImageRequest.owner).where(ImageRequest.id.in_({d.request_id for d in deliveries}))
+        ).all()
+    )
+    out: dict[int, Secrets | Exception] = {}
+    for d in deliveries:
+        owner = owners.get(d.request_id)
+        try:
+            own = signing_secrets(session, [owner]).get(owner) if owner else None
+        except Exception as exc:
+            session.rollback()
+            out[d.id] = exc
+            continue
+        out[d.id] = own or global_secret
+    return out
 
 
 def send_due(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,6 +45,9 @@ class EventLimits:
 
     def lists_products(self, products: int, urls: int) -> bool:
         return products <= self.max_products and urls <= self.max_urls
+
+
+UPDATED_EVENT = "request.updated"  # a re-run of a request whose final event was already sent has ended
 
 
 def event_type_for(status: str) -> str:
@@ -89,7 +92,14 @@ def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | Ordered
     return out
 
 
-def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: str, *, omitted: bool = False) -> dict:
+def build_event(
+    req: ImageRequest,
+    products: list[dict] | None,
+    api_base_url: str,
+    *,
+    omitted: bool = False,
+    event_type: str | None = None,
+) -> dict:
     """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products, products_omitted,
     products_total}}`.
 
@@ -97,10 +107,11 @@ def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: st
     receiver reads the output CSV; `products_total` says how many there are either way.
     `products_truncated` is the older name of `products_omitted` (events once listed the first 1,000
     products and set it), kept so receivers that test it still fall back to the CSV.
+    `event_type`: `request.<status>` unless given (`request.updated` after a re-run).
     """
     output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key else None
     return {
-        "type": event_type_for(req.status),
+        "type": event_type or event_type_for(req.status),
         "timestamp": datetime.now(UTC).isoformat(),
         "request_id": req.id,
         "status": req.status,
@@ -124,17 +135,24 @@ def build_event(req: ImageRequest, products: list[dict] | None, api_base_url: st
     }
 
 
-def signed_headers(secret: str | None, event_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+Secrets = str | Sequence[str] | None
+
+
+def signed_headers(secret: Secrets, event_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers; one `v1,` signature per secret, space-separated (as the spec allows:
+    during a rotation the tenant's old and new secret both sign, and a receiver with either accepts)."""
     now = now or datetime.now(UTC)
     headers = {
         "content-type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),
     }
-    if secret:
+    keys = [secret] if isinstance(secret, str) else list(secret or ())
+    keys = [k for k in keys if k]
+    if keys:
         from standardwebhooks.webhooks import Webhook
 
-        headers["webhook-signature"] = Webhook(secret).sign(event_id, now, body)
+        headers["webhook-signature"] = " ".join(Webhook(k).sign(event_id, now, body) for k in keys)
     return headers
 
 
@@ -152,7 +170,7 @@ class Attempt:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def deliver(url: str, body: str, event_id: str, secret: str | None, policy: FetchPolicy) -> Attempt:
+async def deliver(url: str, body: str, event_id: str, secret: Secrets, policy: FetchPolicy) -> Attempt:
     """One signed POST of one event body (no redirects followed); never raises for network problems.
 
     The signature covers `id.timestamp.body` with a fresh timestamp per attempt (receivers reject stale
