@@ -50,16 +50,17 @@ def _unexpected(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "poison",
+    ("poison", "state_after"),
     [
-        # A host name whose IDNA encoding fails: UnicodeError, not FetchError (the sample from the review).
-        pytest.param(lambda mp: "https://a..b.example.com/h", id="unicode-error-host"),
+        # A host name whose IDNA encoding failed (UnicodeError, not FetchError: the sample from the review).
+        # Hosts are now encoded by the fetch policy, so this one is a clean refusal: failed, not retried.
+        pytest.param(lambda mp: "https://a..b.example.com/h", "failed", id="malformed-host"),
         # The class: whatever the exception, it costs that delivery one attempt and nothing else.
-        pytest.param(lambda mp: _unexpected(mp) or POISON_URL, id="any-exception"),
+        pytest.param(lambda mp: _unexpected(mp) or POISON_URL, "pending", id="any-exception"),
     ],
 )
 def test_a_poison_delivery_is_recorded_and_does_not_hold_up_the_batch(
-    poison, monkeypatch, settings, submit, resources, instance, image_server, webhook_receiver
+    poison, state_after, monkeypatch, settings, submit, resources, instance, image_server, webhook_receiver
 ) -> None:
     """Fails before the fix (the sensor tick raised the poison's exception, the healthy retry due in the
     same batch was never sent and no attempt of either was recorded); passes after."""
@@ -91,7 +92,8 @@ def test_a_poison_delivery_is_recorded_and_does_not_hold_up_the_batch(
 
     assert rows[healthy].attempts == 2
     poisoned = rows[bad]
-    assert poisoned.state == "pending" and poisoned.next_attempt_at is not None  # retried on the schedule
+    assert poisoned.state == state_after  # pending = retried on the schedule; failed = refused for good
+    assert (poisoned.next_attempt_at is not None) == (state_after == "pending")
     assert poisoned.last_status_code is None and poisoned.last_error
     delivered = webhook_receiver.wait_for(2)
     assert Webhook(WEBHOOK_SECRET).verify(delivered[-1].body, delivered[-1].headers)["request_id"] == healthy
