@@ -14,6 +14,7 @@ column named.
 from __future__ import annotations
 
 import csv
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,56 @@ def split_urls(cell: str) -> list[str]:
     return [p.strip().strip(",").strip() for p in _URL_SPLIT.split(cell.strip()) if p.strip().strip(",").strip()]
 
 
+def host_problem(host: str) -> str | None:
+    """Why `host` (a URL's host name, as `urlsplit(...).hostname` gives it) cannot be looked up in DNS, or
+    None. Empty labels (`a..b`), labels over 63 characters, names over 253, and non-ASCII names that do
+    not encode under IDNA 2008 / UTS 46 are refused here, so they never reach a resolver's codec (which
+    raises `UnicodeError`)."""
+    if ":" in host:  # an IPv6 literal (the brackets are gone)
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return f"malformed IPv6 address {host[:80]!r}"
+        return None
+    try:
+        ascii_host = idna_host(host)
+    except ValueError as exc:
+        return f"host name {host[:80]!r} is not a valid DNS name: {exc}"
+    name = ascii_host.removesuffix(".")
+    if not name:
+        return "URL has no host"
+    if len(name) > 253:
+        return f"host name is longer than 253 characters: {host[:80]!r}"
+    for label in name.split("."):
+        if not label:
+            return f"host name {host[:80]!r} has an empty label"
+        if len(label) > 63:
+            return f"host name {host[:80]!r} has a label longer than 63 characters"
+    return None
+
+
+def idna_host(host: str) -> str:
+    """The ASCII (A-label) form of a host name: non-ASCII names encoded with IDNA 2008 / UTS 46, ASCII
+    names unchanged. `ValueError` (IDNAError and UnicodeError are ValueErrors) when it cannot be encoded."""
+    if host.isascii():
+        return host
+    import idna
+
+    return idna.encode(host, uts46=True).decode("ascii")
+
+
+def ascii_url(url: str) -> str:
+    """`url` with its host in ASCII form (`https://bücher.example/h` -> `https://xn--bcher-kva.example/h`):
+    what DNS, the Host header and SNI see. Call it on a URL `url_problem` accepted."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host.isascii():
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    port = f":{parts.port}" if parts.port is not None else ""
+    return parts._replace(netloc=f"{userinfo}{at}{idna_host(host)}{port}").geturl()
+
+
 def url_problem(url: str, max_chars: int = 2048) -> str | None:
     """Why `url` is not an absolute http(s) URL we can fetch, or None."""
     if len(url) > max_chars:
@@ -160,7 +211,7 @@ def url_problem(url: str, max_chars: int = 2048) -> str | None:
         return f"not an absolute http(s) URL: {url[:80]!r}"
     if not parts.hostname:
         return f"URL has no host: {url[:80]!r}"
-    return None
+    return host_problem(parts.hostname)
 
 
 def _map_header(header: list[str], col: _Collector) -> dict[str, int] | None:
