@@ -7,14 +7,16 @@ Accepted: header ``S.No.,Product Name,Input Image Urls`` (also spelled ``S. No.`
 ``Sr No``...), UTF-8 with or without BOM, CRLF or LF, with or without a final newline. The URL cell
 holds one or more absolute http(s) URLs separated by commas (quoted, as the format asks). Files
 written by tools that forgot to quote that cell, so the URLs spill into extra unnamed columns, are
-accepted too: every spilled cell must itself be a URL. Anything else is refused with the row and
-column named.
+accepted too: every spilled cell must itself be a URL. A space after a delimiter (also before a quoted
+cell) is ignored, and `;`- or tab-separated files (what spreadsheets in `;`-separator locales save) are
+read with their own delimiter (`dialect_of`). Anything else is refused with the row and column named.
 """
 
 from __future__ import annotations
 
 import csv
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,6 +216,22 @@ def url_problem(url: str, max_chars: int = 2048) -> str | None:
     return host_problem(parts.hostname)
 
 
+def dialect_of(header_line: str) -> dict:
+    """The `csv.reader` options for a file whose first line is `header_line`.
+
+    Dialects seen in the wild, all unambiguous: a space after each delimiter, also before a quoted cell
+    (`1, SKU1, "https://a/1.jpg,https://a/2.jpg"`: one product, two URLs); and the `;` (or tab) that
+    spreadsheets in `;`-separator locales write instead of `,`. The delimiter is the one that splits
+    the header into the three known columns (`,` when none does: the header check then says why)."""
+    options = {"strict": False, "skipinitialspace": True}
+    for delimiter in (",", ";", "\t"):
+        cells = next(csv.reader([header_line], delimiter=delimiter, **options), [])
+        known = [next((c for c, al in _ALIASES.items() if _norm_header(cell) in al), None) for cell in cells]
+        if len(cells) >= 3 and set(known[:3]) == set(COLUMNS):
+            return {**options, "delimiter": delimiter}
+    return {**options, "delimiter": ","}
+
+
 def _map_header(header: list[str], col: _Collector) -> dict[str, int] | None:
     names = [h.strip() for h in header]
     mapping: dict[str, int] = {}
@@ -275,7 +293,9 @@ def parse_csv(
 
     # Lines are sliced off `text` one at a time, split exactly as `io.StringIO(text, newline="")` would
     # (at \r\n, \r or \n, kept): a StringIO holds its own copy at 4 bytes a character, 5x the upload.
-    reader = csv.reader((m.group() for m in _LINES.finditer(text)), strict=False)
+    lines = (m.group() for m in _LINES.finditer(text))
+    first = next(lines, "")
+    reader = csv.reader(itertools.chain([first], lines), **dialect_of(first))
     try:
         header = next(reader)
     except csv.Error as exc:

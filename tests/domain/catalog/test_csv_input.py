@@ -128,3 +128,34 @@ def test_fixture_copy_matches_the_shared_set() -> None:
         shared = {p.name: p.read_bytes() for p in SHARED_PEERS.iterdir() if p.is_file()}
         assert {p.name: p.read_bytes() for p in PEERS.iterdir() if p.is_file()} == shared
     assert {p.name for p in PEERS.glob("*.csv")}  # and the copy is never empty
+
+
+# Issue 15 item 14: dialects seen in the wild whose meaning is unambiguous.
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a space after each delimiter, before a quoted cell (failed before: "not an absolute http(s) URL")
+        'S.No., Product Name, Input Image Urls\n1, SKU1, "https://a.example/1.jpg,https://a.example/2.jpg"\n',
+        # several spaces, and ", " inside the quoted cell
+        'S.No.,  Product Name,  Input Image Urls\n1,  SKU1,   "https://a.example/1.jpg, https://a.example/2.jpg"\n',
+        # a quoted name after a space too (failed before: the name kept its quotes, the URLs split)
+        'S.No.,Product Name,Input Image Urls\n1, "SKU1", "https://a.example/1.jpg,https://a.example/2.jpg"\n',
+        # ;-separated, as spreadsheets in ;-separator locales save CSV (failed before: "missing header row")
+        "S.No.;Product Name;Input Image Urls\n1;SKU1;https://a.example/1.jpg,https://a.example/2.jpg\n",
+        'S.No.; Product Name; Input Image Urls\r\n1; "SKU1"; "https://a.example/1.jpg, https://a.example/2.jpg"\r\n',
+        # tab-separated, saved with a .csv name
+        "S.No.\tProduct Name\tInput Image Urls\n1\tSKU1\thttps://a.example/1.jpg, https://a.example/2.jpg\n",
+    ],
+    ids=["space-quoted", "spaces", "space-quoted-name", "semicolon", "semicolon-space-quoted", "tab"],
+)
+def test_sibling_dialects_are_one_product_with_two_urls(text: str) -> None:
+    """Fails before the fix (each id says how): a space after the delimiter made the quote literal."""
+    r = parse_csv(text.encode())
+    assert r.ok, r.errors
+    [row] = r.rows
+    assert (row.serial, row.name, row.urls) == ("1", "SKU1", ("https://a.example/1.jpg", "https://a.example/2.jpg"))
+
+
+def test_semicolon_file_still_refuses_a_bad_cell_by_row_and_column() -> None:
+    r = parse_csv(b"S.No.;Product Name;Input Image Urls\n1;A;https://a.example/1.jpg\n2;;ftp://x\n")
+    assert [(e.row, e.column) for e in r.errors] == [(3, "Product Name"), (3, "Input Image Urls")]
