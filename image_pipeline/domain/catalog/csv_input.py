@@ -18,6 +18,7 @@ import csv
 import ipaddress
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,23 @@ _ALIASES = {
 # Split only where a comma (or whitespace) is followed by a new scheme, so commas inside a URL survive.
 _LINES = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
 _URL_SPLIT = re.compile(r"(?:\s*,\s*|\s+)(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+# Line breaks and tabs inside a name or serial are layout, not data: each run becomes one space. Every
+# other control character (NUL, ESC, DEL, C1) and the bidi embeddings/overrides/isolates, which reorder
+# what a spreadsheet or terminal shows, are refused with the row and column.
+_LAYOUT = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def control_character(text: str) -> str | None:
+    """The first control (or bidi control) character of `text`, or None."""
+    return next((c for c in text if c in _BIDI or unicodedata.category(c) == "Cc"), None)
+
+
+def clean_text(cell: str) -> str:
+    """A name or serial as stored: line breaks and tabs become single spaces, surrounding blanks dropped."""
+    return _LAYOUT.sub(" ", cell).strip()
 
 
 def _norm_header(cell: str) -> str:
@@ -202,7 +220,7 @@ def url_problem(url: str, max_chars: int = 2048) -> str | None:
     """Why `url` is not an absolute http(s) URL we can fetch, or None."""
     if len(url) > max_chars:
         return f"URL is longer than {max_chars} characters"
-    if any(c.isspace() for c in url) or any(ord(c) < 32 for c in url):
+    if any(c.isspace() for c in url) or control_character(url):
         return f"URL contains whitespace or control characters: {url[:80]!r}"
     try:
         parts = urlsplit(url)
@@ -347,7 +365,11 @@ def _parse_row(
         missing = COLUMNS[len(cells) :]
         col.add(line, missing[0], f"row has {len(cells)} cells, expected 3 (missing {', '.join(missing)})")
         return
-    serial, name = cells[0].strip(), cells[1].strip()
+    serial, name = clean_text(cells[0]), clean_text(cells[1])
+    for column, value in ((SERIAL, serial), (NAME, name)):
+        bad = control_character(value)
+        if bad:
+            col.add(line, column, f"control character U+{ord(bad):04X} in the cell; remove it")
     url_cells = cells[2:]
     # Unquoted URL lists spill into extra columns; accept that only when every extra cell is a URL.
     for extra in url_cells[1:]:
