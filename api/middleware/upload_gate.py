@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import authenticate
 from api.errors import ApiError
+from api.middleware.paths import route_path
 
 log = logging.getLogger("imgpipe.api.ratelimit")
 _DISABLED = ("", "off", "0")
@@ -88,7 +89,7 @@ class UploadGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != UPLOAD_PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope).rstrip("/") != UPLOAD_PATH:
             await self.app(scope, receive, send)
             return
         try:
