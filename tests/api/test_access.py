@@ -195,3 +195,28 @@ def test_product_names_are_never_served_as_html(client) -> None:
     for path in (f"/api/status/{evil}", "/api/<svg onload=alert(1)>", f"/files/{evil}"):
         r = client.get(path, headers=AUTH)
         assert r.status_code == 404 and r.headers["content-type"] == "application/json", path
+
+
+def test_a_revoked_database_key_is_refused_even_while_listed_in_the_env(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: the env list was checked first and answered before the
+    database was asked, so a key revoked with `imgpipe keys revoke` kept working from IMGPIPE_API_KEYS."""
+    from sqlalchemy import select
+
+    from image_pipeline.domain.db.api_keys import revoke_key
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.db.models import ApiKey
+
+    first = make_settings(s3_bucket=bucket)
+    key = new_db_key(first, "moved to env")
+    settings = make_settings(s3_bucket=bucket, api_keys=f"test-key-1,{key}")
+    with TestClient(create_app(settings)) as c:
+        assert upload(c, bearer(key)) == 202
+        engine = make_engine(settings.resolved_database_url)
+        with session_factory(engine)() as s:
+            row = s.scalars(select(ApiKey).where(ApiKey.prefix == key[:12])).one()
+            revoke_key(s, row.id)
+        engine.dispose()
+        r = c.get("/api/requests", headers=bearer(key))
+        assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
+        assert upload(c, bearer(key)) == 401
+        assert c.get("/api/requests", headers=AUTH).status_code == 200  # other env keys are untouched
