@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     )
     webhook_retry_jitter: float = Field(0.2, ge=0, le=1, description="Each retry delay is scaled by 1 +/- this.")
     webhook_retry_batch: int = Field(20, gt=0, description="Due deliveries the retry sensor sends per tick.")
+    webhook_dns_per_key: int = Field(
+        4, gt=0, description="Webhook host lookups at upload still running per API key; more are refused (422)."
+    )
+    webhook_dns_total: int = Field(64, gt=0, description="The same across all keys (bounds stuck lookup threads).")
 
     # --- schedules and asset checks -----------------------------------------------------------------
     retry_schedule_cron: str = Field("15 * * * *", description="When 'retry failed images' runs.")
