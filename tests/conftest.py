@@ -98,6 +98,7 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):
             "webhook_secret": WEBHOOK_SECRET,
             "api_base_url": "http://testserver",
             "upload_rate_limit": "off",  # tests that exercise the limit set their own
+            "replay_rate_limit": "off",  # (the counts live in the one Redis every test worker shares)
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

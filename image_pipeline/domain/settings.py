@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         "60/minute",
         description="Uploads per API key, in `limits` notation ('60/minute', '10/second;500/hour'); 'off' disables.",
     )
+    replay_rate_limit: str = Field(
+        "10/minute",
+        description="Webhook replays per API key (each one makes the service POST to the webhook URL); 'off' disables.",
+    )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
     hsts_seconds: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age on https; 0 = off.")
     idempotency_window_hours: float = Field(24.0, gt=0, description="How long an Idempotency-Key is remembered.")
@@ -136,7 +140,7 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="API the imgpipe CLI talks to; default the API's own base URL.")
     api_key: str | None = Field(None, description="Bearer key the imgpipe CLI sends.")
 
-    @field_validator("upload_rate_limit")
+    @field_validator("upload_rate_limit", "replay_rate_limit")
     @classmethod
     def _valid_rate_limit(cls, v: str) -> str:
         v = v.strip()

@@ -220,3 +220,19 @@ def test_a_revoked_database_key_is_refused_even_while_listed_in_the_env(make_set
         assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
         assert upload(c, bearer(key)) == 401
         assert c.get("/api/requests", headers=AUTH).status_code == 200  # other env keys are untouched
+
+
+def test_webhook_replay_is_rate_limited_per_key(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: only uploads were limited, so a key could replay a final
+    event without end, each replay a POST the service sends to the webhook URL (an amplifier)."""
+    settings = make_settings(s3_bucket=bucket, replay_rate_limit="2/minute")
+    with TestClient(create_app(settings)) as c:
+        me, them = bearer(new_db_key(settings, "me")), bearer(new_db_key(settings, "them"))  # fresh counts in Redis
+        mine = c.post("/api/upload", headers=me, files={"file": ("p.csv", GOOD)}).json()["request_id"]
+        theirs = c.post("/api/upload", headers=them, files={"file": ("p.csv", GOOD)}).json()["request_id"]
+        codes = [c.post(f"/api/requests/{mine}/webhooks/replay", headers=me).status_code for _ in range(3)]
+        assert codes == [409, 409, 429]  # 409: not finished yet; the third is over the limit
+        r = c.post(f"/api/requests/{mine}/webhooks/replay", headers=me)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["errors"][0]["message"].endswith("(IMGPIPE_REPLAY_RATE_LIMIT)")
+        assert c.post(f"/api/requests/{theirs}/webhooks/replay", headers=them).status_code == 409  # per key
