@@ -14,12 +14,13 @@ read with their own delimiter (`dialect_of`). Anything else is refused with the 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import ipaddress
 import itertools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -401,3 +402,45 @@ def _parse_row(
         result.row_count += 1
         result.url_count += len(urls)
         keep(ProductRow(row=line, serial=serial, name=name, urls=tuple(urls)))
+
+
+def _lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a UTF-8 (BOM allowed) byte stream, split as `parse_csv` splits them, decoded as the
+    chunks arrive: a consumer that stops early never reads the rest."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    rest = ""
+    for chunk in chunks:
+        rest += decoder.decode(chunk)
+        lines = [m.group() for m in _LINES.finditer(rest)]
+        # The last piece may be a line still arriving (or a \r whose \n is in the next chunk).
+        rest = lines.pop() if lines else ""
+        yield from lines
+    rest += decoder.decode(b"", final=True)
+    yield from (m.group() for m in _LINES.finditer(rest))
+
+
+def iter_csv_rows(chunks: Iterable[bytes], limits: CsvLimits | None = None) -> Iterator[ProductRow]:
+    """The products of a CSV that `parse_csv` already accepted (a stored upload), parsed lazily from its
+    bytes as they are read: the first page of a large file costs its first rows, not the whole file.
+    Stops at the first problem (an accepted file has none)."""
+    limits = limits or CsvLimits()
+    result = CsvParseResult()
+    col = _Collector(result, 1)
+    lines = _lines_of(chunks)
+    first = next(lines, "")
+    reader = csv.reader(itertools.chain([first], lines), **dialect_of(first))
+    try:
+        if _map_header(next(reader, []), col) is None:
+            return
+        seen: dict[str, int] = {}
+        rows: list[ProductRow] = []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            _parse_row(cells, reader.line_num, limits, col, seen, result, rows.append)
+            if result.errors:
+                return
+            yield from rows
+            rows.clear()
+    except (csv.Error, UnicodeDecodeError):
+        return

@@ -202,3 +202,17 @@ def test_control_characters_in_urls_are_refused(url: str) -> None:
     """Fails before the fix: only characters below U+0020 were refused."""
     r = parse_csv((HEADER + f"1,A,{url}\n").encode())
     assert [(e.row, e.column) for e in r.errors] == [(2, "Input Image Urls")]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 4096])
+def test_lazy_rows_are_the_parse_rows_whatever_the_chunking(chunk: int) -> None:
+    """`iter_csv_rows` (the results page of a pending request) reads exactly what `parse_csv` accepted."""
+    from image_pipeline.domain.catalog.csv_input import iter_csv_rows
+
+    files = [(PEERS / name).read_bytes() for name in sorted(ACCEPTED)]
+    files.append(
+        '\ufeffS.No.;Product Name;Input Image Urls\r\n1;"a\r\nb";https://x.example/a\r\n2;c;https://x.example/b'.encode()
+    )
+    for data in files:
+        chunks = (data[i : i + chunk] for i in range(0, len(data), chunk))
+        assert list(iter_csv_rows(chunks)) == parse_csv(data).rows
