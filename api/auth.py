@@ -34,7 +34,7 @@ def authenticate(request: Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("missing bearer API key (Authorization: Bearer <key>)")
-    if len(token) > MAX_KEY_CHARS:
+    if len(token) > MAX_KEY_CHARS or len(token) < request.app.state.settings.api_key_min_chars:
         raise _unauthorized("invalid API key")
     ok = False
     for known in request.app.state.settings.api_key_list:

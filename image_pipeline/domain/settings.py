@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from image_pipeline.domain.objects.s3 import DEFAULT_PART_SIZE, S3_MIN_PART_SIZE
@@ -19,7 +19,10 @@ class Settings(BaseSettings):
     objects in one place: `image_pipeline.domain.services` and the `from_settings` of each option object.
     """
 
-    model_config = SettingsConfigDict(env_prefix="IMGPIPE_", env_file=".env", env_ignore_empty=True, extra="ignore")
+    # hide_input_in_errors: a refused setting must not print keys or secrets into the start-up log.
+    model_config = SettingsConfigDict(
+        env_prefix="IMGPIPE_", env_file=".env", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- state: database, objects, cache -------------------------------------------------------------
     data_dir: Path = Field(Path(".imgpipe"), description="State of the embedded default (SQLite, objects).")
@@ -44,6 +47,12 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ui_port: int = Field(3000, description="Dagster UI port (make up).")
     api_keys: str = Field("", description="Comma-separated bearer keys accepted by the API.")
+    api_key_min_chars: int = Field(
+        32,
+        ge=8,
+        description="Shortest key IMGPIPE_API_KEYS may list (a shorter one stops start-up); bearer keys "
+        "shorter than this are refused before any lookup.",
+    )
     upload_rate_limit: str = Field(
         "60/minute",
         description="Uploads per API key, in `limits` notation ('60/minute', '10/second;500/hour'); 'off' disables.",
@@ -160,6 +169,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @model_validator(mode="after")
+    def _keys_long_enough(self) -> Settings:
+        for n, key in enumerate(self.api_key_list, 1):
+            if len(key) < self.api_key_min_chars:  # the key itself stays out of the message
+                raise ValueError(
+                    f"IMGPIPE_API_KEYS entry {n} has {len(key)} characters; keys need at least "
+                    f"{self.api_key_min_chars} (IMGPIPE_API_KEY_MIN_CHARS); make one with `imgpipe keys create`"
+                )
+        return self
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -236,3 +236,22 @@ def test_webhook_replay_is_rate_limited_per_key(make_settings, bucket) -> None:
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert r.json()["errors"][0]["message"].endswith("(IMGPIPE_REPLAY_RATE_LIMIT)")
         assert c.post(f"/api/requests/{theirs}/webhooks/replay", headers=them).status_code == 409  # per key
+
+
+def test_env_keys_have_a_minimum_length(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: any key, `x` or `change-me`, was accepted in
+    IMGPIPE_API_KEYS; now start-up refuses it (without echoing it) and short bearer keys get a 401."""
+    from pydantic import ValidationError
+
+    from image_pipeline.domain.settings import Settings
+
+    for short in ("x", "change-me", "k" * 31):
+        with pytest.raises(ValidationError) as refused:
+            Settings(_env_file=None, api_keys=f"{'a' * 40},{short}")
+        assert "entry 2 has" in str(refused.value) and "at least 32" in str(refused.value)
+        assert short not in str(refused.value) and "a" * 40 not in str(refused.value)  # no key is echoed
+    long_key = "k" * 32
+    settings = make_settings(s3_bucket=bucket, api_keys=long_key, api_key_min_chars=32)
+    with TestClient(create_app(settings)) as c:
+        assert upload(c, bearer(long_key)) == 202
+        assert c.get("/api/requests", headers=bearer("k" * 31)).status_code == 401
