@@ -12,7 +12,7 @@ import hmac
 
 from fastapi import HTTPException, Request, status
 
-from image_pipeline.domain.db.api_keys import find_active_key, key_hash, owner_for_hash
+from image_pipeline.domain.db.api_keys import find_active_key, is_revoked, key_hash, owner_for_hash
 
 MAX_KEY_CHARS = 256
 
@@ -27,20 +27,23 @@ def _unauthorized(message: str) -> HTTPException:
 
 
 def authenticate(request: Request) -> str:
-    """The caller's owner id; 401 when the bearer key is missing, unknown or revoked."""
+    """The caller's owner id; 401 when the bearer key is missing, unknown or revoked (a key revoked with
+    `imgpipe keys revoke` is refused even while it is still listed in `IMGPIPE_API_KEYS`)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("missing bearer API key (Authorization: Bearer <key>)")
-    if len(token) > MAX_KEY_CHARS:
+    if len(token) > MAX_KEY_CHARS or len(token) < request.app.state.settings.api_key_min_chars:
         raise _unauthorized("invalid API key")
     ok = False
     for known in request.app.state.settings.api_key_list:
         ok |= hmac.compare_digest(known.encode(), token.encode())
-    if ok:
-        return owner_of(token)
     with request.app.state.sessions() as session:
+        if ok:  # listed in IMGPIPE_API_KEYS: valid unless it was revoked in the database
+            if is_revoked(session, token):
+                raise _unauthorized("invalid API key")
+            return owner_of(token)
         row = find_active_key(session, token)
     if row is None:
         raise _unauthorized("invalid API key")

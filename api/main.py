@@ -12,6 +12,7 @@ from api import errors, middleware, openapi
 from api.routes import api_router, files_router
 from api.routes.pages import router as page_router
 from api.routes.pages import static_files
+from api.webhook_dns import TenantResolver
 from image_pipeline.domain.db.engine import upgrade
 from image_pipeline.domain.services import build_context
 from image_pipeline.domain.settings import Settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         description="Upload a CSV of product image URLs; get recompressed JPEGs, progress and a signed webhook.",
     )
     app.state.settings = settings
+    app.state.webhook_resolver = TenantResolver(settings.webhook_dns_per_key, settings.webhook_dns_total)
     errors.install(app)
     openapi.install(app)
     app.include_router(api_router)

@@ -95,9 +95,11 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):
             "redis_url": redis_url,
             "s3_endpoint_url": s3_endpoint,
             "api_keys": "test-key-1,test-key-2",
+            "api_key_min_chars": 10,  # the suite's short test keys (production default: 32)
             "webhook_secret": WEBHOOK_SECRET,
             "api_base_url": "http://testserver",
             "upload_rate_limit": "off",  # tests that exercise the limit set their own
+            "replay_rate_limit": "off",  # (the counts live in the one Redis every test worker shares)
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

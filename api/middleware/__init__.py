@@ -1,6 +1,7 @@
 """Every middleware of the app, installed in one place and in one order (the last added runs first):
-security headers (and CORS) outermost, so even a refusal below carries them; then the upload gate (key
-and rate limit, before a byte of the body is read); then the upload body limit."""
+security headers (and CORS) outermost, so even a refusal below carries them; then the JSON answer to an
+unhandled exception (a 500 in the error shape, with those headers); then the upload gate (key and rate
+limit, before a byte of the body is read); then the upload body limit."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from fastapi import FastAPI
 
 from api.middleware import security
 from api.middleware.body_limit import BodySizeLimit
+from api.middleware.internal_error import InternalErrorAsJson
 from api.middleware.upload_gate import UploadGate, UploadRateLimiter
 from image_pipeline.domain.settings import Settings
 
 
 def install(app: FastAPI, settings: Settings) -> None:
     app.state.upload_limiter = UploadRateLimiter(settings.upload_rate_limit, settings.redis_url)
+    app.state.replay_limiter = UploadRateLimiter(settings.replay_rate_limit, settings.redis_url, action="replay")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(UploadGate)
+    app.add_middleware(InternalErrorAsJson)
     security.install(app, settings)

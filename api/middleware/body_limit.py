@@ -9,6 +9,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware.paths import route_path
+
 
 class _TooLarge(Exception):
     pass
@@ -25,7 +27,7 @@ class BodySizeLimit:
         self.threshold = max_bytes + slack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") not in self.paths:
+        if scope["type"] != "http" or route_path(scope).rstrip("/") not in self.paths:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

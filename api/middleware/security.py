@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware.paths import route_path
 from image_pipeline.domain.settings import Settings
 
 _DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
@@ -54,7 +55,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
+        path = route_path(scope)
         csp = _DOCS_CSP if path in _DOCS_PATHS else self.csp
         https = scope.get("scheme") == "https"
 

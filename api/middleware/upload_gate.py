@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import authenticate
 from api.errors import ApiError
+from api.middleware.paths import route_path
 
 log = logging.getLogger("imgpipe.api.ratelimit")
 _DISABLED = ("", "off", "0")
@@ -29,10 +30,12 @@ UPLOAD_PATH = "/api/upload"
 
 
 class UploadRateLimiter:
-    def __init__(self, spec: str, redis_url: str | None) -> None:
+    """A per-key moving-window limit on one kind of call (`action`: "upload", "replay")."""
+
+    def __init__(self, spec: str, redis_url: str | None, action: str = "upload") -> None:
         from limits import parse_many, storage, strategies
 
-        self.spec = spec
+        self.spec, self.action = spec, action
         self.items = [] if spec.strip().lower() in _DISABLED else parse_many(spec)
         if redis_url:
             store = storage.RedisStorage(
@@ -44,18 +47,18 @@ class UploadRateLimiter:
         self.limiter = strategies.MovingWindowRateLimiter(store)
 
     def retry_after(self, owner: str) -> int | None:
-        """Count one upload for `owner`; None when allowed, else the seconds until it would be."""
+        """Count one call for `owner`; None when allowed, else the seconds until it would be."""
         if not self.items:
             return None
         try:
-            blocked = [item for item in self.items if not self.limiter.test(item, "upload", owner)]
+            blocked = [item for item in self.items if not self.limiter.test(item, self.action, owner)]
             if not blocked:
-                blocked = [item for item in self.items if not self.limiter.hit(item, "upload", owner)]
+                blocked = [item for item in self.items if not self.limiter.hit(item, self.action, owner)]
             if not blocked:
                 return None
-            reset = max(self.limiter.get_window_stats(item, "upload", owner).reset_time for item in blocked)
+            reset = max(self.limiter.get_window_stats(item, self.action, owner).reset_time for item in blocked)
         except Exception as exc:  # the counter's store is down: fail open, loudly
-            log.warning("upload rate limit not enforced: %s: %s", type(exc).__name__, exc)
+            log.warning("%s rate limit not enforced: %s: %s", self.action, type(exc).__name__, exc)
             return None
         return max(1, math.ceil(reset - time.time()))
 
@@ -88,7 +91,7 @@ class UploadGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != UPLOAD_PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope).rstrip("/") != UPLOAD_PATH:
             await self.app(scope, receive, send)
             return
         try:

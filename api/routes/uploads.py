@@ -11,8 +11,8 @@ from api.errors import ApiError
 from api.middleware.upload_gate import upload_owner
 from api.schemas.errors import ErrorResponse
 from api.schemas.requests import UploadAccepted
-from image_pipeline.domain.catalog.csv_input import CsvLimits, parse_csv, url_problem
-from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, check_url
+from image_pipeline.domain.catalog.csv_input import CsvLimits, ascii_url, parse_csv, url_problem
+from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, Resolver, check_url
 from image_pipeline.domain.request.accept import Upload, accept, discard, new_request_id
 from image_pipeline.domain.runs import uses_fanout
 
@@ -21,18 +21,18 @@ router = APIRouter(tags=["requests"])
 _STATUS_FOR_KIND = {"encoding": 400, "invalid": 422, "too_many_rows": 422}
 
 
-async def _check_webhook(url: str, policy: FetchPolicy) -> str | None:
-    """Why `url` cannot receive webhooks (same SSRF rules as downloads, https unless allowed), or None."""
-    problem = url_problem(url)
-    if problem:
-        return problem
+async def _check_webhook(url: str, policy: FetchPolicy, resolve: Resolver) -> str | None:
+    """Why `url` cannot receive webhooks (same SSRF rules as downloads, https unless allowed), or None.
+    `url` is in ASCII form (`ascii_url`): a host name that cannot be encoded was refused by `url_problem`."""
     try:
         async with asyncio.timeout(policy.connect_timeout):  # a slow DNS answer must not hold the upload
-            await check_url(url, policy, require_https=True)
+            await check_url(url, policy, resolve, require_https=True)
     except FetchError as exc:
         return str(exc)
     except TimeoutError:
         return f"the host did not resolve within {policy.connect_timeout:g} s"
+    except ValueError as exc:  # UnicodeError included: a URL or host name no resolver can take
+        return f"malformed URL: {type(exc).__name__}"
     return None
 
 
@@ -89,7 +89,12 @@ async def upload(
             code, f"CSV refused: {len(parsed.errors)} problem(s){more}", [e.as_dict() for e in parsed.errors]
         )
     if webhook_url:
-        problem = await _check_webhook(webhook_url, FetchPolicy.from_settings(settings))
+        # Stored (and contacted) in ASCII form: DNS, the Host header and SNI take the IDNA 2008 A-labels.
+        problem = url_problem(webhook_url)
+        if not problem:
+            webhook_url = ascii_url(webhook_url)
+            resolve = request.app.state.webhook_resolver.for_owner(owner)  # bounded per key: see api/webhook_dns.py
+            problem = await _check_webhook(webhook_url, FetchPolicy.from_settings(settings), resolve)
         if problem:
             raise ApiError(422, "webhook_url refused", [{"row": 0, "column": "webhook_url", "message": problem}])
 

@@ -1,8 +1,8 @@
 """The webhook delivery log of a request, and replaying its final event."""
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import OwnedRequestDep, SessionDep, SettingsDep, StoreDep
+from api.deps import OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import OWNED_REQUEST_ERRORS, ApiError
 from api.schemas.errors import ErrorResponse
 from api.schemas.webhooks import WebhookDeliveryOut, WebhookLog
@@ -10,6 +10,20 @@ from image_pipeline.domain.webhooks.events import EventLimits
 from image_pipeline.domain.webhooks.outbox import ReplayRefused, delivery_log, replay_final_event
 
 router = APIRouter(tags=["webhooks"])
+
+
+def limit_replays(request: Request, owner: OwnerDep) -> None:
+    """429 when this key replayed too often: each replay makes the service POST to the webhook URL, so
+    an unlimited replay would turn the API into an amplifier aimed at that URL."""
+    limiter = request.app.state.replay_limiter
+    wait = limiter.retry_after(owner)
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"too many webhook replays: the limit is {limiter.spec} per API key",
+            [{"row": 0, "column": None, "message": f"retry after {wait} s (IMGPIPE_REPLAY_RATE_LIMIT)"}],
+            headers={"Retry-After": str(wait)},
+        )
 
 
 @router.get("/requests/{request_id}/webhooks", response_model=WebhookLog, responses=OWNED_REQUEST_ERRORS)
@@ -22,7 +36,12 @@ def list_webhook_deliveries(req: OwnedRequestDep, session: SessionDep) -> dict:
     "/requests/{request_id}/webhooks/replay",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=WebhookDeliveryOut,
-    responses={**OWNED_REQUEST_ERRORS, 409: {"model": ErrorResponse, "description": "not finished, or no webhook_url"}},
+    responses={
+        **OWNED_REQUEST_ERRORS,
+        409: {"model": ErrorResponse, "description": "not finished, or no webhook_url"},
+        429: {"model": ErrorResponse, "description": "replay rate limit of this key reached (see Retry-After)"},
+    },
+    dependencies=[Depends(limit_replays)],
 )
 def replay_webhook(req: OwnedRequestDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> dict:
     """Send the final event again (same `webhook-id`, same body); it is queued and sent within seconds by

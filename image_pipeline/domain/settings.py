@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from image_pipeline.domain.objects.s3 import DEFAULT_PART_SIZE, S3_MIN_PART_SIZE
@@ -47,9 +47,19 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ui_port: int = Field(3000, description="Dagster UI port (make up).")
     api_keys: str = Field("", description="Comma-separated bearer keys accepted by the API.")
+    api_key_min_chars: int = Field(
+        32,
+        ge=8,
+        description="Shortest key IMGPIPE_API_KEYS may list (a shorter one stops start-up); bearer keys "
+        "shorter than this are refused before any lookup.",
+    )
     upload_rate_limit: str = Field(
         "60/minute",
         description="Uploads per API key, in `limits` notation ('60/minute', '10/second;500/hour'); 'off' disables.",
+    )
+    replay_rate_limit: str = Field(
+        "10/minute",
+        description="Webhook replays per API key (each one makes the service POST to the webhook URL); 'off' disables.",
     )
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
     hsts_seconds: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age on https; 0 = off.")
@@ -158,6 +168,10 @@ class Settings(BaseSettings):
     )
     webhook_retry_jitter: float = Field(0.2, ge=0, le=1, description="Each retry delay is scaled by 1 +/- this.")
     webhook_retry_batch: int = Field(20, gt=0, description="Due deliveries the retry sensor sends per tick.")
+    webhook_dns_per_key: int = Field(
+        4, gt=0, description="Webhook host lookups at upload still running per API key; more are refused (422)."
+    )
+    webhook_dns_total: int = Field(64, gt=0, description="The same across all keys (bounds stuck lookup threads).")
 
     # --- schedules and asset checks -----------------------------------------------------------------
     retry_schedule_cron: str = Field("15 * * * *", description="When 'retry failed images' runs.")
@@ -171,7 +185,7 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="API the imgpipe CLI talks to; default the API's own base URL.")
     api_key: str | None = Field(None, description="Bearer key the imgpipe CLI sends.")
 
-    @field_validator("upload_rate_limit")
+    @field_validator("upload_rate_limit", "replay_rate_limit")
     @classmethod
     def _valid_rate_limit(cls, v: str) -> str:
         v = v.strip()
@@ -208,6 +222,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @model_validator(mode="after")
+    def _keys_long_enough(self) -> Settings:
+        for n, key in enumerate(self.api_key_list, 1):
+            if len(key) < self.api_key_min_chars:  # the key itself stays out of the message
+                raise ValueError(
+                    f"IMGPIPE_API_KEYS entry {n} has {len(key)} characters; keys need at least "
+                    f"{self.api_key_min_chars} (IMGPIPE_API_KEY_MIN_CHARS); make one with `imgpipe keys create`"
+                )
+        return self
 
     @property
     def cors_origin_list(self) -> list[str]:

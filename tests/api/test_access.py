@@ -195,3 +195,63 @@ def test_product_names_are_never_served_as_html(client) -> None:
     for path in (f"/api/status/{evil}", "/api/<svg onload=alert(1)>", f"/files/{evil}"):
         r = client.get(path, headers=AUTH)
         assert r.status_code == 404 and r.headers["content-type"] == "application/json", path
+
+
+def test_a_revoked_database_key_is_refused_even_while_listed_in_the_env(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: the env list was checked first and answered before the
+    database was asked, so a key revoked with `imgpipe keys revoke` kept working from IMGPIPE_API_KEYS."""
+    from sqlalchemy import select
+
+    from image_pipeline.domain.db.api_keys import revoke_key
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.db.models import ApiKey
+
+    first = make_settings(s3_bucket=bucket)
+    key = new_db_key(first, "moved to env")
+    settings = make_settings(s3_bucket=bucket, api_keys=f"test-key-1,{key}")
+    with TestClient(create_app(settings)) as c:
+        assert upload(c, bearer(key)) == 202
+        engine = make_engine(settings.resolved_database_url)
+        with session_factory(engine)() as s:
+            row = s.scalars(select(ApiKey).where(ApiKey.prefix == key[:12])).one()
+            revoke_key(s, row.id)
+        engine.dispose()
+        r = c.get("/api/requests", headers=bearer(key))
+        assert r.status_code == 401 and r.json()["detail"] == "invalid API key"
+        assert upload(c, bearer(key)) == 401
+        assert c.get("/api/requests", headers=AUTH).status_code == 200  # other env keys are untouched
+
+
+def test_webhook_replay_is_rate_limited_per_key(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: only uploads were limited, so a key could replay a final
+    event without end, each replay a POST the service sends to the webhook URL (an amplifier)."""
+    settings = make_settings(s3_bucket=bucket, replay_rate_limit="2/minute")
+    with TestClient(create_app(settings)) as c:
+        me, them = bearer(new_db_key(settings, "me")), bearer(new_db_key(settings, "them"))  # fresh counts in Redis
+        mine = c.post("/api/upload", headers=me, files={"file": ("p.csv", GOOD)}).json()["request_id"]
+        theirs = c.post("/api/upload", headers=them, files={"file": ("p.csv", GOOD)}).json()["request_id"]
+        codes = [c.post(f"/api/requests/{mine}/webhooks/replay", headers=me).status_code for _ in range(3)]
+        assert codes == [409, 409, 429]  # 409: not finished yet; the third is over the limit
+        r = c.post(f"/api/requests/{mine}/webhooks/replay", headers=me)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["errors"][0]["message"].endswith("(IMGPIPE_REPLAY_RATE_LIMIT)")
+        assert c.post(f"/api/requests/{theirs}/webhooks/replay", headers=them).status_code == 409  # per key
+
+
+def test_env_keys_have_a_minimum_length(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: any key, `x` or `change-me`, was accepted in
+    IMGPIPE_API_KEYS; now start-up refuses it (without echoing it) and short bearer keys get a 401."""
+    from pydantic import ValidationError
+
+    from image_pipeline.domain.settings import Settings
+
+    for short in ("x", "change-me", "k" * 31):
+        with pytest.raises(ValidationError) as refused:
+            Settings(_env_file=None, api_keys=f"{'a' * 40},{short}")
+        assert "entry 2 has" in str(refused.value) and "at least 32" in str(refused.value)
+        assert short not in str(refused.value) and "a" * 40 not in str(refused.value)  # no key is echoed
+    long_key = "k" * 32
+    settings = make_settings(s3_bucket=bucket, api_keys=long_key, api_key_min_chars=32)
+    with TestClient(create_app(settings)) as c:
+        assert upload(c, bearer(long_key)) == 202
+        assert c.get("/api/requests", headers=bearer("k" * 31)).status_code == 401

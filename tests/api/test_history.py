@@ -69,3 +69,53 @@ def test_page_and_its_script_are_served(client) -> None:
     js = client.get("/static/app.js")
     assert js.status_code == 200 and "textContent" in js.text and "innerHTML" not in js.text
     assert client.get("/static/app.css").status_code == 200
+
+
+class _CountingStore:
+    """The app's object store, counting the bytes read from it."""
+
+    def __init__(self, store) -> None:
+        self.store, self.read = store, 0
+
+    def get(self, key: str) -> bytes:
+        data = self.store.get(key)
+        self.read += len(data)
+        return data
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 16):
+        for chunk in self.store.iter_chunks(key, chunk_size):
+            self.read += len(chunk)
+            yield chunk
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def test_a_page_of_a_large_pending_request_reads_only_its_rows(client) -> None:
+    """Issue 15 item 8. Fails before the fix: before the pipeline has stored the parsed rows, every
+    /results call downloaded the whole input CSV and parsed all of it (10,000 rows here) for one page."""
+    rows = [
+        (str(i), f"P{i}", [f"https://img.example/{i}/a.jpg", f"https://img.example/{i}/b.jpg"]) for i in range(10_000)
+    ]
+    data = csv_bytes(rows)
+    rid = upload(client, data)
+    counting = client.app.state.store = _CountingStore(client.app.state.store)
+
+    doc = client.get(f"/api/requests/{rid}/results?limit=5", headers=AUTH).json()
+    assert [p["serial"] for p in doc["products"]] == ["0", "1", "2", "3", "4"]
+    assert doc["total_products"] == 10_000 and doc["products"][4]["images"][1]["index"] == 9
+    assert {i["status"] for p in doc["products"] for i in p["images"]} == {"pending"}
+    assert counting.read < len(data) // 10, f"read {counting.read:,} of {len(data):,} bytes for 5 products"
+
+    deep = client.get(f"/api/requests/{rid}/results?offset=9998&limit=100", headers=AUTH).json()
+    assert [p["serial"] for p in deep["products"]] == ["9998", "9999"]
+    assert deep["products"][0]["images"][0] == {
+        "index": 19996,
+        "url": "https://img.example/9998/a.jpg",
+        "status": "pending",
+        "error": None,
+        "bytes_in": None,
+        "bytes_out": None,
+        "kept_original": False,
+        "output_url": None,
+    }

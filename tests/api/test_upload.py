@@ -95,3 +95,34 @@ def test_peer_fixtures_through_the_endpoint(client) -> None:
     for name, message in REFUSED.items():
         r = client.post("/api/upload", headers=AUTH, files={"file": (name, (PEERS / name).read_bytes())})
         assert r.status_code == 422 and message in r.json()["errors"][0]["message"], (name, r.text)
+
+
+def test_space_after_delimiter_before_a_quoted_cell_through_the_endpoint(client, settings) -> None:
+    """Issue 15 item 14; fails before the fix (422 "not an absolute http(s) URL"): one product, two URLs."""
+    from image_pipeline.domain.db.engine import make_engine, session_factory
+    from image_pipeline.domain.db.requests import get_request
+
+    body = b'S.No.,Product Name,Input Image Urls\n1, SKU1, "https://a.example/1.jpg,https://a.example/2.jpg"\n'
+    r = client.post("/api/upload", headers=AUTH, files={"file": ("p.csv", body)})
+    assert r.status_code == 202, r.text
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        req = get_request(s, r.json()["request_id"])
+        assert (req.row_count, req.url_count) == (1, 2)
+    engine.dispose()
+
+
+def test_refusals_name_no_internal_address(make_settings, bucket) -> None:
+    """Issue 15 item 8. Fails before the fix: "refused: localhost resolves to a loopback address
+    127.0.0.1" told any caller the internal address of a name (a DNS oracle for postgres, redis...)."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    with TestClient(create_app(make_settings(s3_bucket=bucket))) as c:
+        r = c.post(
+            "/api/upload", headers=AUTH, files={"file": ("p.csv", GOOD)}, data={"webhook_url": "https://localhost/h"}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["message"] == "refused: localhost does not resolve to a public address"
+        assert "127." not in r.text and "::1" not in r.text

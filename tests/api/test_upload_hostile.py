@@ -98,7 +98,7 @@ def test_bom_crlf_and_quoted_commas_and_newlines_are_accepted(client, settings) 
     assert r.status_code == 202, r.text
     assert "2 products, 3 images" in r.json()["message"]
     stored = make_store(settings).get(input_key(r.json()["request_id"]))
-    assert parse_csv(stored).rows[0].name == 'Shoe, red\r\nsize 9 "wide"'
+    assert parse_csv(stored).rows[0].name == 'Shoe, red size 9 "wide"'  # a line break in a name: one space
 
 
 def test_many_problems_are_capped_and_said_so(make_settings, bucket) -> None:
@@ -107,15 +107,19 @@ def test_many_problems_are_capped_and_said_so(make_settings, bucket) -> None:
         assert r.status_code == 422 and len(r.json()["errors"]) == 5 and "more problems not shown" in r.json()["detail"]
 
 
-@pytest.fixture
-def live_api(make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:
-    """The app under a real uvicorn on loopback, so request bodies really stream."""
+@pytest.fixture(params=[""], ids=["no-root-path"])
+def live_api(request, make_settings, bucket) -> Iterator[tuple[str, int, Settings]]:
+    """The app under a real uvicorn on loopback, so request bodies really stream; `request.param` is
+    uvicorn's `--root-path` (the tests that take it send their requests under that prefix)."""
     import uvicorn
 
     port = free_port()
     settings = make_settings(s3_bucket=bucket, max_upload_bytes=100_000, upload_rate_limit="1/minute")
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", root_path=request.param
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -170,13 +174,13 @@ def test_oversized_chunked_upload_is_refused_while_streaming(live_api) -> None:
     assert sent < total_planned // 4, f"sent {sent:,} of {total_planned:,} bytes before the 413"
 
 
-def _headers_only(host: str, port: int, key: str) -> bytes:
+def _headers_only(host: str, port: int, key: str, path: str = "/api/upload", length: int = 90000) -> bytes:
     """Send an upload's headers and no body; return whatever the server answers meanwhile."""
     with socket.create_connection((host, port), timeout=60) as sock:
         sock.sendall(
             (
-                f"POST /api/upload HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
-                "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 90000\r\n\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {length}\r\n\r\n"
             ).encode()
         )
         response = b""
@@ -204,4 +208,34 @@ def test_bad_key_and_rate_limit_are_answered_before_the_body_is_sent(live_api) -
     )
     assert ok.status_code == 202, ok.text
     r = _headers_only(host, port, key)
+    assert r.startswith(b"HTTP/1.1 429 ") and b"retry-after: " in r.lower()
+
+
+@pytest.mark.parametrize("live_api", ["/imgpipe"], ids=["root-path"], indirect=True)
+def test_the_gate_and_the_body_limit_hold_under_a_root_path(live_api) -> None:
+    """Issue 15 item 8. Fails before the fix: under `uvicorn --root-path /imgpipe` the scope's path is
+    `/imgpipe/api/upload`, the middlewares compared it with `/api/upload` and let the request through:
+    the server then waited for the body (no 401 before it, no 413 on the declared length) and every
+    /api answer lacked `Cache-Control: no-store`. (The proxy in front strips the prefix: uvicorn adds
+    `root_path` to the path it reports, so the request line carries the route path.)"""
+    from tests.support.api import new_db_key
+
+    path = "/api/upload"
+    host, port, settings = live_api
+    r = _headers_only(host, port, "not-a-key", path)
+    assert r.startswith(b"HTTP/1.1 401 ") and b"invalid API key" in r
+    # fresh keys: the limit here is 1/minute, counted in the Redis every test worker shares
+    r = _headers_only(host, port, new_db_key(settings), path, length=50_000_000)
+    assert r.startswith(b"HTTP/1.1 413 ") and b"larger than 100,000 bytes" in r
+
+    key = new_db_key(settings)
+    ok = httpx.post(
+        f"http://{host}:{port}{path}",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": ("p.csv", HEADER + "1,A,https://x.example/a.jpg\n")},
+        timeout=60,
+    )
+    assert ok.status_code == 202, ok.text
+    assert ok.headers["cache-control"] == "no-store"
+    r = _headers_only(host, port, key, path)
     assert r.startswith(b"HTTP/1.1 429 ") and b"retry-after: " in r.lower()

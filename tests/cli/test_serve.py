@@ -22,7 +22,7 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
         IMGPIPE_API_PORT=str(api_port),
         IMGPIPE_UI_PORT=str(ui_port),
-        IMGPIPE_API_KEYS="serve-key",
+        IMGPIPE_API_KEYS="serve-key-0000000000000000000000000",  # at least 32 characters
     )
     log = tmp_path / "serve.log"
     proc = spawn([IMGPIPE, "serve"], env=env, cwd=ROOT, output=log)  # its own group, the stack's children in it
@@ -42,7 +42,9 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
             time.sleep(0.5)
         page = httpx.get(f"{api}/")
         assert page.status_code == 200 and "Upload and process" in page.text
-        listing = httpx.get(f"{api}/api/requests", headers={"Authorization": "Bearer serve-key"})
+        listing = httpx.get(
+            f"{api}/api/requests", headers={"Authorization": "Bearer serve-key-0000000000000000000000000"}
+        )
         assert listing.status_code == 200 and listing.json() == {"requests": []}
         while "Web page" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()[-3000:]

@@ -20,7 +20,7 @@ from tests.support.paths import BIN, ROOT
 from tests.support.servers import free_port
 from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 
-KEY = "e2e-key"
+KEY = "e2e-key-000000000000000000000000000"  # IMGPIPE_API_KEY_MIN_CHARS: 32
 
 
 @dataclass

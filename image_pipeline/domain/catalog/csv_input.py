@@ -7,15 +7,20 @@ Accepted: header ``S.No.,Product Name,Input Image Urls`` (also spelled ``S. No.`
 ``Sr No``...), UTF-8 with or without BOM, CRLF or LF, with or without a final newline. The URL cell
 holds one or more absolute http(s) URLs separated by commas (quoted, as the format asks). Files
 written by tools that forgot to quote that cell, so the URLs spill into extra unnamed columns, are
-accepted too: every spilled cell must itself be a URL. Anything else is refused with the row and
-column named.
+accepted too: every spilled cell must itself be a URL. A space after a delimiter (also before a quoted
+cell) is ignored, and `;`- or tab-separated files (what spreadsheets in `;`-separator locales save) are
+read with their own delimiter (`dialect_of`). Anything else is refused with the row and column named.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import ipaddress
+import itertools
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -36,6 +41,23 @@ _ALIASES = {
 # Split only where a comma (or whitespace) is followed by a new scheme, so commas inside a URL survive.
 _LINES = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
 _URL_SPLIT = re.compile(r"(?:\s*,\s*|\s+)(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+# Line breaks and tabs inside a name or serial are layout, not data: each run becomes one space. Every
+# other control character (NUL, ESC, DEL, C1) and the bidi embeddings/overrides/isolates, which reorder
+# what a spreadsheet or terminal shows, are refused with the row and column.
+_LAYOUT = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def control_character(text: str) -> str | None:
+    """The first control (or bidi control) character of `text`, or None."""
+    return next((c for c in text if c in _BIDI or unicodedata.category(c) == "Cc"), None)
+
+
+def clean_text(cell: str) -> str:
+    """A name or serial as stored: line breaks and tabs become single spaces, surrounding blanks dropped."""
+    return _LAYOUT.sub(" ", cell).strip()
 
 
 def _norm_header(cell: str) -> str:
@@ -145,11 +167,61 @@ def split_urls(cell: str) -> list[str]:
     return [p.strip().strip(",").strip() for p in _URL_SPLIT.split(cell.strip()) if p.strip().strip(",").strip()]
 
 
+def host_problem(host: str) -> str | None:
+    """Why `host` (a URL's host name, as `urlsplit(...).hostname` gives it) cannot be looked up in DNS, or
+    None. Empty labels (`a..b`), labels over 63 characters, names over 253, and non-ASCII names that do
+    not encode under IDNA 2008 / UTS 46 are refused here, so they never reach a resolver's codec (which
+    raises `UnicodeError`)."""
+    if ":" in host:  # an IPv6 literal (the brackets are gone)
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return f"malformed IPv6 address {host[:80]!r}"
+        return None
+    try:
+        ascii_host = idna_host(host)
+    except ValueError as exc:
+        return f"host name {host[:80]!r} is not a valid DNS name: {exc}"
+    name = ascii_host.removesuffix(".")
+    if not name:
+        return "URL has no host"
+    if len(name) > 253:
+        return f"host name is longer than 253 characters: {host[:80]!r}"
+    for label in name.split("."):
+        if not label:
+            return f"host name {host[:80]!r} has an empty label"
+        if len(label) > 63:
+            return f"host name {host[:80]!r} has a label longer than 63 characters"
+    return None
+
+
+def idna_host(host: str) -> str:
+    """The ASCII (A-label) form of a host name: non-ASCII names encoded with IDNA 2008 / UTS 46, ASCII
+    names unchanged. `ValueError` (IDNAError and UnicodeError are ValueErrors) when it cannot be encoded."""
+    if host.isascii():
+        return host
+    import idna
+
+    return idna.encode(host, uts46=True).decode("ascii")
+
+
+def ascii_url(url: str) -> str:
+    """`url` with its host in ASCII form (`https://bücher.example/h` -> `https://xn--bcher-kva.example/h`):
+    what DNS, the Host header and SNI see. Call it on a URL `url_problem` accepted."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host.isascii():
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    port = f":{parts.port}" if parts.port is not None else ""
+    return parts._replace(netloc=f"{userinfo}{at}{idna_host(host)}{port}").geturl()
+
+
 def url_problem(url: str, max_chars: int = 2048) -> str | None:
     """Why `url` is not an absolute http(s) URL we can fetch, or None."""
     if len(url) > max_chars:
         return f"URL is longer than {max_chars} characters"
-    if any(c.isspace() for c in url) or any(ord(c) < 32 for c in url):
+    if any(c.isspace() for c in url) or control_character(url):
         return f"URL contains whitespace or control characters: {url[:80]!r}"
     try:
         parts = urlsplit(url)
@@ -160,7 +232,23 @@ def url_problem(url: str, max_chars: int = 2048) -> str | None:
         return f"not an absolute http(s) URL: {url[:80]!r}"
     if not parts.hostname:
         return f"URL has no host: {url[:80]!r}"
-    return None
+    return host_problem(parts.hostname)
+
+
+def dialect_of(header_line: str) -> dict:
+    """The `csv.reader` options for a file whose first line is `header_line`.
+
+    Dialects seen in the wild, all unambiguous: a space after each delimiter, also before a quoted cell
+    (`1, SKU1, "https://a/1.jpg,https://a/2.jpg"`: one product, two URLs); and the `;` (or tab) that
+    spreadsheets in `;`-separator locales write instead of `,`. The delimiter is the one that splits
+    the header into the three known columns (`,` when none does: the header check then says why)."""
+    options = {"strict": False, "skipinitialspace": True}
+    for delimiter in (",", ";", "\t"):
+        cells = next(csv.reader([header_line], delimiter=delimiter, **options), [])
+        known = [next((c for c, al in _ALIASES.items() if _norm_header(cell) in al), None) for cell in cells]
+        if len(cells) >= 3 and set(known[:3]) == set(COLUMNS):
+            return {**options, "delimiter": delimiter}
+    return {**options, "delimiter": ","}
 
 
 def _map_header(header: list[str], col: _Collector) -> dict[str, int] | None:
@@ -224,7 +312,9 @@ def parse_csv(
 
     # Lines are sliced off `text` one at a time, split exactly as `io.StringIO(text, newline="")` would
     # (at \r\n, \r or \n, kept): a StringIO holds its own copy at 4 bytes a character, 5x the upload.
-    reader = csv.reader((m.group() for m in _LINES.finditer(text)), strict=False)
+    lines = (m.group() for m in _LINES.finditer(text))
+    first = next(lines, "")
+    reader = csv.reader(itertools.chain([first], lines), **dialect_of(first))
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -276,7 +366,11 @@ def _parse_row(
         missing = COLUMNS[len(cells) :]
         col.add(line, missing[0], f"row has {len(cells)} cells, expected 3 (missing {', '.join(missing)})")
         return
-    serial, name = cells[0].strip(), cells[1].strip()
+    serial, name = clean_text(cells[0]), clean_text(cells[1])
+    for column, value in ((SERIAL, serial), (NAME, name)):
+        bad = control_character(value)
+        if bad:
+            col.add(line, column, f"control character U+{ord(bad):04X} in the cell; remove it")
     url_cells = cells[2:]
     # Unquoted URL lists spill into extra columns; accept that only when every extra cell is a URL.
     for extra in url_cells[1:]:
@@ -308,3 +402,45 @@ def _parse_row(
         result.row_count += 1
         result.url_count += len(urls)
         keep(ProductRow(row=line, serial=serial, name=name, urls=tuple(urls)))
+
+
+def _lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a UTF-8 (BOM allowed) byte stream, split as `parse_csv` splits them, decoded as the
+    chunks arrive: a consumer that stops early never reads the rest."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    rest = ""
+    for chunk in chunks:
+        rest += decoder.decode(chunk)
+        lines = [m.group() for m in _LINES.finditer(rest)]
+        # The last piece may be a line still arriving (or a \r whose \n is in the next chunk).
+        rest = lines.pop() if lines else ""
+        yield from lines
+    rest += decoder.decode(b"", final=True)
+    yield from (m.group() for m in _LINES.finditer(rest))
+
+
+def iter_csv_rows(chunks: Iterable[bytes], limits: CsvLimits | None = None) -> Iterator[ProductRow]:
+    """The products of a CSV that `parse_csv` already accepted (a stored upload), parsed lazily from its
+    bytes as they are read: the first page of a large file costs its first rows, not the whole file.
+    Stops at the first problem (an accepted file has none)."""
+    limits = limits or CsvLimits()
+    result = CsvParseResult()
+    col = _Collector(result, 1)
+    lines = _lines_of(chunks)
+    first = next(lines, "")
+    reader = csv.reader(itertools.chain([first], lines), **dialect_of(first))
+    try:
+        if _map_header(next(reader, []), col) is None:
+            return
+        seen: dict[str, int] = {}
+        rows: list[ProductRow] = []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            _parse_row(cells, reader.line_num, limits, col, seen, result, rows.append)
+            if result.errors:
+                return
+            yield from rows
+            rows.clear()
+    except (csv.Error, UnicodeDecodeError):
+        return

@@ -1,23 +1,55 @@
 """The output CSV: the input columns plus `Output Image Urls`, one output per input URL, same order.
 
-A URL that failed leaves its slot empty, so positions still line up with the inputs. Cells are
-neutralised against spreadsheet formula injection as OWASP recommends.
+A URL that failed leaves its slot empty, so positions still line up with the inputs. Every cell is
+neutralised against spreadsheet formula injection (OWASP), and not only where a `,`-separator
+spreadsheet starts a cell: one in a `;`-separator locale (most of Europe) reads this file split at
+`;` (and at tabs and line breaks), so a cell starts there too. And a cell holding a `;` is quoted, so
+an import that splits at both `,` and `;` keeps it whole.
 """
 
 from __future__ import annotations
 
-import csv
 import io
+import re
 from collections.abc import Callable, Iterable
 
 from image_pipeline.domain.catalog.csv_input import COLUMNS, OUTPUT_URLS, ProductRow
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# What makes a spreadsheet read a cell as a formula (fullwidth forms too: some IMEs' spreadsheets map them).
+_TRIGGER = "=+\\-@\uff1d\uff0b\uff0d\uff20"
+# Spreadsheets skip blanks, quotes and control characters (a NUL-led `\x00=1+1` is a formula) before looking.
+_SKIPPED = '\\s"\\x00-\\x1f\\x7f'
+# Where some spreadsheet locale starts a new cell (or row) inside what this file writes as one cell.
+_BREAKS = ";\\t\\r\\n"
+_STARTS_FORMULA = re.compile(f"[\\t\\r\\n]|[{_SKIPPED}]*[{_TRIGGER}]")
+_FORMULA_AFTER_BREAK = re.compile(f"([{_BREAKS}])(?=[{_SKIPPED}]*[{_TRIGGER}])")
+_URL_FORMULA_AFTER_BREAK = re.compile(f";([{_TRIGGER}])")
+_NEEDS_QUOTES = re.compile(f'[,"{_BREAKS}]|^\\s|\\s$')
 
 
 def neutralise(cell: str) -> str:
-    """Prefix a cell a spreadsheet would treat as a formula with `'` (OWASP CSV injection)."""
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    """A text cell no spreadsheet reads as a formula, in any locale: `'` before the cell when it starts
+    like one, and after each `;`/tab/line break followed by one (`Shoe;=HYPERLINK(...)` ->
+    `Shoe;'=HYPERLINK(...)`)."""
+    cell = _FORMULA_AFTER_BREAK.sub(r"\1'", cell)
+    return "'" + cell if _STARTS_FORMULA.match(cell) else cell
+
+
+def neutralise_urls(cell: str) -> str:
+    """A cell of URLs, made safe the same way but kept usable as URLs: the formula character after a `;`
+    is percent-encoded (`a.jpg;=1+1` -> `a.jpg;%3D1+1`, the same resource), and so is a quote."""
+    cell = cell.replace('"', "%22")
+    cell = _URL_FORMULA_AFTER_BREAK.sub(lambda m: ";" + "".join(f"%{b:02X}" for b in m[1].encode()), cell)
+    return neutralise(cell)
+
+
+def _field(cell: str) -> str:
+    """One CSV field: quoted when it holds a delimiter of any locale, a quote, a line break or edge blanks."""
+    return '"' + cell.replace('"', '""') + '"' if _NEEDS_QUOTES.search(cell) else cell
+
+
+def _line(cells: Iterable[str]) -> str:
+    return ",".join(_field(c) for c in cells) + "\r\n"
 
 
 def write_output_csv(
@@ -31,15 +63,23 @@ def write_output_csv(
     grow with the request. `output_url(idx)` gives the public URL of input URL number `idx`, or None if
     it failed; it is asked once per URL, in input order."""
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow([*COLUMNS, OUTPUT_URLS])
+    text.write(_line([*COLUMNS, OUTPUT_URLS]))
     idx = 0
     for row in rows:
         outs = []
         for _ in row.urls:
             outs.append(output_url(idx) or "")
             idx += 1
-        writer.writerow([neutralise(row.serial), neutralise(row.name), ", ".join(row.urls), ", ".join(outs)])
+        text.write(
+            _line(
+                [
+                    neutralise(row.serial),
+                    neutralise(row.name),
+                    neutralise_urls(", ".join(row.urls)),
+                    neutralise_urls(", ".join(outs)),
+                ]
+            )
+        )
         if text.tell() >= flush_chars:
             write(text.getvalue().encode())
             text.seek(0)

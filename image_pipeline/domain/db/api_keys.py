@@ -65,3 +65,12 @@ def find_active_key(session: Session, key: str) -> ApiKey | None:
     if row is None or not hmac.compare_digest(row.hash.encode(), digest.encode()):
         return None
     return row
+
+
+def is_revoked(session: Session, key: str) -> bool:
+    """Whether `key` has a revoked row: a key revoked in the database stays revoked wherever else it is listed."""
+    digest = key_hash(key)
+    return (
+        session.scalars(select(ApiKey.id).where(ApiKey.hash == digest, ApiKey.revoked_at.is_not(None))).first()
+        is not None
+    )

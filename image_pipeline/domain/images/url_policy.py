@@ -255,7 +255,12 @@ async def check_url(
             continue
         problem = address_problem(ip)
         if problem:
-            raise FetchRefused(f"refused: {host} resolves to a {problem}")
+            # The address stays out of the message: it would map internal names (a DNS oracle).
+            raise FetchRefused(
+                f"refused: {host} is not a public address"
+                if host == str(ip)
+                else f"refused: {host} does not resolve to a public address"
+            )
     if port not in policy.ports and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):
         raise FetchRefused(f"port {port} is not allowed (only {', '.join(map(str, sorted(policy.ports)))})")
     if require_https and scheme != "https" and not (allowed_pair or any((a, port) in policy.allow for a in addresses)):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from image_pipeline.domain.catalog.csv_input import CsvLimits, ProductRow, parse_csv
+from image_pipeline.domain.catalog.csv_input import CsvLimits, ProductRow, iter_csv_rows
 from image_pipeline.domain.catalog.rows import RowsMissing, open_rows
 from image_pipeline.domain.db.models import ImageRequest, ImageResult
 from image_pipeline.domain.objects import ObjectNotFound, ObjectStore
@@ -47,11 +47,16 @@ def product_rows(store: ObjectStore, req: ImageRequest, limits: CsvLimits) -> It
         return open_rows(store, req.id)
     except RowsMissing:
         pass
+    return _stored_input_rows(store, req.input_key, limits)
+
+
+def _stored_input_rows(store: ObjectStore, key: str, limits: CsvLimits) -> Iterator[ProductRow]:
+    """The stored upload's products, read and parsed only as far as the caller iterates (a page of a
+    pending request costs its own rows, not a parse of the whole CSV on every call)."""
     try:
-        parsed = parse_csv(store.get(req.input_key), limits)
+        yield from iter_csv_rows(store.iter_chunks(key), limits)
     except ObjectNotFound:
-        return iter(())
-    return iter(parsed.rows if parsed.ok else [])
+        return
 
 
 def results_document(

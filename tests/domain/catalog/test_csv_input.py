@@ -66,7 +66,7 @@ def test_non_utf8_is_refused_with_the_line() -> None:
 
 def test_quoted_newline_and_comma_in_name() -> None:
     r = parse_csv((HEADER + '1,"Shoe, red\nsize 9",https://x.example/a.jpg\n').encode())
-    assert r.ok and r.rows[0].name == "Shoe, red\nsize 9"
+    assert r.ok and r.rows[0].name == "Shoe, red size 9"  # a line break in a name is layout: one space
 
 
 def test_limits() -> None:
@@ -128,3 +128,91 @@ def test_fixture_copy_matches_the_shared_set() -> None:
         shared = {p.name: p.read_bytes() for p in SHARED_PEERS.iterdir() if p.is_file()}
         assert {p.name: p.read_bytes() for p in PEERS.iterdir() if p.is_file()} == shared
     assert {p.name for p in PEERS.glob("*.csv")}  # and the copy is never empty
+
+
+# Issue 15 item 14: dialects seen in the wild whose meaning is unambiguous.
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a space after each delimiter, before a quoted cell (failed before: "not an absolute http(s) URL")
+        'S.No., Product Name, Input Image Urls\n1, SKU1, "https://a.example/1.jpg,https://a.example/2.jpg"\n',
+        # several spaces, and ", " inside the quoted cell
+        'S.No.,  Product Name,  Input Image Urls\n1,  SKU1,   "https://a.example/1.jpg, https://a.example/2.jpg"\n',
+        # a quoted name after a space too (failed before: the name kept its quotes, the URLs split)
+        'S.No.,Product Name,Input Image Urls\n1, "SKU1", "https://a.example/1.jpg,https://a.example/2.jpg"\n',
+        # ;-separated, as spreadsheets in ;-separator locales save CSV (failed before: "missing header row")
+        "S.No.;Product Name;Input Image Urls\n1;SKU1;https://a.example/1.jpg,https://a.example/2.jpg\n",
+        'S.No.; Product Name; Input Image Urls\r\n1; "SKU1"; "https://a.example/1.jpg, https://a.example/2.jpg"\r\n',
+        # tab-separated, saved with a .csv name
+        "S.No.\tProduct Name\tInput Image Urls\n1\tSKU1\thttps://a.example/1.jpg, https://a.example/2.jpg\n",
+    ],
+    ids=["space-quoted", "spaces", "space-quoted-name", "semicolon", "semicolon-space-quoted", "tab"],
+)
+def test_sibling_dialects_are_one_product_with_two_urls(text: str) -> None:
+    """Fails before the fix (each id says how): a space after the delimiter made the quote literal."""
+    r = parse_csv(text.encode())
+    assert r.ok, r.errors
+    [row] = r.rows
+    assert (row.serial, row.name, row.urls) == ("1", "SKU1", ("https://a.example/1.jpg", "https://a.example/2.jpg"))
+
+
+def test_semicolon_file_still_refuses_a_bad_cell_by_row_and_column() -> None:
+    r = parse_csv(b"S.No.;Product Name;Input Image Urls\n1;A;https://a.example/1.jpg\n2;;ftp://x\n")
+    assert [(e.row, e.column) for e in r.errors] == [(3, "Product Name"), (3, "Input Image Urls")]
+
+
+# Issue 15 item 5: control characters in names and serials are removed (layout) or refused (the rest).
+@pytest.mark.parametrize(
+    "cell,column,char",
+    [
+        ('999,"\x00=1+1",https://x.example/a.jpg', "Product Name", "U+0000"),
+        ('"\x00=1",A,https://x.example/a.jpg', "S.No.", "U+0000"),
+        ("999,Shoe\x1b[31m,https://x.example/a.jpg", "Product Name", "U+001B"),
+        ("999,Shoe\x7f,https://x.example/a.jpg", "Product Name", "U+007F"),
+        ("999,Shoe\x9b,https://x.example/a.jpg", "Product Name", "U+009B"),
+        ("999,Sh\u202eeo,https://x.example/a.jpg", "Product Name", "U+202E"),
+    ],
+    ids=["nul-name", "nul-serial", "esc", "del", "c1", "bidi-override"],
+)
+def test_control_characters_in_names_and_serials_are_refused(cell: str, column: str, char: str) -> None:
+    """Fails before the fix: each was accepted (a NUL past the first 8 KB was not even seen)."""
+    # past the first 8 KB, where a NUL no longer makes the whole file "binary"
+    rows = "".join(f"{i},P{i},https://x.example/{i}.jpg\n" for i in range(1, 400))
+    r = parse_csv((HEADER + rows + cell + "\n").encode())
+    assert [(e.row, e.column) for e in r.errors] == [(401, column)] and char in r.errors[0].message
+
+
+def test_a_nul_led_formula_after_the_first_8_kb_is_refused() -> None:
+    """Fails before the fix: the NUL check looked at the first 8192 bytes only."""
+    rows = "".join(f"{i},P{i},https://x.example/{i}.jpg\n" for i in range(1, 400))
+    assert len(rows) > 8192
+    r = parse_csv((HEADER + rows + '400,"\x00=HYPERLINK(""http://evil"")",https://x.example/z.jpg\n').encode())
+    assert [(e.row, e.column) for e in r.errors] == [(401, "Product Name")]
+
+
+def test_layout_characters_in_names_become_single_spaces() -> None:
+    r = parse_csv((HEADER + '1,"Shoe\r\n\tred\u2028size 9",https://x.example/a.jpg\n').encode())
+    assert r.ok and r.rows[0].name == "Shoe red size 9"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://x.example/a\x7f.jpg", "https://x.example/a\x9b.jpg", "https://x.example/\u202e"]
+)
+def test_control_characters_in_urls_are_refused(url: str) -> None:
+    """Fails before the fix: only characters below U+0020 were refused."""
+    r = parse_csv((HEADER + f"1,A,{url}\n").encode())
+    assert [(e.row, e.column) for e in r.errors] == [(2, "Input Image Urls")]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 4096])
+def test_lazy_rows_are_the_parse_rows_whatever_the_chunking(chunk: int) -> None:
+    """`iter_csv_rows` (the results page of a pending request) reads exactly what `parse_csv` accepted."""
+    from image_pipeline.domain.catalog.csv_input import iter_csv_rows
+
+    files = [(PEERS / name).read_bytes() for name in sorted(ACCEPTED)]
+    files.append(
+        '\ufeffS.No.;Product Name;Input Image Urls\r\n1;"a\r\nb";https://x.example/a\r\n2;c;https://x.example/b'.encode()
+    )
+    for data in files:
+        chunks = (data[i : i + chunk] for i in range(0, len(data), chunk))
+        assert list(iter_csv_rows(chunks)) == parse_csv(data).rows
