@@ -124,5 +124,6 @@ def test_refusals_name_no_internal_address(make_settings, bucket) -> None:
             "/api/upload", headers=AUTH, files={"file": ("p.csv", GOOD)}, data={"webhook_url": "https://localhost/h"}
         )
         assert r.status_code == 422, r.text
-        assert r.json()["errors"][0]["message"] == "refused: localhost does not resolve to a public address"
+        # A single-label name is refused without asking DNS (nothing learnt about internal names).
+        assert r.json()["errors"][0]["message"] == "refused: 'localhost' is not a public host name (single label)"
         assert "127." not in r.text and "::1" not in r.text
