@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     ui_port: int = Field(3000, description="Dagster UI port (make up).")
     api_keys: str = Field("", description="Comma-separated bearer keys accepted by the API.")
+    # 16: a random hex key of that length is 64 bits; generated keys (`imgpipe keys create`) are longer.
     api_key_min_chars: int = Field(
-        32,
+        16,
         ge=8,
         description="Shortest key IMGPIPE_API_KEYS may list (a shorter one stops start-up); bearer keys "
         "shorter than this are refused before any lookup.",

@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
-KEY = "browser-key-00000000000000000000000"  # IMGPIPE_API_KEY_MIN_CHARS: 32
+KEY = "browser-key-00000000000000000000000"  # at least IMGPIPE_API_KEY_MIN_CHARS (16)
 IMAGE_DELAY_S = 0.8
 EVIL_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Boot'
 

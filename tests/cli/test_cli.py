@@ -25,7 +25,7 @@ from tests.support.live_api import live_api
 from tests.support.paths import ROOT
 from tests.support.servers import free_port
 
-KEY = "cli-key-000000000000000000000000000"  # IMGPIPE_API_KEY_MIN_CHARS: 32
+KEY = "cli-key-000000000000000000000000000"  # at least IMGPIPE_API_KEY_MIN_CHARS (16)
 IMGPIPE = str(Path(sys.executable).parent / "imgpipe")
 
 

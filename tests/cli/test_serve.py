@@ -22,7 +22,7 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
         IMGPIPE_API_PORT=str(api_port),
         IMGPIPE_UI_PORT=str(ui_port),
-        IMGPIPE_API_KEYS="serve-key-0000000000000000000000000",  # at least 32 characters
+        IMGPIPE_API_KEYS="serve-key-0000000000000000000000000",  # at least IMGPIPE_API_KEY_MIN_CHARS (16)
     )
     log = tmp_path / "serve.log"
     proc = spawn([IMGPIPE, "serve"], env=env, cwd=ROOT, output=log)  # its own group, the stack's children in it

@@ -21,7 +21,7 @@ from tests.support.servers import ImageServer, delayed_route, free_port
 from tests.support.services import WEBHOOK_SECRET
 from tests.support.stack import dagster_home
 
-KEY = "fault-key-0000000000000000000000000"  # IMGPIPE_API_KEY_MIN_CHARS: 32
+KEY = "fault-key-0000000000000000000000000"  # at least IMGPIPE_API_KEY_MIN_CHARS (16)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
