@@ -20,8 +20,6 @@ from dagster._core.launcher import LaunchRunContext, WorkerStatus
 from image_pipeline.dagster_plugins import warm_fork_launcher as wf
 from image_pipeline.dagster_plugins.warm_fork_launcher import PID_TAG, START_TAG
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="PID start times are read from /proc")
-
 
 @dg.op(config_schema={"out": str})
 def report_own_process(context) -> None:
