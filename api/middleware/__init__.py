@@ -16,7 +16,9 @@ from image_pipeline.domain.settings import Settings
 
 def install(app: FastAPI, settings: Settings) -> None:
     app.state.upload_limiter = UploadRateLimiter(settings.upload_rate_limit, settings.redis_url)
-    app.state.replay_limiter = UploadRateLimiter(settings.replay_rate_limit, settings.redis_url, action="replay")
+    app.state.replay_limiter = UploadRateLimiter(
+        settings.replay_rate_limit, settings.redis_url, action="webhook replay", setting="IMGPIPE_REPLAY_RATE_LIMIT"
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(UploadGate)
     app.add_middleware(InternalErrorAsJson)

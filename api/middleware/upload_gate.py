@@ -32,10 +32,12 @@ UPLOAD_PATH = "/api/upload"
 class UploadRateLimiter:
     """A per-key moving-window limit on one kind of call (`action`: "upload", "replay")."""
 
-    def __init__(self, spec: str, redis_url: str | None, action: str = "upload") -> None:
+    def __init__(
+        self, spec: str, redis_url: str | None, action: str = "upload", setting: str = "IMGPIPE_UPLOAD_RATE_LIMIT"
+    ) -> None:
         from limits import parse_many, storage, strategies
 
-        self.spec, self.action = spec, action
+        self.spec, self.action, self.setting = spec, action, setting
         self.items = [] if spec.strip().lower() in _DISABLED else parse_many(spec)
         if redis_url:
             store = storage.RedisStorage(
@@ -62,19 +64,23 @@ class UploadRateLimiter:
             return None
         return max(1, math.ceil(reset - time.time()))
 
+    def count(self, owner: str) -> None:
+        """Count one call for `owner`; ApiError 429 with `Retry-After` when it is over the limit."""
+        wait = self.retry_after(owner)
+        if wait is not None:
+            raise ApiError(
+                429,
+                f"too many {self.action}s: the limit is {self.spec} per API key",
+                [{"row": 0, "column": None, "message": f"retry after {wait} s ({self.setting})"}],
+                headers={"Retry-After": str(wait)},
+            )
+
 
 def limit_uploads(request: Request) -> str:
     """The caller's owner id after counting this upload; 401 (bad key) or 429 (over the limit) otherwise."""
     owner = authenticate(request)
     limiter: UploadRateLimiter = request.app.state.upload_limiter
-    wait = limiter.retry_after(owner)
-    if wait is not None:
-        raise ApiError(
-            429,
-            f"too many uploads: the limit is {limiter.spec} per API key",
-            [{"row": 0, "column": None, "message": f"retry after {wait} s (IMGPIPE_UPLOAD_RATE_LIMIT)"}],
-            headers={"Retry-After": str(wait)},
-        )
+    limiter.count(owner)
     return owner
 
 
