@@ -38,7 +38,6 @@ import statistics
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +47,7 @@ import yaml
 from bench.scale import BIN, KEY, ROOT, SECRET, Stack, load, pct
 from bench.servers import upload_urls
 from image_pipeline.cli.processes import wait_http
+from image_pipeline.dagster_plugins.prepare_storage import environ as storage_environ
 from tests.support.servers import free_port
 
 if TYPE_CHECKING:
@@ -83,20 +83,9 @@ def check_same_but_launcher(texts: dict[str, str]) -> None:
     assert len({yaml.safe_dump(x) for x in launchers}) == len(docs)
 
 
-@contextmanager
 def environ(env: dict[str, str]):
     """os.environ with `env`'s IMGPIPE_*/DAGSTER_* values, for a DagsterInstance that resolves `env:`."""
-    keys = {k: v for k, v in env.items() if k.startswith(("IMGPIPE_", "DAGSTER_"))}
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return storage_environ({k: v for k, v in env.items() if k.startswith(("IMGPIPE_", "DAGSTER_"))})
 
 
 class LauncherStack(Stack):

@@ -5,10 +5,9 @@ FastAPI's own `max_body_size` answers in plain text; this answers in the API's e
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware.asgi import send_json
 from api.middleware.paths import route_path
 
 
@@ -70,7 +69,9 @@ class BodySizeLimit:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
+        await send_json(
+            send,
+            413,
             {
                 "detail": f"upload is larger than {self.max_bytes:,} bytes",
                 "errors": [
@@ -80,17 +81,6 @@ class BodySizeLimit:
                         "message": f"the limit is {self.max_bytes:,} bytes (IMGPIPE_MAX_UPLOAD_BYTES)",
                     }
                 ],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+            },
+            close=True,
         )
-        await send({"type": "http.response.body", "body": body})

@@ -4,13 +4,14 @@ error shape. Installed just inside the security headers, so that answer carries 
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.middleware.asgi import send_json
+
 log = logging.getLogger("imgpipe.api")
-BODY = json.dumps({"detail": "internal error", "errors": []}).encode()
+INTERNAL_ERROR = {"detail": "internal error", "errors": []}
 
 
 class InternalErrorAsJson:
@@ -33,15 +34,5 @@ class InternalErrorAsJson:
         except Exception:
             if started:  # a streamed body broke off: nothing left to answer with
                 raise
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(BODY)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": BODY})
+            await send_json(send, 500, INTERNAL_ERROR)
             raise  # still logged (and raised in tests) by the server; the client already has its answer

@@ -14,7 +14,8 @@ service: `python -m image_pipeline.dagster_plugins.prepare_storage` (uses $DAGST
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -26,21 +27,27 @@ def prepare(instance) -> None:  # dagster.DagsterInstance
     instance.event_log_storage.initialize_concurrency_limit_to_default(CHUNK_POOL)
 
 
-def create_dagster_storage(dagster_home: Path, env: Mapping[str, str]) -> None:
-    """`prepare` the instance in `dagster_home`, resolving its `env:` settings from `env`."""
-    from dagster import DagsterInstance
-
+@contextmanager
+def environ(env: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `env` laid over it, for a DagsterInstance whose config resolves `env:` values."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with DagsterInstance.from_config(str(dagster_home)) as instance:
-            prepare(instance)
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def create_dagster_storage(dagster_home: Path, env: Mapping[str, str]) -> None:
+    """`prepare` the instance in `dagster_home`, resolving its `env:` settings from `env`."""
+    from dagster import DagsterInstance
+
+    with environ(env), DagsterInstance.from_config(str(dagster_home)) as instance:
+        prepare(instance)
 
 
 def main() -> None:
