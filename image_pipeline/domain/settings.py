@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(5, ge=0)
     fetch_concurrency: int = Field(32, gt=0)
     per_host_concurrency: int = Field(8, gt=0)
+    host_slot_wait: float = Field(
+        120.0, gt=0, description="Seconds a URL may wait for a download slot of its host before it fails (transient)."
+    )
 
     # --- the codec -----------------------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)

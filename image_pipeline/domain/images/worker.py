@@ -45,6 +45,7 @@ class ProcessOptions:
     concurrency: int = 32
     per_host: int = 8
     per_host_redis_url: str | None = None  # set: the per-host limit holds across runs and machines
+    host_slot_wait: float = 120.0  # seconds a URL may wait for a slot of its host
     encode_workers: int = 0  # 0 = one per core
     encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
     process_pool_min: int = 500
@@ -61,6 +62,7 @@ class ProcessOptions:
             concurrency=s.fetch_concurrency,
             per_host=s.per_host_concurrency,
             per_host_redis_url=s.redis_url,
+            host_slot_wait=s.host_slot_wait,
             encode_workers=s.encode_workers,
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
@@ -218,7 +220,7 @@ async def process_items(
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
-    host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url)
+    host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
     iterator = iter(items)
     with (
         CodecPool(opts, expected) as codec_pool,

@@ -130,3 +130,80 @@ def test_limiter_choice(url, kind) -> None:
     limiter = make_host_limiter(4, url, 10)
     assert isinstance(limiter, kind)
     asyncio.run(limiter.aclose())
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_waiting_for_a_host_slot_has_a_deadline(backend: str, redis_url: str) -> None:
+    """Issue 15 item 13: fails on main before the fix (a waiter waited for as long as other runs kept the
+    host busy: here, forever). Now the wait ends with a per-URL transient FetchError."""
+    from image_pipeline.domain.images.host_limits import SlotWaitTimeout
+    from image_pipeline.domain.images.url_policy import FetchError
+
+    host = f"busy-{uuid.uuid4().hex[:8]}.example"
+    limiter = make_host_limiter(1, redis_url if backend == "redis" else None, lease=5, wait=0.3)
+
+    async def scenario() -> BaseException | None:
+        entered = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with limiter.hold(host):
+                entered.set()
+                await release.wait()
+
+        task = asyncio.create_task(holder())
+        await entered.wait()
+        try:
+            async with limiter.hold(host):
+                return None
+        except FetchError as exc:
+            return exc
+        finally:
+            release.set()
+            await task
+            await limiter.aclose()
+
+    err = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert isinstance(err, SlotWaitTimeout), err
+    assert host in str(err) and "0.3 s" in str(err)
+
+
+def test_runs_contending_for_a_host_get_equal_shares(redis_url: str) -> None:
+    """Issue 15 item 13: fails on main before the fix (every waiter polled Redis on its own, so a run that
+    came to a busy host with 5 URLs competed with 40 pollers of the run already there and was served
+    last). Now only the first waiter per host and process asks, so the two runs alternate."""
+    host = f"shared-{uuid.uuid4().hex[:8]}.example"
+    order: list[str] = []
+    small_may_start = threading.Event()
+
+    def run(name: str, waiters: int) -> None:
+        async def main() -> None:
+            limiter = RedisHostLimiter(redis_url, 2, lease=30, poll=0.01)
+
+            async def one() -> None:
+                async with limiter.hold(host):
+                    order.append(name)
+                    if order.count("big") == 4:
+                        small_may_start.set()  # the host is busy and big's waiters are all queued
+                    await asyncio.sleep(0.02)
+
+            if name == "small":
+                small_may_start.wait(30)
+            try:
+                await asyncio.gather(*(one() for _ in range(waiters)))
+            finally:
+                await limiter.aclose()
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=run, args=("big", 40)), threading.Thread(target=run, args=("small", 5))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(order) == 45, order
+    served = [i for i, name in enumerate(order) if name == "small"]
+    # Equal shares: small's five grants come about every other grant once it is served (a span of
+    # ~8); polling on its own it was served one grant in eight (a span of ~35). 20 leaves room for
+    # the jitter of a shared machine.
+    assert served[-1] - served[0] < 20, served
