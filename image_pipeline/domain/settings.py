@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(5, ge=0)
     fetch_concurrency: int = Field(32, gt=0)
     per_host_concurrency: int = Field(8, gt=0)
+    store_put_attempts: int = Field(
+        3, ge=1, le=10, description="Tries to store one output image (beyond the S3 client's own retries)."
+    )
+    store_put_backoff: float = Field(1.0, ge=0, le=60, description="Seconds before the second try; doubled each time.")
     host_slot_wait: float = Field(
         120.0, gt=0, description="Seconds a URL may wait for a download slot of its host before it fails (transient)."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,6 +47,8 @@ class ProcessOptions:
     per_host: int = 8
     per_host_redis_url: str | None = None  # set: the per-host limit holds across runs and machines
     host_slot_wait: float = 120.0  # seconds a URL may wait for a slot of its host
+    store_put_attempts: int = 3  # tries to store one output (beyond the S3 client's own retries)
+    store_put_backoff: float = 1.0  # seconds before the second try; doubled each time, jittered
     encode_workers: int = 0  # 0 = one per core
     encode_pool: str = "thread"  # "thread", "process", or "auto" (processes for requests of process_pool_min+ URLs)
     process_pool_min: int = 500
@@ -63,6 +66,8 @@ class ProcessOptions:
             per_host=s.per_host_concurrency,
             per_host_redis_url=s.redis_url,
             host_slot_wait=s.host_slot_wait,
+            store_put_attempts=s.store_put_attempts,
+            store_put_backoff=s.store_put_backoff,
             encode_workers=s.encode_workers,
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
@@ -108,7 +113,7 @@ async def _process_one(
         log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
         return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
     try:
-        await loop.run_in_executor(io_pool, store.put, key, out.data, "image/jpeg")
+        await _store(io_pool, store, key, out.data, opts)
     except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
         log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
         return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
@@ -124,6 +129,26 @@ async def _process_one(
         output_key=key,
         kept_original=out.kept_original,
     )
+
+
+async def _store(io_pool: Executor, store: ObjectStore, key: str, data: bytes, opts: ProcessOptions) -> None:
+    """`store.put`, tried again with jittered exponential backoff when it fails.
+
+    botocore retries throttling, 5xx and dropped connections a few times within about a second; an
+    S3 blip longer than that would otherwise fail the URL for the rest of the run (until the retry
+    schedule). A put is idempotent (the key is deterministic), so trying again is always safe.
+    """
+    loop = asyncio.get_running_loop()
+    for attempt in range(1, max(1, opts.store_put_attempts) + 1):
+        try:
+            await loop.run_in_executor(io_pool, store.put, key, data, "image/jpeg")
+            return
+        except Exception as exc:
+            if attempt >= opts.store_put_attempts:
+                raise
+            delay = opts.store_put_backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+            log.warning("storing %s failed (%s), try %d again in %.1f s", key, type(exc).__name__, attempt + 1, delay)
+            await asyncio.sleep(delay)
 
 
 class CodecPool:

@@ -12,6 +12,19 @@ from image_pipeline.domain.process_cache import ProcessCache
 
 log = logging.getLogger(__name__)
 
+# Answers that mean "no such object". AWS answers 403 AccessDenied instead of 404 when the credentials
+# lack s3:ListBucket (it may not reveal whether a key exists); a HEAD carries no body, so its 403 has
+# only the status. A 403 with another code (SignatureDoesNotMatch, InvalidAccessKeyId) is a
+# misconfigured store and stays an error.
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "403", "AccessDenied"})
+
+
+def is_missing(exc: Exception) -> bool:
+    """Whether a botocore error says the object is not there (or may not be seen: see above)."""
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING_CODES
+
 S3_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's rule: every part of a multipart upload but the last is at least 5 MiB
 DEFAULT_PART_SIZE = 8 * 1024 * 1024  # boto3's own multipart chunk size
 
@@ -120,18 +133,21 @@ class S3Store:
         return S3MultipartWriter(self.client, self.bucket, key, content_type, self.part_size)
 
     def get(self, key: str) -> bytes:
+        return self._get_body(key).read()
+
+    def _get_body(self, key: str):  # botocore StreamingBody
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as exc:
-            raise ObjectNotFound(key) from exc
+            return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
+        except Exception as exc:
+            if is_missing(exc):
+                raise ObjectNotFound(key) from exc
+            raise
 
     def size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.head_object(Bucket=self.bucket, Key=check_key(key))["ContentLength"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        except Exception as exc:
+            if is_missing(exc):
                 return None
             raise
 
@@ -149,11 +165,7 @@ class S3Store:
         return n
 
     def iter_chunks(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
-        except self.client.exceptions.NoSuchKey as exc:
-            raise ObjectNotFound(key) from exc
-        yield from body.iter_chunks(chunk_size)
+        yield from self._get_body(key).iter_chunks(chunk_size)
 
     def public_url(self, key: str) -> str:
         return f"{self.public_base_url}/{check_key(key)}"
