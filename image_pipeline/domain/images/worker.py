@@ -98,7 +98,6 @@ async def _process_one(
     codec_pool: CodecPool,
     io_pool: Executor,
 ) -> UrlResult:
-    loop = asyncio.get_running_loop()
     try:
         # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
         # server share that server's slots.
