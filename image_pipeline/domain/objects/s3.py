@@ -25,6 +25,7 @@ def is_missing(exc: Exception) -> bool:
 
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING_CODES
 
+
 S3_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's rule: every part of a multipart upload but the last is at least 5 MiB
 DEFAULT_PART_SIZE = 8 * 1024 * 1024  # boto3's own multipart chunk size
 
