@@ -52,5 +52,11 @@ def chunk_manifest_key(request_id: str, number: int) -> str:
     return f"{request_prefix(request_id)}/chunks/{number:05d}/manifest.jsonl"
 
 
+def chunk_attempt_key(request_id: str, number: int) -> str:
+    """Present while an attempt at the chunk is under way: found at the start of the next attempt, it
+    means the last one's process died (see `request.chunks.process_chunk`)."""
+    return f"{request_prefix(request_id)}/chunks/{number:05d}/attempt"
+
+
 def chunk_summary_key(request_id: str, number: int) -> str:
     return f"{request_prefix(request_id)}/chunks/{number:05d}/summary.json"

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from image_pipeline.domain.db.requests import UrlResult
-from image_pipeline.domain.images.codec import ImageError, recompress
+from image_pipeline.domain.images.codec import ImageError
+from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in
 from image_pipeline.domain.images.fetch import fetch, make_client
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
@@ -104,7 +103,7 @@ async def _process_one(
         fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
-        out = await _recompress(codec_pool, fetched.body, opts)
+        out = await recompress_in(codec_pool, fetched.body, opts)
         key = image_key(request_id, item.idx)
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
@@ -150,84 +149,6 @@ async def _store(io_pool: Executor, store: ObjectStore, key: str, data: bytes, o
             await asyncio.sleep(delay)
 
 
-class CodecPool:
-    """The run's codec pool, replaced by a fresh one of the same kind when a dead process broke it."""
-
-    def __init__(self, opts: ProcessOptions, expected: int | None) -> None:
-        self.opts, self.expected = opts, expected
-        self.executor = codec_executor(opts, expected)
-
-    def renew(self, broken: Executor) -> None:
-        if self.executor is broken:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self.executor = codec_executor(self.opts, self.expected)
-
-    def __enter__(self) -> CodecPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.executor.shutdown(wait=True)
-
-
-async def _recompress(codec_pool: CodecPool, body: bytes, opts: ProcessOptions):
-    """`recompress` in the codec pool, within `opts.decode_timeout`.
-
-    On timeout the URL fails at once; a thread cannot be stopped, so it finishes that image in the
-    background (the scan and pixel limits bound how long). When the image kills a pool process (a native
-    crash, the OOM killer) the pool is broken for every image in it: each one is then decoded again
-    alone, in a process of its own, so only the image that kills that process fails.
-    """
-    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(opts.decode_timeout):
-            executor = codec_pool.executor
-            try:
-                return await loop.run_in_executor(executor, recompress, *args)
-            except BrokenProcessPool:
-                codec_pool.renew(executor)
-                return await _recompress_alone(args)
-    except TimeoutError as exc:
-        raise ImageError(f"decoding took longer than {opts.decode_timeout:g} s") from exc
-
-
-async def _recompress_alone(args: tuple):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        return await asyncio.get_running_loop().run_in_executor(pool, recompress, *args)
-    except BrokenProcessPool as exc:
-        raise ImageError("this image crashed the decoder (its process died)") from exc
-    finally:
-        for proc in list(getattr(pool, "_processes", {}).values()):  # a timed-out decode must not linger
-            proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def codec_executor(opts: ProcessOptions, expected: int | None = None) -> Executor:
-    """The decode/encode pool: one worker per core (or `encode_workers`).
-
-    Threads by default: simplejpeg and Pillow release the GIL while they code, so threads already
-    reach the codec's all-core rate, start instantly and work where child processes are not allowed
-    (Celery prefork workers). In the real pipeline processes were slower (docs/performance.md): each
-    spawned worker takes long to start on a busy small machine and every image crosses a pipe twice.
-    `process` forces spawned processes (nothing forked from a multi-threaded run worker); `auto` uses
-    them for requests of `process_pool_min`+ URLs, where the start-up is paid back on more cores.
-    """
-    workers = opts.encode_workers or os.cpu_count() or 2
-    use_processes = opts.encode_pool == "process" or (
-        opts.encode_pool == "auto" and expected is not None and expected >= opts.process_pool_min
-    )
-    if use_processes:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    return ThreadPoolExecutor(workers, thread_name_prefix="codec")
-
-
 async def process_items(
     items: Iterable[WorkItem],
     *,
@@ -237,17 +158,19 @@ async def process_items(
     opts: ProcessOptions,
     on_result: Callable[[UrlResult], None],
     expected: int | None = None,
+    isolate: bool = False,
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
 
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
-    tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool.
+    tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool;
+    `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`).
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
     iterator = iter(items)
     with (
-        CodecPool(opts, expected) as codec_pool,
+        CodecPool(opts, expected, isolate) as codec_pool,
         ThreadPoolExecutor(min(opts.concurrency, 32), thread_name_prefix="store") as io_pool,
     ):
         async with make_client(policy, max_connections=opts.concurrency) as client:

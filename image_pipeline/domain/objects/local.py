@@ -45,6 +45,9 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def delete_prefix(self, prefix: str) -> int:
         base = self.root / check_key(prefix.rstrip("/"))
         n = 0

@@ -155,6 +155,9 @@ class S3Store:
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=check_key(key))  # S3 answers 204 for a missing key too
+
     def delete_prefix(self, prefix: str) -> int:
         n = 0
         paginator = self.client.get_paginator("list_objects_v2")

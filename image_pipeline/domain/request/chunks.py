@@ -6,6 +6,11 @@ A chunk writes its images and then a manifest (one JSON line per URL, in order);
 means the chunk is done, so re-running a request skips chunks that finished without failures, and a
 retried chunk skips the URLs whose results and objects are already stored (deterministic keys:
 nothing is duplicated); only failed or unfinished URLs are fetched again.
+
+An attempt at a chunk leaves a marker in storage while it runs and removes it when it ends, with a
+result or an exception. A marker found at the start is the trace of an attempt whose process died
+(a native crash in a codec thread, the OOM killer, a killed worker): that attempt's images are then
+decoded in processes, so an image that kills its process fails alone instead of killing every retry.
 """
 
 from __future__ import annotations
@@ -13,16 +18,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.images.worker import WorkItem, process_items, work_items
-from image_pipeline.domain.keys import chunk_manifest_key, chunk_summary_key, chunk_urls_key, plan_key
+from image_pipeline.domain.keys import (
+    chunk_attempt_key,
+    chunk_manifest_key,
+    chunk_summary_key,
+    chunk_urls_key,
+    plan_key,
+)
 from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.request.progress import ProgressRecorder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,24 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
             i: repo.UrlResult.from_row(r) for i, r in earlier.items() if r.output_key and ctx.store.exists(r.output_key)
         }
     skipped = len(results)
+    marker = chunk_attempt_key(rid, chunk.number)
+    isolate = ctx.store.exists(marker)
+    if isolate:
+        log.warning("chunk %d of request %s: its last attempt died; decoding in processes", chunk.number, rid)
+    ctx.store.put(marker, b"", "text/plain")
+    try:
+        lines = _process(ctx, chunk, items, results, isolate)
+    except BaseException:
+        ctx.store.delete(marker)  # this attempt did not die: it failed, and says why
+        raise
+    ctx.store.delete(marker)
+    return _summary_of(chunk.number, lines, skipped)
+
+
+def _process(
+    ctx: RequestContext, chunk: Chunk, items: list[WorkItem], results: dict[int, repo.UrlResult], isolate: bool
+) -> list[dict]:
+    rid, skipped = chunk.request_id, len(results)
     with ThreadPoolExecutor(1, thread_name_prefix="progress") as writer:
         recorder = ProgressRecorder(ctx, rid, writer=writer)
 
@@ -143,12 +175,13 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
                 opts=ctx.options,
                 on_result=on_result,
                 expected=chunk.count - skipped,
+                isolate=isolate,
             )
         )
         recorder.flush()
     lines = [results[i.idx].as_dict() for i in items]
     ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
-    return _summary_of(chunk.number, lines, skipped)
+    return lines
 
 
 def store_summary(ctx: RequestContext, request_id: str, summary: ChunkSummary, run_id: str) -> None:
