@@ -1,0 +1,310 @@
+"""Several renditions from one decode: the sizes, fits and formats a catalogue asks for.
+
+A rendition is a box (`width` × `height`, either may be open for `inside`), a fit and a format:
+- `inside`: scaled to fit the box, aspect kept;
+- `cover`: scaled to cover the box, then centre-cropped to it;
+- `pad`: `inside`, then centred on a canvas of the box's size in `background`;
+- `trim_pad`: a uniform border (the corner colour, within `trim_tolerance`) trimmed first, then
+  padded with `margin` pixels kept free on every side.
+Nothing is upscaled unless `upscale` is set (a padded square of a small photo is the photo, centred).
+
+The source is decoded once, at the size the largest rendition needs (JPEG's DCT scaling decodes fewer
+pixels when every rendition is smaller than half the source), then each rendition is cut from it.
+Formats: `jpeg` (baseline through simplejpeg, progressive through Pillow), `webp`, `avif` (Pillow's
+libwebp and libavif), `png`, and `auto`: the smallest of AVIF, WebP and JPEG at the rendition's quality
+(each format's own scale, so one number means about the same visual quality). Metadata is stripped;
+`keep_copyright` keeps EXIF Copyright and Artist only.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+from image_pipeline.domain.images.codec import (
+    DEFAULT_MAX_SCANS,
+    ImageError,
+    _check_scans,
+    _describe_unknown,
+    _too_many_pixels,
+    sniff_format,
+    struct_error,
+)
+
+FORMATS = ("jpeg", "webp", "avif", "png", "auto")
+FITS = ("inside", "cover", "pad", "trim_pad")
+CONTENT_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png"}
+EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
+_COPYRIGHT, _ARTIST = 0x8298, 0x013B
+# libavif's quality scale is steeper than libjpeg's at the top: q80 AVIF ≈ q85 JPEG in SSIMULACRA2 terms
+# on product photos; the small offset keeps `auto` comparing like with like (docs/renditions.md).
+_AVIF_OFFSET = -5
+
+
+@dataclass(frozen=True)
+class Rendition:
+    name: str
+    format: str = "jpeg"
+    quality: int = 80
+    width: int | None = None
+    height: int | None = None
+    fit: str = "inside"
+    background: tuple[int, int, int] = (255, 255, 255)
+    keep_alpha: bool = False  # png/webp/avif keep transparency instead of flattening on `background`
+    margin: int = 0  # trim_pad: pixels kept free on every side
+    trim_tolerance: int = 12  # trim_pad: how far (0-255 per channel) a border pixel may stray from the corner
+    upscale: bool = False
+    progressive: bool = False  # jpeg
+    keep_copyright: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}")
+        if self.fit != "inside" and not (self.width and self.height):
+            raise ValueError(f"fit {self.fit!r} needs both width and height")
+        if self.fit == "trim_pad" and 2 * self.margin >= min(self.width or 0, self.height or 0):
+            raise ValueError("margin must leave room for the image")
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["background"] = "#" + "".join(f"{c:02x}" for c in self.background)
+        return d
+
+    @property
+    def longest(self) -> int | None:
+        """The longest side this rendition can need from the source (None: the source's own)."""
+        if self.upscale or not (self.width or self.height):
+            return None
+        if self.fit == "cover" and self.width and self.height:
+            return None  # cover may need the full resolution along the short side: no DCT shortcut
+        return max(self.width or 0, self.height or 0)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    name: str
+    data: bytes
+    format: str  # jpeg | webp | avif | png (what `auto` chose)
+    width: int
+    height: int
+    quality: int
+    kept_original: bool = False
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+
+@dataclass
+class Decoded:
+    image: object  # PIL.Image in RGB or RGBA
+    source_format: str
+    source_size: tuple[int, int]
+    exif: dict[int, str] = field(default_factory=dict)  # the copyright tags, for keep_copyright
+
+
+def render_all(
+    data: bytes,
+    renditions: list[Rendition] | tuple[Rendition, ...],
+    max_pixels: int = 50_000_000,
+    max_scans: int = DEFAULT_MAX_SCANS,
+) -> list[Rendered]:
+    """Every rendition of `data`, from one decode. Raises ImageError with a reason."""
+    if not renditions:
+        raise ValueError("no renditions")
+    needs = [r.longest for r in renditions]
+    draft = None if any(n is None for n in needs) else max(n for n in needs if n is not None)
+    decoded = decode(data, max_pixels, max_scans, draft)
+    try:
+        return [_render(decoded, r) for r in renditions]
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"could not encode the image: {exc}") from exc
+
+
+def decode(data: bytes, max_pixels: int, max_scans: int, draft: int | None = None) -> Decoded:
+    """One decode: sniffed format, bomb limits before any pixel, orientation applied, RGB or RGBA."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(_describe_unknown(data))
+    if fmt == "JPEG":
+        _check_scans(data, max_scans)
+    try:
+        with warnings.catch_warnings():
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+            w, h = img.size
+            if w * h > max_pixels:
+                raise _too_many_pixels(w, h, max_pixels)
+            if draft and fmt == "JPEG" and max(w, h) > draft:
+                img.draft(img.mode if img.mode in ("RGB", "L") else None, (draft, draft))
+            exif = img.getexif()
+            tags = {t: str(exif[t]) for t in (_COPYRIGHT, _ARTIST) if t in exif and str(exif[t]).strip()}
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb_or_rgba(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb refused: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"not a decodable {fmt} image") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
+        raise ImageError(f"corrupt or truncated {fmt} image: {exc}") from exc
+    return Decoded(img, fmt, (w, h), tags)
+
+
+def _to_rgb_or_rgba(img):  # PIL.Image -> PIL.Image
+    """RGB, or RGBA when the source has transparency (each rendition then flattens or keeps it)."""
+    from image_pipeline.domain.images.codec import _to_rgb
+
+    has_alpha = img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        return img.convert("RGBA")
+    return _to_rgb(img)
+
+
+def fit_geometry(src: tuple[int, int], r: Rendition) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(size the source is scaled to, size of the output) for rendition `r` of a `src`-sized image."""
+    w, h = src
+    bw, bh = r.width, r.height
+    if r.fit == "trim_pad":
+        bw, bh = (r.width or 0) - 2 * r.margin, (r.height or 0) - 2 * r.margin
+    if not bw and not bh:
+        scale = 1.0
+    elif r.fit == "cover":
+        scale = max(bw / w, bh / h)  # type: ignore[operator]
+    else:
+        scale = min(bw / w if bw else float("inf"), bh / h if bh else float("inf"))
+    if not r.upscale:
+        scale = min(scale, 1.0)
+    scaled = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if r.fit == "inside":
+        return scaled, scaled
+    if r.fit == "cover":
+        return scaled, (min(scaled[0], r.width or scaled[0]), min(scaled[1], r.height or scaled[1]))
+    return scaled, (r.width or scaled[0], r.height or scaled[1])  # pad, trim_pad: the whole box
+
+
+def _trim(img, tolerance: int):  # PIL.Image -> PIL.Image
+    """`img` without its uniform border (the colour of its top-left pixel, within `tolerance`)."""
+    from PIL import Image, ImageChops
+
+    rgb = img.convert("RGB")
+    corner = Image.new("RGB", rgb.size, rgb.getpixel((0, 0)))
+    diff = ImageChops.difference(rgb, corner).convert("L").point(lambda v: 255 if v > tolerance else 0)
+    if img.mode == "RGBA":  # transparent pixels are border too
+        diff = ImageChops.multiply(diff, img.getchannel("A").point(lambda v: 255 if v > 0 else 0))
+    box = diff.getbbox()
+    return img.crop(box) if box else img
+
+
+def _render(decoded: Decoded, r: Rendition) -> Rendered:
+    from PIL import Image
+
+    img = decoded.image
+    if r.fit == "trim_pad":
+        img = _trim(img, r.trim_tolerance)
+    scaled, out = fit_geometry(img.size, r)
+    if scaled != img.size:
+        img = img.resize(scaled, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if r.fit == "cover" and out != scaled:
+        left, top = (scaled[0] - out[0]) // 2, (scaled[1] - out[1]) // 2
+        img = img.crop((left, top, left + out[0], top + out[1]))
+    keep_alpha = r.keep_alpha and r.format in ("png", "webp", "avif", "auto") and img.mode == "RGBA"
+    if r.fit in ("pad", "trim_pad"):
+        canvas = Image.new("RGBA" if keep_alpha else "RGB", out, (*r.background, 0) if keep_alpha else r.background)
+        offset = ((out[0] - img.size[0]) // 2, (out[1] - img.size[1]) // 2)
+        canvas.paste(img, offset, img if img.mode == "RGBA" else None)
+        img = canvas
+    elif img.mode == "RGBA" and not keep_alpha:
+        flat = Image.new("RGB", img.size, r.background)
+        flat.paste(img, mask=img.getchannel("A"))
+        img = flat
+    exif = _exif_bytes(decoded.exif) if r.keep_copyright else None
+    fmt, data = _encode(img, r, exif)
+    return Rendered(r.name, data, fmt, img.size[0], img.size[1], r.quality)
+
+
+def _exif_bytes(tags: dict[int, str]) -> bytes | None:
+    if not tags:
+        return None
+    from PIL import Image
+
+    exif = Image.Exif()
+    for tag, value in tags.items():
+        exif[tag] = value
+    return exif.tobytes()
+
+
+def _encode(img, r: Rendition, exif: bytes | None) -> tuple[str, bytes]:
+    if r.format != "auto":
+        return r.format, encode(img, r.format, r.quality, r.progressive, exif)
+    candidates = [(f, encode(img, f, r.quality, r.progressive, exif)) for f in ("avif", "webp", "jpeg")]
+    return min(candidates, key=lambda c: len(c[1]))
+
+
+def encode(img, fmt: str, quality: int, progressive: bool = False, exif: bytes | None = None) -> bytes:
+    """`img` (RGB, or RGBA for formats with alpha) as `fmt`, metadata-free but for `exif`."""
+    img.info = {}  # Pillow re-writes comments and profiles it finds in `info`
+    out = io.BytesIO()
+    extra = {"exif": exif} if exif else {}
+    if fmt == "jpeg":
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        if not progressive and not exif:
+            import numpy as np
+            import simplejpeg
+
+            return simplejpeg.encode_jpeg(np.asarray(img), quality=quality, colorspace="RGB", colorsubsampling="420")
+        img.save(out, "JPEG", quality=quality, progressive=progressive, optimize=progressive, **extra)
+    elif fmt == "webp":
+        img.save(out, "WEBP", quality=quality, method=4, **extra)
+    elif fmt == "avif":
+        img.save(out, "AVIF", quality=max(1, min(100, quality + _AVIF_OFFSET)), speed=8, **extra)
+    elif fmt == "png":
+        img.save(out, "PNG", compress_level=6, **extra)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return out.getvalue()
+
+
+def render_source(
+    data: bytes,
+    renditions: list[Rendition] | tuple[Rendition, ...],
+    max_pixels: int = 50_000_000,
+    max_scans: int = DEFAULT_MAX_SCANS,
+) -> list[Rendered]:
+    """`render_all`, then the never-larger rule where it makes sense: same format (JPEG), same size,
+    no metadata kept, and the source's own coded image smaller than ours."""
+    from image_pipeline.domain.images.codec import _is_plain_jpeg, kept_jpeg
+
+    rendered = render_all(data, renditions, max_pixels, max_scans)
+    if sniff_format(data) != "JPEG":
+        return rendered
+    out: list[Rendered] = []
+    kept: bytes | None | bool = False  # computed once, lazily
+    for r, spec in zip(rendered, renditions, strict=True):
+        if r.format == "jpeg" and not spec.keep_copyright and len(r.data) > len(data):
+            if kept is False:
+                kept = kept_jpeg(data) if _is_plain_jpeg(data) else None
+            if kept and _same_size_as_source(data, r) and len(kept) <= len(r.data):
+                r = Rendered(r.name, kept, "jpeg", r.width, r.height, r.quality, kept_original=True)
+        out.append(r)
+    return out
+
+
+def _same_size_as_source(data: bytes, r: Rendered) -> bool:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size == (r.width, r.height)
