@@ -38,11 +38,14 @@ def key_of(request: Request) -> str | None:
     return key
 
 
-def fingerprint(data: bytes, webhook_url: str | None) -> str:
-    """What "the same body" means: the file's bytes and the webhook URL."""
+def fingerprint(data: bytes, webhook_url: str | None, profile: str | None = None) -> str:
+    """What "the same body" means: the file's bytes, the webhook URL and the resolved output profile
+    (its fingerprint: `profile` + `options` as they resolved; none for the seed's default output)."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(data).digest())
     h.update((webhook_url or "").encode())
+    if profile:
+        h.update(b"\0profile:" + profile.encode())
     return h.hexdigest()
 
 

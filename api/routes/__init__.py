@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from api.routes import files, health, history, requests, uploads, webhooks
+from api.routes import files, health, history, profiles, requests, uploads, webhooks
 
 api_router = APIRouter(prefix="/api")
 api_router.include_router(health.router)
@@ -8,5 +8,6 @@ api_router.include_router(uploads.router)
 api_router.include_router(requests.router)
 api_router.include_router(history.router)
 api_router.include_router(webhooks.router)
+api_router.include_router(profiles.router)
 
 files_router = files.router

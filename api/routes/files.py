@@ -10,7 +10,7 @@ from api.deps import StoreDep
 from api.errors import ApiError
 from api.schemas.errors import ErrorResponse
 from api.streaming import stream_object
-from image_pipeline.domain.keys import PUBLIC_IMAGE_KEY
+from image_pipeline.domain.keys import IMAGE_CONTENT_TYPES, PUBLIC_IMAGE_KEY
 
 router = APIRouter(tags=["files"])
 
@@ -19,14 +19,15 @@ router = APIRouter(tags=["files"])
     "/files/{key:path}",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"image/jpeg": {}}, "description": "the JPEG"},
+        200: {"content": {t: {} for t in IMAGE_CONTENT_TYPES.values()}, "description": "the image"},
         404: {"model": ErrorResponse, "description": "no such image"},
         422: {"model": ErrorResponse, "description": "invalid path"},
     },
 )
 def get_file(key: str, store: StoreDep) -> StreamingResponse:
-    """One recompressed image."""
+    """One output image (any rendition)."""
     if not PUBLIC_IMAGE_KEY.match(key):
         raise ApiError(404, "not found")
-    immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
-    return stream_object(store, key, "image/jpeg", immutable, missing="not found")
+    immutable = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+    media_type = IMAGE_CONTENT_TYPES[key.rsplit(".", 1)[1]]
+    return stream_object(store, key, media_type, immutable, missing="not found")

@@ -4,9 +4,11 @@ from fastapi.responses import StreamingResponse
 from api.deps import CacheDep, OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import OWNED_REQUEST_ERRORS, ApiError, request_not_found
 from api.schemas.errors import ErrorResponse
+from api.schemas.profiles import Manifest
 from api.schemas.requests import StatusResponse
 from api.streaming import stream_object
 from image_pipeline.domain.db.requests import get_request
+from image_pipeline.domain.keys import manifest_key
 from image_pipeline.domain.status import status_document
 
 router = APIRouter(tags=["requests"])
@@ -52,3 +54,19 @@ def get_output_csv(req: OwnedRequestDep, store: StoreDep) -> StreamingResponse:
     attachment = {"Content-Disposition": f'attachment; filename="{req.id}-output.csv"'}
     missing = "output CSV is no longer stored"
     return stream_object(store, req.output_csv_key, "text/csv; charset=utf-8", attachment, missing=missing)
+
+
+@router.get(
+    "/requests/{request_id}/manifest.json",
+    response_class=StreamingResponse,
+    responses={
+        **OWNED_REQUEST_ERRORS,
+        409: {"model": ErrorResponse, "description": "the request is not finished yet"},
+        200: {"model": Manifest, "description": "per URL and rendition, what was made"},
+    },
+)
+def get_manifest(req: OwnedRequestDep, store: StoreDep) -> StreamingResponse:
+    """The request's manifest: its profile, and per URL each rendition's URL, format, size, bytes, quality."""
+    if not req.output_csv_key:
+        raise ApiError(409, f"manifest not ready: request is {req.status}")
+    return stream_object(store, manifest_key(req.id), "application/json", {}, missing="manifest is not stored")

@@ -13,6 +13,7 @@ from api.schemas.errors import ErrorResponse
 from api.schemas.requests import UploadAccepted
 from image_pipeline.domain.catalog.csv_input import CsvLimits, ascii_url, parse_csv, url_problem
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, Resolver, check_url
+from image_pipeline.domain.profiles import Profile, ProfileError, profile_error_items, resolve, tenant_profiles
 from image_pipeline.domain.request.accept import Upload, accept, discard, new_request_id
 from image_pipeline.domain.runs import uses_fanout
 
@@ -34,6 +35,20 @@ async def _check_webhook(url: str, policy: FetchPolicy, resolve: Resolver) -> st
     except ValueError as exc:  # UnicodeError included: a URL or host name no resolver can take
         return f"malformed URL: {type(exc).__name__}"
     return None
+
+
+def _resolve_profile(session, owner: str, name: str | None, options: str | None, settings) -> Profile | None:
+    """The upload's output profile, validated here (field-level 422s) and frozen into the request."""
+    try:
+        return resolve(
+            (name or "").strip() or None,
+            (options or "").strip() or None,
+            tenant_profiles=tenant_profiles(session, owner),
+            seed_quality=settings.jpeg_quality,
+            max_dimension=settings.max_dimension,
+        )
+    except ProfileError as exc:
+        raise ApiError(422, f"profile refused: {exc}", profile_error_items(exc)) from None
 
 
 @router.post(
@@ -63,6 +78,12 @@ async def upload(
     background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="CSV: S.No.,Product Name,Input Image Urls")],
     webhook_url: Annotated[str | None, Form(description="Where the final, signed event is POSTed")] = None,
+    profile: Annotated[
+        str | None, Form(description="Output profile: a built-in (catalogue, web, square) or one of this key's")
+    ] = None,
+    options: Annotated[
+        str | None, Form(description='JSON overrides of the profile: {"renditions": [{"name": ..., ...}]}')
+    ] = None,
 ) -> UploadAccepted:
     """Validate a CSV of product image URLs and queue it for processing (202); nothing is stored if refused.
 
@@ -76,8 +97,9 @@ async def upload(
             [{"row": 0, "column": "file", "message": "the limit is IMGPIPE_MAX_UPLOAD_BYTES"}],
         )
     webhook_url = (webhook_url or "").strip() or None
+    chosen = await run_in_threadpool(_resolve_profile, session, owner, profile, options, settings)
     idem_key = idempotency.key_of(request)
-    digest = idempotency.fingerprint(data, webhook_url) if idem_key else None
+    digest = idempotency.fingerprint(data, webhook_url, chosen.fingerprint() if chosen else None) if idem_key else None
     if idem_key and (previous := idempotency.previous_answer(session, owner, idem_key, digest, settings, response)):
         return previous
     parsed = parse_csv(data, CsvLimits.from_settings(settings))
@@ -108,6 +130,7 @@ async def upload(
         webhook_url=webhook_url,
         idempotency_key=idem_key,
         request_hash=digest,
+        profile=chosen.canonical_json() if chosen else None,
     )
     try:
         # In the threadpool: the event loop keeps reading other uploads while this one waits on I/O.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from image_pipeline.domain.status import ALL_STATUSES
 
@@ -42,6 +42,8 @@ class StatusResponse(BaseModel):
     updated_at: datetime
     output_csv_url: str | None
     error: str | None = None
+    profile: str = Field("default", description="The output profile the request was accepted with")
+    manifest_url: str | None = Field(None, description="Per URL and rendition, what was made (when final)")
 
     model_config = {
         "json_schema_extra": {

@@ -44,6 +44,17 @@ class RequestList(BaseModel):
     }
 
 
+class RenditionOutcome(BaseModel):
+    name: str
+    url: str
+    format: Literal["jpeg", "webp", "avif", "png"]
+    width: int
+    height: int
+    bytes: int
+    quality: int
+    kept_original: bool = False
+
+
 class ImageOutcome(BaseModel):
     index: int = Field(description="Position of the URL in the request (row order, then cell order), from 0")
     url: str = Field(description="The input image URL")
@@ -52,7 +63,8 @@ class ImageOutcome(BaseModel):
     bytes_in: int | None = None
     bytes_out: int | None = None
     kept_original: bool = Field(False, description="The original was already smaller and was stored as it was")
-    output_url: str | None = Field(None, description="Public URL of the recompressed JPEG")
+    output_url: str | None = Field(None, description="Public URL of the output (a profile's first rendition)")
+    renditions: list[RenditionOutcome] | None = Field(None, description="A profile's renditions, in profile order")
 
 
 class ProductOutcome(BaseModel):

@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 
 IMAGE_INDEX_DIGITS = 7
-PUBLIC_IMAGE_KEY = re.compile(rf"^requests/[0-9a-f-]{{36}}/images/\d{{{IMAGE_INDEX_DIGITS}}}\.jpg$")
+# The first rendition of URL n is images/<n>.<ext>; rendition `name` beyond the first is images/<n>-<name>.<ext>.
+PUBLIC_IMAGE_KEY = re.compile(
+    rf"^requests/[0-9a-f-]{{36}}/images/\d{{{IMAGE_INDEX_DIGITS}}}(-[a-z0-9][a-z0-9_-]{{0,31}})?\.(jpg|webp|avif|png)$"
+)
+IMAGE_CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png"}
 
 
 def request_prefix(request_id: str) -> str:
@@ -32,8 +36,15 @@ def legacy_rows_key(request_id: str) -> str:
     return f"{request_prefix(request_id)}/rows.json"
 
 
-def image_key(request_id: str, index: int) -> str:
-    return f"{request_prefix(request_id)}/images/{index:0{IMAGE_INDEX_DIGITS}d}.jpg"
+def image_key(request_id: str, index: int, ext: str = "jpg", rendition: str | None = None) -> str:
+    """URL `index`'s output: its first rendition (the seed's one JPEG) unnamed, any further one named."""
+    suffix = f"-{rendition}" if rendition else ""
+    return f"{request_prefix(request_id)}/images/{index:0{IMAGE_INDEX_DIGITS}d}{suffix}.{ext}"
+
+
+def manifest_key(request_id: str) -> str:
+    """The request's JSON manifest: per URL and rendition, what was made (written with the output CSV)."""
+    return f"{request_prefix(request_id)}/manifest.json"
 
 
 def output_csv_key(request_id: str) -> str:

@@ -16,7 +16,9 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.orm import Session
 
+from image_pipeline.domain.db.profiles import profile_bodies, profile_body, put_profile_body
 from image_pipeline.domain.images.renditions import Rendition
 
 DEFAULT = "default"
@@ -210,9 +212,35 @@ def apply_options(base: Profile, options: Any) -> Profile:
         raise ProfileError("invalid options", _errors(exc, prefix=["options"])) from None
 
 
+def tenant_profiles(session: Session, owner: str) -> dict[str, Profile]:
+    """Every profile of tenant `owner`, parsed."""
+    return {name: Profile.model_validate_json(body) for name, body in profile_bodies(session, owner).items()}
+
+
+def get_tenant_profile(session: Session, owner: str, name: str) -> Profile | None:
+    body = profile_body(session, owner, name)
+    return Profile.model_validate_json(body) if body else None
+
+
+def put_tenant_profile(session: Session, owner: str, profile: Profile) -> bool:
+    """Create or replace `owner`'s profile; True when created (ValueError past the per-tenant cap)."""
+    return put_profile_body(session, owner, profile.name, profile.canonical_json())
+
+
 def profile_from_json(text: str | None) -> Profile | None:
     """A request's frozen profile as stored (None: the seed's output)."""
     return Profile.model_validate_json(text) if text else None
+
+
+def profile_error_items(exc: ProfileError) -> list[dict[str, Any]]:
+    """The API's error items (row 0, `column` the field's path, e.g. `options.renditions[0].quality`)."""
+    items = []
+    for e in exc.errors:
+        path = ""
+        for part in e["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        items.append({"row": 0, "column": path or "profile", "message": e["msg"]})
+    return items
 
 
 def _err(loc: list, msg: str) -> dict[str, Any]:

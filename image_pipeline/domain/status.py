@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from image_pipeline.domain.clock import iso_utc
@@ -32,7 +33,8 @@ def final_status(done: int, total: int) -> str:
 
 def status_document(req: ImageRequest, api_base_url: str) -> dict:
     """The public status of a request, as `GET /api/status/{id}` returns it (and the cache stores it)."""
-    output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key and is_final(req.status) else None
+    ready = bool(req.output_csv_key) and is_final(req.status)
+    output = f"{api_base_url}/api/requests/{req.id}/output.csv" if ready else None
     return {
         "request_id": req.id,
         "status": req.status,
@@ -41,5 +43,12 @@ def status_document(req: ImageRequest, api_base_url: str) -> dict:
         "updated_at": iso_utc(req.updated_at),
         "output_csv_url": output,
         "error": req.error,
+        "profile": profile_name(req.profile),
+        "manifest_url": f"{api_base_url}/api/requests/{req.id}/manifest.json" if ready else None,
         "owner": req.owner,
     }
+
+
+def profile_name(frozen: str | None) -> str:
+    """The name of a request's frozen profile (canonical JSON), `default` for the seed's output."""
+    return json.loads(frozen)["name"] if frozen else "default"

@@ -117,5 +117,6 @@ def test_a_page_of_a_large_pending_request_reads_only_its_rows(client) -> None:
         "bytes_in": None,
         "bytes_out": None,
         "kept_original": False,
+        "renditions": None,
         "output_url": None,
     }

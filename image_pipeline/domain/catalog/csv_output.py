@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from image_pipeline.domain.catalog.csv_input import COLUMNS, OUTPUT_URLS, ProductRow
 
@@ -57,18 +57,26 @@ def write_output_csv(
     output_url: Callable[[int], str | None],
     write: Callable[[bytes], object],
     flush_chars: int = 1 << 16,
+    renditions: Sequence[str] = (),
+    rendition_urls: Callable[[int], Sequence[str | None]] | None = None,
 ) -> None:
     """Write the output CSV to `write` (e.g. an object store's streaming writer) as it is produced: rows
     are taken one at a time and handed on in UTF-8 pieces of about `flush_chars`, so memory does not
     grow with the request. `output_url(idx)` gives the public URL of input URL number `idx`, or None if
-    it failed; it is asked once per URL, in input order."""
+    it failed; it is asked once per URL, in input order. A profile's further `renditions` (names) add a
+    column `Output Image Urls (<name>)` each, filled from `rendition_urls(idx)` (asked right after
+    `output_url(idx)`), URLs in the same order as the first column's."""
     text = io.StringIO()
-    text.write(_line([*COLUMNS, OUTPUT_URLS]))
+    text.write(_line([*COLUMNS, OUTPUT_URLS, *(f"{OUTPUT_URLS} ({name})" for name in renditions)]))
     idx = 0
     for row in rows:
-        outs = []
+        outs: list[str] = []
+        more: list[list[str]] = [[] for _ in renditions]
         for _ in row.urls:
             outs.append(output_url(idx) or "")
+            if renditions and rendition_urls is not None:
+                for column, url in zip(more, rendition_urls(idx), strict=True):
+                    column.append(url or "")
             idx += 1
         text.write(
             _line(
@@ -77,6 +85,7 @@ def write_output_csv(
                     neutralise(row.name),
                     neutralise_urls(", ".join(row.urls)),
                     neutralise_urls(", ".join(outs)),
+                    *(neutralise_urls(", ".join(column)) for column in more),
                 ]
             )
         )

@@ -61,6 +61,8 @@ class ImageRequest(Base):
     # unique constraint (NULLs are distinct) is what stops concurrent duplicates, not a prior lookup.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The output profile frozen at upload (canonical JSON, domain.profiles); NULL = the seed's one JPEG.
+    profile: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_requests_status_seq", "status", "seq"),
@@ -85,6 +87,9 @@ class ImageResult(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     output_key: Mapped[str | None] = mapped_column(Text)
     kept_original: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Every rendition made (JSON list: name, key, format, width, height, bytes, quality, kept_original);
+    # NULL for the seed's one JPEG, which the columns above describe whole.
+    renditions: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -160,6 +165,21 @@ class ApiKey(Base):
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)  # sha256 hex of the whole key
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutputProfile(Base):
+    """A tenant's named output profile (`PUT /api/profiles/{name}`): canonical JSON (domain.profiles)."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(32), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_profiles_owner_name"),)
 
 
 class WebhookSecret(Base):

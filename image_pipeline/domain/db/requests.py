@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,13 +32,23 @@ class UrlResult:
     height: int | None = None
     output_key: str | None = None
     kept_original: bool = False
+    # Every rendition made, in profile order (a profile's request); None for the seed's one JPEG.
+    renditions: list[dict] | None = None
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
+    def as_row(self) -> dict:
+        """The columns of its `image_results` row (renditions as JSON text)."""
+        d = self.as_dict()
+        d["renditions"] = json.dumps(self.renditions, separators=(",", ":")) if self.renditions else None
+        return d
+
     @classmethod
     def from_row(cls, r: ImageResult) -> UrlResult:
-        return cls(**{f: getattr(r, f) for f in cls.__dataclass_fields__})
+        values = {f: getattr(r, f) for f in cls.__dataclass_fields__}
+        values["renditions"] = json.loads(values["renditions"]) if values["renditions"] else None
+        return cls(**values)
 
 
 def create_request(
@@ -52,6 +63,7 @@ def create_request(
     url_count: int,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    profile: str | None = None,
 ) -> ImageRequest:
     """Insert a pending request. With an `idempotency_key` already used by `owner`, the unique constraint
     raises `sqlalchemy.exc.IntegrityError` (the caller rolls back and answers with the original)."""
@@ -66,6 +78,7 @@ def create_request(
         status=PENDING,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        profile=profile,
     )
     session.add(req)
     session.commit()
@@ -220,7 +233,7 @@ def record_results(session: Session, request_id: str, results: Iterable[UrlResul
     each flush (which made a 100,000-URL request quadratic). A URL recorded again (a retried run)
     first takes its previous outcome off the counters.
     """
-    batch = [dict(r.as_dict(), request_id=request_id, updated_at=utcnow()) for r in results]
+    batch = [dict(r.as_row(), request_id=request_id, updated_at=utcnow()) for r in results]
     if not batch:
         return
     idxs = [b["idx"] for b in batch]

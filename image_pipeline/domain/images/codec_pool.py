@@ -118,27 +118,40 @@ class CodecPool:
 
 
 async def recompress_in(pool: CodecPool, body: bytes, opts: ProcessOptions):  # -> codec.Recompressed
-    """`recompress` in the pool, within `opts.decode_timeout` of a worker starting on it."""
+    """`recompress` (the seed's one JPEG) in the pool, within `opts.decode_timeout` of a worker starting on it."""
     args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
+    return await run_in(pool, recompress, args, opts.decode_timeout)
+
+
+async def render_in(pool: CodecPool, body: bytes, renditions: tuple, opts: ProcessOptions):  # -> list[Rendered]
+    """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit."""
+    from image_pipeline.domain.images.renditions import render_source
+
+    return await run_in(pool, render_source, (body, renditions, opts.max_pixels, opts.max_scans), opts.decode_timeout)
+
+
+async def run_in(pool: CodecPool, fn, args: tuple, timeout: float):
+    """`fn(*args)` (a top-level function: processes pickle it) in the pool, within `timeout` of a worker
+    starting on it; an overrun is the image's ImageError."""
     try:
         if pool.slots is not None:
-            return await _in_process_pool(pool, pool.slots, args, opts.decode_timeout)
-        return await _in_thread_pool(pool, args, opts.decode_timeout)
+            return await _in_process_pool(pool, pool.slots, fn, args, timeout)
+        return await _in_thread_pool(pool, fn, args, timeout)
     except TimeoutError as exc:
-        raise ImageError(f"decoding took longer than {opts.decode_timeout:g} s") from exc
+        raise ImageError(f"decoding took longer than {timeout:g} s") from exc
 
 
-async def _in_thread_pool(pool: CodecPool, args: tuple, timeout: float):
+async def _in_thread_pool(pool: CodecPool, fn, args: tuple, timeout: float):
     loop = asyncio.get_running_loop()
     while True:
         if pool.slots is not None:  # switched to processes (too many threads overran)
-            return await _in_process_pool(pool, pool.slots, args, timeout)
+            return await _in_process_pool(pool, pool.slots, fn, args, timeout)
         executor = pool.executor
         started = loop.create_future()
 
         def run(started: asyncio.Future = started):
             loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
-            return recompress(*args)
+            return fn(*args)
 
         job = executor.submit(run)
         done = asyncio.wrap_future(job)
@@ -157,27 +170,27 @@ async def _in_thread_pool(pool: CodecPool, args: tuple, timeout: float):
             done.cancel()  # not started yet (this coroutine was cancelled): it never will be
 
 
-async def _in_process_pool(pool: CodecPool, slots: asyncio.Semaphore, args: tuple, timeout: float):
+async def _in_process_pool(pool: CodecPool, slots: asyncio.Semaphore, fn, args: tuple, timeout: float):
     loop = asyncio.get_running_loop()
     async with slots:
         executor = pool.executor
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    return await loop.run_in_executor(executor, recompress, *args)
+                    return await loop.run_in_executor(executor, fn, *args)
                 except BrokenProcessPool:
                     pool.renew(executor)
-                    return await _alone(args)
+                    return await _alone(fn, args)
         except TimeoutError:
             pool.overran(executor)
             raise
 
 
-async def _alone(args: tuple):
+async def _alone(fn, args: tuple):
     """One image in a process of its own: if it dies, only this image's URL fails."""
     pool = _spawn_pool(1)
     try:
-        return await asyncio.get_running_loop().run_in_executor(pool, recompress, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
     except BrokenProcessPool as exc:
         raise ImageError("this image crashed the decoder (its process died)") from exc
     finally:

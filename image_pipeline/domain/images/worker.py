@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError
-from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in
+from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in
 from image_pipeline.domain.images.fetch import fetch, make_client
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
+from image_pipeline.domain.images.renditions import Rendition
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.keys import image_key
 from image_pipeline.domain.objects import ObjectStore
@@ -96,7 +97,13 @@ async def _process_one(
     host_limits: HostLimiter,
     codec_pool: CodecPool,
     io_pool: Executor,
+    renditions: tuple[Rendition, ...] = (),
 ) -> UrlResult:
+    if renditions:
+        return await _render_one(
+            item, request_id=request_id, store=store, client=client, policy=policy, opts=opts,
+            host_limits=host_limits, codec_pool=codec_pool, io_pool=io_pool, renditions=renditions,
+        )  # fmt: skip
     try:
         # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
         # server share that server's slots.
@@ -111,7 +118,7 @@ async def _process_one(
         log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
         return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
     try:
-        await _store(io_pool, store, key, out.data, opts)
+        await _store(io_pool, store, key, out.data, "image/jpeg", opts)
     except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
         log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
         return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
@@ -129,7 +136,61 @@ async def _process_one(
     )
 
 
-async def _store(io_pool: Executor, store: ObjectStore, key: str, data: bytes, opts: ProcessOptions) -> None:
+async def _render_one(
+    item: WorkItem,
+    *,
+    request_id: str,
+    store: ObjectStore,
+    client,
+    policy: FetchPolicy,
+    opts: ProcessOptions,
+    host_limits: HostLimiter,
+    codec_pool: CodecPool,
+    io_pool: Executor,
+    renditions: tuple[Rendition, ...],
+) -> UrlResult:
+    """A profile's renditions of one URL: one fetch, one decode, every rendition stored."""
+    try:
+        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
+        if fetched.status != 200:
+            raise FetchError(f"HTTP {fetched.status} from image server")
+        outs = await render_in(codec_pool, fetched.body, renditions, opts)
+    except (FetchError, ImageError) as exc:
+        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
+    except Exception as exc:  # as in _process_one: this URL's alone, the text in the log
+        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
+        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+    made: list[dict] = []
+    for n, out in enumerate(outs):
+        key = image_key(request_id, item.idx, out.extension, None if n == 0 else out.name)
+        try:
+            await _store(io_pool, store, key, out.data, out.content_type, opts)
+        except Exception:
+            log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
+            return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+        made.append(
+            {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
+             "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original}
+        )  # fmt: skip
+    first = outs[0]
+    return UrlResult(
+        item.idx,
+        item.row,
+        item.url,
+        "done",
+        bytes_in=len(fetched.body),
+        bytes_out=sum(m["bytes"] for m in made),
+        width=first.width,
+        height=first.height,
+        output_key=made[0]["key"],
+        kept_original=first.kept_original,
+        renditions=made,
+    )
+
+
+async def _store(
+    io_pool: Executor, store: ObjectStore, key: str, data: bytes, content_type: str, opts: ProcessOptions
+) -> None:
     """`store.put`, tried again with jittered exponential backoff when it fails.
 
     botocore retries throttling, 5xx and dropped connections a few times within about a second; an
@@ -139,7 +200,7 @@ async def _store(io_pool: Executor, store: ObjectStore, key: str, data: bytes, o
     loop = asyncio.get_running_loop()
     for attempt in range(1, max(1, opts.store_put_attempts) + 1):
         try:
-            await loop.run_in_executor(io_pool, store.put, key, data, "image/jpeg")
+            await loop.run_in_executor(io_pool, store.put, key, data, content_type)
             return
         except Exception as exc:
             if attempt >= opts.store_put_attempts:
@@ -159,12 +220,14 @@ async def process_items(
     on_result: Callable[[UrlResult], None],
     expected: int | None = None,
     isolate: bool = False,
+    renditions: tuple[Rendition, ...] = (),
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
 
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool;
-    `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`).
+    `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`);
+    `renditions` (a profile's) replace the seed's one JPEG per URL.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
@@ -188,6 +251,7 @@ async def process_items(
                             host_limits=host_limits,
                             codec_pool=codec_pool,
                             io_pool=io_pool,
+                            renditions=renditions,
                         )
                     )
 

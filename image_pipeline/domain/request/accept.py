@@ -24,6 +24,7 @@ class Upload:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    profile: str | None = None  # the resolved profile's canonical JSON (domain.profiles); None = default
 
 
 def new_request_id() -> str:
@@ -46,6 +47,7 @@ def accept(store: ObjectStore, session: Session, request_id: str, upload: Upload
         url_count=upload.urls,
         idempotency_key=upload.idempotency_key,
         request_hash=upload.request_hash,
+        profile=upload.profile,
     )
 
 

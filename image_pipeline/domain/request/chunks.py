@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.images.renditions import Rendition
 from image_pipeline.domain.images.worker import WorkItem, process_items, work_items
 from image_pipeline.domain.keys import (
     chunk_attempt_key,
@@ -33,6 +34,7 @@ from image_pipeline.domain.keys import (
     plan_key,
 )
 from image_pipeline.domain.objects import ObjectNotFound
+from image_pipeline.domain.profiles import profile_from_json
 from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.request.progress import ProgressRecorder
 
@@ -135,11 +137,11 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
         raise RequestFailed(f"chunk {chunk.number} of request {chunk.request_id} is missing from storage") from exc
     rid = chunk.request_id
     with ctx.sessions() as s:
+        req = repo.get_request(s, rid)
+        profile = profile_from_json(req.profile if req else None)
         earlier = repo.completed_indices(s, rid, start=chunk.start, stop=chunk.start + chunk.count)
         # A retried chunk skips what an earlier attempt stored (the object must really be there).
-        results = {
-            i: repo.UrlResult.from_row(r) for i, r in earlier.items() if r.output_key and ctx.store.exists(r.output_key)
-        }
+        results = {i: res for i, r in earlier.items() if _stored(ctx, res := repo.UrlResult.from_row(r))}
     skipped = len(results)
     marker = chunk_attempt_key(rid, chunk.number)
     isolate = ctx.store.exists(marker)
@@ -147,7 +149,8 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
         log.warning("chunk %d of request %s: its last attempt died; decoding in processes", chunk.number, rid)
     ctx.store.put(marker, b"", "text/plain")
     try:
-        lines = _process(ctx, chunk, items, results, isolate)
+        renditions = profile.renditions_tuple() if profile else ()
+        lines = _process(ctx, chunk, items, results, isolate, renditions)
     except BaseException:
         ctx.store.delete(marker)  # this attempt did not die: it failed, and says why
         raise
@@ -155,8 +158,19 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     return _summary_of(chunk.number, lines, skipped)
 
 
+def _stored(ctx: RequestContext, r: repo.UrlResult) -> bool:
+    """Whether a recorded result's outputs are really in storage (the last is stored last)."""
+    last = r.renditions[-1]["key"] if r.renditions else r.output_key
+    return bool(last) and ctx.store.exists(last)
+
+
 def _process(
-    ctx: RequestContext, chunk: Chunk, items: list[WorkItem], results: dict[int, repo.UrlResult], isolate: bool
+    ctx: RequestContext,
+    chunk: Chunk,
+    items: list[WorkItem],
+    results: dict[int, repo.UrlResult],
+    isolate: bool,
+    renditions: tuple[Rendition, ...],
 ) -> list[dict]:
     rid, skipped = chunk.request_id, len(results)
     with ThreadPoolExecutor(1, thread_name_prefix="progress") as writer:
@@ -176,6 +190,7 @@ def _process(
                 on_result=on_result,
                 expected=chunk.count - skipped,
                 isolate=isolate,
+                renditions=renditions,
             )
         )
         recorder.flush()

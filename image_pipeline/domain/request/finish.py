@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from image_pipeline.domain.catalog.csv_output import write_output_csv
+from image_pipeline.domain.catalog.manifest import ManifestWriter
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.db.models import ImageRequest
-from image_pipeline.domain.keys import output_csv_key
+from image_pipeline.domain.keys import manifest_key, output_csv_key
+from image_pipeline.domain.profiles import profile_from_json
 from image_pipeline.domain.request.chunks import iter_manifest_results, load_plan
 from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.status import COMPLETED, final_status
@@ -29,24 +31,40 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     last, so its presence means the request is complete); set the final status."""
     rows = iter_rows(ctx, request_id)
     results = iter_manifest_results(ctx, load_plan(ctx, request_id))
+    profile = profile_from_json(request_counts(ctx, request_id).profile)
+    further = [r.name for r in profile.renditions[1:]] if profile else []
     done = total = 0
+    current: dict = {}
 
     def url_of(idx: int) -> str | None:  # called once per URL, in input order
-        nonlocal done, total
+        nonlocal done, total, current
         total += 1
         r = next(results, None)
         if r is None:
             raise RequestFailed(f"chunk manifests end before URL {idx}")
         if r["idx"] != idx:
             raise RequestFailed(f"chunk manifests are out of order at URL {idx} (found {r['idx']})")
+        current = r
+        manifest.add(r)
         if r["status"] == "done" and r["output_key"]:
             done += 1
             return ctx.store.public_url(r["output_key"])
         return None
 
+    def rendition_urls(idx: int) -> list[str | None]:  # the further renditions of `current` (URL idx)
+        made = {m["name"]: m["key"] for m in (current.get("renditions") or [])}
+        return [ctx.store.public_url(made[n]) if n in made else None for n in further]
+
     key = output_csv_key(request_id)
-    with ctx.store.open_writer(key, "text/csv; charset=utf-8") as out:
-        write_output_csv(rows, url_of, out.write)
+    # The CSV is opened first so that it closes last: its presence still means the request is complete.
+    with (
+        ctx.store.open_writer(key, "text/csv; charset=utf-8") as out,
+        ctx.store.open_writer(manifest_key(request_id), "application/json") as manifest_out,
+    ):
+        manifest = ManifestWriter(manifest_out.write, ctx.store.public_url, profile, ctx.options.quality)
+        manifest.start(request_id)
+        write_output_csv(rows, url_of, out.write, renditions=further, rendition_urls=rendition_urls)
+        manifest.finish()
     status = final_status(done, total)
     error = None if status == COMPLETED else f"{total - done} of {total} images failed"
     with ctx.sessions() as s:

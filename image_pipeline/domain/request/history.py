@@ -6,6 +6,7 @@ Reads only; the web page, the CLI and any client use these through the API.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import select
@@ -30,6 +31,13 @@ def results_between(session: Session, request_id: str, first: int, last: int) ->
         ImageResult.request_id == request_id, ImageResult.idx >= first, ImageResult.idx < last
     )
     return {r.idx: r for r in session.scalars(q)}
+
+
+def _renditions(r: ImageResult | None, to_url: Callable[[str], str]) -> list[dict] | None:
+    """Every rendition of a profile's URL, with its public URL (None for the seed's one JPEG)."""
+    if r is None or not r.renditions:
+        return None
+    return [{**{k: v for k, v in m.items() if k != "key"}, "url": to_url(m["key"])} for m in json.loads(r.renditions)]
 
 
 def summary_document(req: ImageRequest, api_base_url: str) -> dict:
@@ -98,6 +106,7 @@ def results_document(
                     "bytes_out": r.bytes_out if r else None,
                     "kept_original": bool(r.kept_original) if r else False,
                     "output_url": to_url(r.output_key) if r and r.status == "done" and r.output_key else None,
+                    "renditions": _renditions(r, to_url),
                 }
             )
             idx += 1
