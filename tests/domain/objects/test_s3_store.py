@@ -5,7 +5,6 @@ that does not match its checksum or signed hash), and IMGPIPE_S3_CHECKSUM (docs/
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pytest
 from botocore.exceptions import ClientError
@@ -15,6 +14,7 @@ from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.objects.s3 import S3_MIN_PART_SIZE, S3MultipartWriter, S3Store, make_s3_client
 from image_pipeline.domain.services import make_store
 from image_pipeline.domain.settings import Settings
+from tests.support.s3_probe import corrupt_after_signing
 from tests.support.swift import REGION
 
 MiB = 1024 * 1024
@@ -78,33 +78,6 @@ def test_a_wrong_secret_is_refused(make_settings, bucket, monkeypatch) -> None:
     assert make_store(make_settings(s3_bucket=bucket)).size("requests/x/forged") is None
 
 
-class _OneByteFlipped(io.RawIOBase):
-    """A body stream that yields the wrapped one with b"hello" turned into b"jello" (same length)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.flipped = inner, False
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        if data and not self.flipped and b"hello" in data:
-            data, self.flipped = data.replace(b"hello", b"jello", 1), True
-        return data
-
-    def __getattr__(self, name: str):  # seek/tell/len of botocore's aws-chunked wrapper
-        return getattr(self.inner, name)
-
-
-def _corrupt_after_signing(request, **_kwargs: object) -> None:  # botocore AWSPreparedRequest
-    """The body changes after botocore computed its checksum and signature (a flaky NIC, a proxy)."""
-    if isinstance(request.body, bytes | bytearray):
-        request.body = bytes(request.body).replace(b"hello", b"jello", 1)
-    else:
-        request.body = _OneByteFlipped(request.body)
-
-
 @pytest.mark.parametrize(
     ("checksum", "code"),
     [("when_supported", "BadDigest"), ("when_required", "XAmzContentSHA256Mismatch")],
@@ -112,10 +85,10 @@ def _corrupt_after_signing(request, **_kwargs: object) -> None:  # botocore AWSP
 def test_a_body_altered_in_transit_is_refused_in_both_checksum_modes(make_settings, bucket, checksum, code) -> None:
     """when_supported: the CRC32 in the aws-chunked trailer no longer matches; when_required: no CRC32,
     but botocore then signs the payload's SHA-256, which no longer matches. Either way nothing is stored.
-    The when_required case fails against moto, which stored the altered body (docs/storage.md)."""
+    Both cases fail against moto, which stored the altered body (docs/storage.md)."""
     settings = make_settings(s3_bucket=bucket, s3_checksum=checksum)
     client = make_s3_client(settings.s3_endpoint_url, REGION, checksum=settings.s3_checksum)  # not the shared one
-    client.meta.events.register("before-send.s3.PutObject", _corrupt_after_signing)
+    client.meta.events.register("before-send.s3.PutObject", corrupt_after_signing)
     store = S3Store(client, bucket, "https://files")
     with pytest.raises(ClientError) as refused:
         store.put("requests/x/altered", b"hello world")
