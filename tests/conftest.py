@@ -52,7 +52,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def swift() -> Iterator[SwiftS3]:
+def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftS3]:
     """OpenStack Swift with s3api, over https: the suite's S3. It checks signatures and checksums as AWS
     does, which moto did not. Started on first use, stopped at the end of the session; a Swift that
     cannot be installed or started fails the tests that need it.
@@ -64,7 +64,8 @@ def swift() -> Iterator[SwiftS3]:
     AWS_CA_BUNDLE (its self-signed certificate) is set for this process and the processes tests start.
     """
     try:
-        server = SwiftS3(swift_venv()).start()
+        # Under pytest's base temp: what a killed session leaves there is removed with its old runs.
+        server = SwiftS3(swift_venv(), tmp_path_factory.mktemp("swift")).start()
     except SwiftUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     previous = os.environ.get("AWS_CA_BUNDLE")

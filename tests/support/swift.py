@@ -203,9 +203,10 @@ def _self_signed(directory: Path) -> None:
 class SwiftS3:
     """One Swift (four processes) speaking S3 over https on a free loopback port."""
 
-    def __init__(self, venv: Path) -> None:
+    def __init__(self, venv: Path, directory: Path | None = None) -> None:
+        """`directory`: an empty one for the configs, rings and objects (default: a new temporary one)."""
         self.venv = venv
-        self.dir = Path(tempfile.mkdtemp(prefix="imgpipe-swift-"))
+        self.dir = directory or Path(tempfile.mkdtemp(prefix="imgpipe-swift-"))
         self.ports = {name: free_port() for name in SERVERS}
         self.procs: dict[str, subprocess.Popen] = {}
 
