@@ -85,6 +85,14 @@ def s3_endpoint(swift: SwiftS3) -> str:
 
 
 @pytest.fixture(scope="session")
+def refusing_s3_endpoint(swift: SwiftS3) -> str:
+    """The session's Swift through a proxy that refuses uploads carrying boto3's default checksums
+    (501 NotImplemented), like some S3-compatible stores: what IMGPIPE_S3_CHECKSUM=when_required is for.
+    Same backends as `s3_endpoint`: a `bucket` is there too."""
+    return swift.refusing_endpoint()
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server on loopback, only for AWS APIs Swift does not speak (ECS)."""
     from moto.server import ThreadedMotoServer

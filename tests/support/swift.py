@@ -34,6 +34,15 @@ from filelock import FileLock
 
 from image_pipeline.cli.processes import spawn, stop
 from tests.support.servers import free_port
+from tests.support.swift_configs import (
+    BACKEND_CONF,
+    BUILD_RINGS,
+    PROXY_CONF,
+    REFUSE_CHECKSUMS,
+    REFUSE_FILTER,
+    REFUSE_PIPELINE,
+    SWIFT_CONF,
+)
 
 SWIFT_VERSION = "2.38.3"
 ACCESS_KEY, SECRET_KEY, REGION = "test:tester", "testing", "us-east-1"  # tempauth's user test:tester
@@ -77,101 +86,6 @@ def swift_venv() -> Path:
     return root
 
 
-_SWIFT_CONF = """[swift-hash]
-swift_hash_path_prefix = imgpipe-tests
-swift_hash_path_suffix = imgpipe-tests
-
-[storage-policy:0]
-name = default
-default = yes
-"""
-
-# Backends: one process each (workers = 0: no forking; eventlet serves requests concurrently), storage
-# in the server's own directory, no mount check (a plain directory, not a mounted disk).
-_BACKEND_CONF = """[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = {port}
-workers = 0
-swift_dir = {dir}
-devices = {dir}/devices
-mount_check = false
-log_level = WARNING
-
-[pipeline:main]
-pipeline = {name}-server
-
-[app:{name}-server]
-use = egg:swift#{name}
-"""
-
-# The proxy: s3api in front of tempauth (the S3 credentials are tempauth's users), slo for multipart
-# uploads (a completed upload is a static large object), copy/dlo as Swift's sample pipeline has them.
-_PROXY_CONF = """[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = {port}
-workers = 0
-swift_dir = {dir}
-cert_file = {dir}/cert.pem
-key_file = {dir}/key.pem
-log_level = WARNING
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats s3api tempauth copy slo dlo
-    proxy-logging proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-
-[filter:tempauth]
-use = egg:swift#tempauth
-user_test_tester = testing .admin
-
-[filter:s3api]
-use = egg:swift#s3api
-location = {region}
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
-
-[filter:copy]
-use = egg:swift#copy
-
-[filter:slo]
-use = egg:swift#slo
-
-[filter:dlo]
-use = egg:swift#dlo
-"""
-
-# The three rings, one device each, built in one process (swift-ring-builder's create/add/rebalance
-# through its library: nine CLI runs would each pay Swift's import time).
-_BUILD_RINGS = """
-import sys
-from swift.common.ring import RingBuilder
-here = sys.argv[1]
-for name, port in zip(("account", "container", "object"), sys.argv[2:5]):
-    builder = RingBuilder(6, 1, 1)  # 2**6 partitions, 1 replica, 1 hour between moves
-    builder.add_dev({"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": int(port), "device": "d1",
-                     "weight": 1})
-    builder.rebalance()
-    builder.save(f"{here}/{name}.builder")
-    builder.get_ring().save(f"{here}/{name}.ring.gz")
-"""
-
-
 def _self_signed(directory: Path) -> None:
     """cert.pem/key.pem for 127.0.0.1; cert.pem is also the CA bundle clients trust (AWS_CA_BUNDLE)."""
     from cryptography import x509
@@ -201,7 +115,8 @@ def _self_signed(directory: Path) -> None:
 
 
 class SwiftS3:
-    """One Swift (four processes) speaking S3 over https on a free loopback port."""
+    """One Swift (four processes) speaking S3 over https on a free loopback port (and, on demand, a
+    second proxy that refuses checksums: `refusing_endpoint`)."""
 
     def __init__(self, venv: Path, directory: Path | None = None) -> None:
         """`directory`: an empty one for the configs, rings and objects (default: a new temporary one)."""
@@ -224,46 +139,63 @@ class SwiftS3:
         )
 
     def start(self) -> SwiftS3:
-        (self.dir / "swift.conf").write_text(_SWIFT_CONF)
+        (self.dir / "swift.conf").write_text(SWIFT_CONF)
         (self.dir / "devices" / "d1").mkdir(parents=True)
         ports = [str(self.ports[n]) for n in ("account", "container", "object")]
-        build = [self.venv / "bin/python", "-c", _BUILD_RINGS, self.dir, *ports]
+        build = [self.venv / "bin/python", "-c", BUILD_RINGS, self.dir, *ports]
         res = subprocess.run(build, capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise SwiftUnavailable(f"building Swift's rings failed:\n{res.stderr[-3000:]}")
         _self_signed(self.dir)
         for name in SERVERS:
-            template = _PROXY_CONF if name == "proxy" else _BACKEND_CONF
-            conf = self.dir / f"{name}-server.conf"
-            conf.write_text(template.format(port=self.ports[name], dir=self.dir, name=name, region=REGION))
-            self.procs[name] = spawn(
-                [self.venv / f"bin/swift-{name}-server", conf],
-                output=self.dir / f"{name}.log",  # start-up errors (logs proper go to syslog, i.e. nowhere)
-                die_with_parent=True,
-            )
+            fields = {"refuse": "", "refuse_filter": ""}
+            self._spawn(name, name, (PROXY_CONF if name == "proxy" else BACKEND_CONF), fields)
         try:
-            self._wait_ready()
+            self._wait_ready(list(SERVERS), self.endpoint)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self) -> None:
-        """Until every server listens and the S3 API answers a signed request (ListBuckets)."""
+    def refusing_endpoint(self) -> str:
+        """A second proxy on the same backends that refuses uploads carrying boto3's default checksums
+        with 501 NotImplemented, as some S3-compatible stores do (swift_configs.REFUSE_CHECKSUMS).
+        Started on first use: one more process (~70 MB)."""
+        name = "refusing-proxy"
+        if name not in self.procs:
+            (self.dir / "imgpipe_refuse_checksums.py").write_text(REFUSE_CHECKSUMS)
+            self.ports[name] = free_port()
+            fields = {"refuse": REFUSE_PIPELINE, "refuse_filter": REFUSE_FILTER}
+            self._spawn(name, "proxy", PROXY_CONF, fields, env=dict(os.environ, PYTHONPATH=str(self.dir)))
+            self._wait_ready([name], f"https://127.0.0.1:{self.ports[name]}")
+        return f"https://127.0.0.1:{self.ports[name]}"
+
+    def _spawn(self, name: str, server: str, template: str, fields: dict[str, str], env=None) -> None:
+        conf = self.dir / f"{name}-server.conf"
+        conf.write_text(template.format(port=self.ports[name], dir=self.dir, name=server, region=REGION, **fields))
+        self.procs[name] = spawn(
+            [self.venv / f"bin/swift-{server}-server", conf],
+            env=env,
+            output=self.dir / f"{name}.log",  # start-up errors (logs proper go to syslog, i.e. nowhere)
+            die_with_parent=True,
+        )
+
+    def _wait_ready(self, servers: list[str], endpoint: str) -> None:
+        """Until `servers` listen and the S3 API at `endpoint` answers a signed request (ListBuckets)."""
         import boto3
         from botocore.config import Config
 
         deadline = time.monotonic() + START_TIMEOUT_S
         client = boto3.client(
             "s3",
-            endpoint_url=self.endpoint,
+            endpoint_url=endpoint,
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             verify=self.ca_bundle,
             config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}, connect_timeout=2),
         )
-        pending = list(SERVERS)
+        pending = list(servers)
         last_error: Exception | None = None
         while True:
             exited = [n for n, p in self.procs.items() if p.poll() is not None]
