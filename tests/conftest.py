@@ -59,7 +59,7 @@ def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftS3]:
 
     One per xdist worker, not one shared through a file lock: a worker's server lives and dies with
     the worker (parent-death signal, process groups), so no worker can stop it under another and no
-    reference count or keeper process is needed; its cost is ~240 MB and ~3 s per worker (the
+    reference count or keeper process is needed; its cost is ~250 MB and ~4 s per worker (the
     install, the slow part, is shared: one cached venv, made under a file lock).
     AWS_CA_BUNDLE (its self-signed certificate) is set for this process and the processes tests start.
     """

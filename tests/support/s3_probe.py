@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.support.s3_probe           # the suite's Swift (started and stopped here)
     .venv/bin/python -m tests.support.s3_probe --moto    # the same probes against a moto server
+    .venv/bin/python -m tests.support.s3_probe --refusing   # Swift's proxy that refuses checksums
 
 For each mode: what a PutObject carries (a CRC32 trailer or header, or none and a signed SHA-256),
 whether a plain upload and a 2-part multipart upload are accepted, whether a body altered after
@@ -106,7 +107,7 @@ def wrong_secret(endpoint: str) -> str:
 
 
 @contextmanager
-def _server(moto: bool) -> Iterator[str]:
+def _server(moto: bool, refusing: bool = False) -> Iterator[str]:
     from tests.support.swift import ACCESS_KEY, SECRET_KEY, SwiftS3, swift_venv
 
     os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
@@ -126,7 +127,7 @@ def _server(moto: bool) -> Iterator[str]:
     swift = SwiftS3(swift_venv()).start()
     os.environ["AWS_CA_BUNDLE"] = swift.ca_bundle
     try:
-        yield swift.endpoint
+        yield swift.refusing_endpoint() if refusing else swift.endpoint
     finally:
         swift.stop()
 
@@ -136,9 +137,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--moto", action="store_true", help="probe a moto server instead of Swift")
+    parser.add_argument("--refusing", action="store_true", help="probe Swift's proxy that refuses checksums")
     args = parser.parse_args()
-    with _server(args.moto) as endpoint:
-        name = "moto" if args.moto else "Swift 2.38.3 s3api"
+    with _server(args.moto, args.refusing) as endpoint:
+        name = "moto" if args.moto else "Swift 2.38.3 s3api" + (" (refusing proxy)" if args.refusing else "")
         print(f"server: {name} at {endpoint} (botocore {botocore.__version__})")
         for mode in ("when_supported", "when_required"):
             print(f"\nIMGPIPE_S3_CHECKSUM={mode}")
