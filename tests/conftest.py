@@ -1,5 +1,6 @@
-"""Real services for the tests: PostgreSQL, Redis and an S3 (moto) server on loopback, and the shared
-fixtures built on them. Helpers that are not fixtures are in tests/support/.
+"""Real services for the tests: PostgreSQL, Redis and an S3-compatible server (OpenStack Swift's
+s3api, tests/support/swift.py) on loopback, and the shared fixtures built on them. Helpers that are
+not fixtures are in tests/support/.
 
 A missing service fails the test run (never skips): these tests exist to prove the product works
 against the real things.
@@ -15,9 +16,11 @@ import pytest
 
 from tests.support.servers import ImageServer, WebhookReceiver, free_port
 from tests.support.services import REDIS_URL, WEBHOOK_SECRET, create_pg_database, drop_pg_database
+from tests.support.swift import ACCESS_KEY, REGION, SECRET_KEY, SwiftS3, SwiftUnavailable, swift_venv
 
-# boto3 must never find real credentials or talk to AWS from the tests.
-os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+# boto3 must never find real credentials or talk to AWS from the tests. These are the test Swift's
+# (tempauth's test:tester); moto takes any. Processes the tests start inherit them.
+os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION)
 for _v in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_v, None)
 
@@ -49,8 +52,49 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on loopback, spoken to through the real S3 protocol."""
+def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftS3]:
+    """OpenStack Swift with s3api, over https: the suite's S3. It checks signatures and checksums as AWS
+    does, which moto did not. Started on first use, stopped at the end of the session; a Swift that
+    cannot be installed or started fails the tests that need it.
+
+    One per xdist worker, not one shared through a file lock: a worker's server lives and dies with
+    the worker (parent-death signal, process groups), so no worker can stop it under another and no
+    reference count or keeper process is needed; its cost is ~250 MB and ~4 s per worker (the
+    install, the slow part, is shared: one cached venv, made under a file lock).
+    AWS_CA_BUNDLE (its self-signed certificate) is set for this process and the processes tests start.
+    """
+    try:
+        # Under pytest's base temp: what a killed session leaves there is removed with its old runs.
+        server = SwiftS3(swift_venv(), tmp_path_factory.mktemp("swift")).start()
+    except SwiftUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    previous = os.environ.get("AWS_CA_BUNDLE")
+    os.environ["AWS_CA_BUNDLE"] = server.ca_bundle
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop("AWS_CA_BUNDLE", None)
+    else:
+        os.environ["AWS_CA_BUNDLE"] = previous
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(swift: SwiftS3) -> str:
+    """The S3 endpoint every storage test and stack uses: the session's Swift."""
+    return swift.endpoint
+
+
+@pytest.fixture(scope="session")
+def refusing_s3_endpoint(swift: SwiftS3) -> str:
+    """The session's Swift through a proxy that refuses uploads carrying boto3's default checksums
+    (501 NotImplemented), like some S3-compatible stores: what IMGPIPE_S3_CHECKSUM=when_required is for.
+    Same backends as `s3_endpoint`: a `bucket` is there too."""
+    return swift.refusing_endpoint()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on loopback, only for AWS APIs Swift does not speak (ECS)."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()

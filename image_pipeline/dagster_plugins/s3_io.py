@@ -15,9 +15,14 @@ from dagster_aws.s3 import S3Resource
 
 
 class SharedClientS3Resource(S3Resource):
-    """S3Resource configured with `endpoint_url` and `region_name` only (other fields are not used)."""
+    """S3Resource configured with `endpoint_url`, `region_name` and `checksum` only (S3Resource's other
+    fields are not used). `checksum` is IMGPIPE_S3_CHECKSUM: the IO manager's uploads (s3transfer's
+    upload_fileobj) carry the same checksums as the pipeline's, so a store that refuses them refuses
+    neither or both."""
+
+    checksum: str = "when_supported"  # image_pipeline.domain.objects.s3.S3Checksum (Dagster config: a str)
 
     def get_client(self):  # botocore S3 client
         from image_pipeline.domain.objects.s3 import shared_s3_client
 
-        return shared_s3_client(self.endpoint_url, self.region_name or "us-east-1")
+        return shared_s3_client(self.endpoint_url, self.region_name or "us-east-1", self.checksum)  # type: ignore[arg-type]

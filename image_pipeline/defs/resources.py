@@ -60,7 +60,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         from image_pipeline.dagster_plugins.s3_io import SharedClientS3Resource
 
         resources["io_manager"] = S3PickleIOManager(
-            s3_resource=SharedClientS3Resource(endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+            s3_resource=SharedClientS3Resource(
+                endpoint_url=s.s3_endpoint_url, region_name=s.s3_region, checksum=s.s3_checksum
+            ),
             s3_bucket=s.s3_bucket,
             s3_prefix="dagster-io",
         )

@@ -30,7 +30,7 @@ def make_store(settings: Settings, client=None) -> ObjectStore:  # a boto3 S3 cl
     if settings.s3_bucket:
         from image_pipeline.domain.objects.s3 import S3Store, shared_s3_client
 
-        client = client or shared_s3_client(settings.s3_endpoint_url, settings.s3_region)
+        client = client or shared_s3_client(settings.s3_endpoint_url, settings.s3_region, settings.s3_checksum)
         return S3Store(client, settings.s3_bucket, settings.resolved_public_base_url, settings.s3_part_size)
     return LocalStore(settings.objects_dir, settings.resolved_public_base_url)
 

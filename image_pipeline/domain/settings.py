@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from image_pipeline.domain.objects.s3 import DEFAULT_PART_SIZE, S3_MIN_PART_SIZE
+from image_pipeline.domain.objects.s3 import DEFAULT_PART_SIZE, S3_MIN_PART_SIZE, S3Checksum
 
 
 class Settings(BaseSettings):
@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         ge=S3_MIN_PART_SIZE,
         description="Part size of streamed S3 uploads (the output CSV, parsed rows): at most about one part "
         "is in memory. S3 requires at least 5 MiB for every part but the last.",
+    )
+    s3_checksum: S3Checksum = Field(
+        "when_supported",
+        description="botocore's request_checksum_calculation and response_checksum_validation: "
+        "'when_supported' (boto3's default: a CRC32 on every upload, checked on download when the store "
+        "sends one) or 'when_required' (only where the S3 API demands one), for S3-compatible stores that "
+        "refuse the x-amz-checksum-* headers or aws-chunked trailers boto3 >= 1.36 sends.",
     )
     public_base_url: str | None = Field(
         None, description="Base URL under which stored objects are public (CDN); default: the API's /files/."

@@ -1,4 +1,4 @@
-"""Materialise one request partition against real S3 (moto server), Postgres, Redis and a loopback image server."""
+"""Materialise one request partition against real S3 (Swift s3api), Postgres, Redis and a loopback image server."""
 
 import csv
 import io

@@ -1,4 +1,4 @@
-"""Asset checks of compressed_images, per partition, against real S3 (moto), Postgres and images."""
+"""Asset checks of compressed_images, per partition, against real S3 (Swift), Postgres and images."""
 
 from sqlalchemy import delete
 

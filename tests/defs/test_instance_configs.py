@@ -69,14 +69,14 @@ def test_embedded_instance(tmp_path) -> None:
     assert got["dequeue_s"] == 0.5 and got["launcher"] == "WarmForkRunLauncher"
 
 
-def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, s3_endpoint) -> None:
+def test_ecs_instance_resolves_its_launcher(tmp_path, dagster_pg, moto_endpoint) -> None:
     aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    ecs = boto3.client("ecs", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in aws.items() if "KEY" in k})
+    ecs = boto3.client("ecs", endpoint_url=moto_endpoint, **{k.lower(): v for k, v in aws.items() if "KEY" in k})
     arn = ecs.register_task_definition(
         family="imgpipe-code",
         containerDefinitions=[{"name": "run", "image": "image-pipeline:latest", "memory": 512}],
     )["taskDefinition"]["taskDefinitionArn"]
-    env = {**aws, "AWS_ENDPOINT_URL": s3_endpoint, "IMGPIPE_DAGSTER_PG_URL": dagster_pg}
+    env = {**aws, "AWS_ENDPOINT_URL": moto_endpoint, "IMGPIPE_DAGSTER_PG_URL": dagster_pg}
     got = load_instance(ROOT / "deploy/ecs/dagster.yaml", tmp_path, {**env, "IMGPIPE_ECS_TASK_DEFINITION": arn})
     assert got["launcher"] == "EcsRunLauncher" and got["task_definition"] == arn
     assert got["pool_limit"] == 32 and got["free_slots"] == 60

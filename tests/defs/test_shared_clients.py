@@ -85,6 +85,29 @@ def test_the_s3_io_manager_stores_outputs_through_the_shared_client(make_setting
     assert pickle.loads(body.read()) == {"chunks": [1, 2, 3]}
 
 
+def test_the_s3_io_manager_uses_imgpipe_s3_checksum(make_settings, bucket, s3_endpoint) -> None:
+    """The IO manager's uploads (s3transfer's upload_fileobj) follow IMGPIPE_S3_CHECKSUM like the store's:
+    a store that refuses boto3's default checksums would otherwise refuse only the chunk outputs. Fails
+    on main before the setting existed (the IO manager's client always had boto3's default)."""
+    from image_pipeline.domain.objects.s3 import shared_s3_client
+
+    settings = make_settings(s3_bucket=bucket, executor="celery", s3_checksum="when_required")
+    io_manager = build_resources(settings)["io_manager"]
+    client = io_manager.s3_resource.get_client()
+    assert client is shared_s3_client(s3_endpoint, "us-east-1", "when_required")
+    assert client.meta.config.request_checksum_calculation == "when_required"
+    assert client.meta.config.response_checksum_validation == "when_required"
+    assert client is not shared_s3_client(s3_endpoint, "us-east-1")  # the default gets its own client
+
+    @dg.asset
+    def rows() -> list[int]:
+        return [4, 5]
+
+    assert dg.materialize([rows], resources={"io_manager": io_manager}).success
+    body = client.get_object(Bucket=bucket, Key="dagster-io/rows")["Body"]
+    assert pickle.loads(body.read()) == [4, 5]
+
+
 def test_http_clients_share_one_certificate_checking_tls_context() -> None:
     import ssl
 

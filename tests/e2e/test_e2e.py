@@ -1,6 +1,6 @@
 """The whole product with real processes: uvicorn API + dagster-webserver (the API's run-launch fast path)
 + dagster-daemon (sensor, run queue, run worker) with PostgreSQL run/event storage (the repo's
-dagster.yaml), S3 on a moto server, Redis, and loopback image and webhook servers.
+dagster.yaml), S3 on the suite's Swift (s3api, https), Redis, and loopback image and webhook servers.
 Upload over HTTP -> webhook -> status -> output CSV -> every object in S3; and the fast path racing the
 sensor gives exactly one run per request."""
 

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Literal
 
 from image_pipeline.domain.objects import ObjectNotFound, check_key
 from image_pipeline.domain.process_cache import ProcessCache
@@ -28,6 +29,11 @@ def is_missing(exc: Exception) -> bool:
 
 S3_MIN_PART_SIZE = 5 * 1024 * 1024  # S3's rule: every part of a multipart upload but the last is at least 5 MiB
 DEFAULT_PART_SIZE = 8 * 1024 * 1024  # boto3's own multipart chunk size
+
+# botocore's two checksum switches (IMGPIPE_S3_CHECKSUM sets both): "when_supported" is boto3's default
+# since 1.36 (a CRC32 with every upload: a header over http, an aws-chunked trailer over https);
+# "when_required" sends one only where the S3 API demands it (DeleteObjects), for stores that refuse them.
+S3Checksum = Literal["when_supported", "when_required"]
 
 
 class S3MultipartWriter:
@@ -175,13 +181,14 @@ class S3Store:
         return f"{self.public_base_url}/{check_key(key)}"
 
 
-def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
+def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64, checksum: S3Checksum = "when_supported"):
     """One boto3 S3 client with a connection pool big enough for concurrent uploads.
 
     No `Expect: 100-continue` on small bodies (botocore sends it on every PutObject: a round trip per
-    object, headers first, then wait for `100 Continue`, then the body). botocore's default CRC32
-    checksum stays: turning it off (`request_checksum_calculation="when_required"`) saved no
-    measurable CPU (docs/performance.md; zlib's CRC32 is C) and would drop S3's integrity check.
+    object, headers first, then wait for `100 Continue`, then the body). `checksum` (IMGPIPE_S3_CHECKSUM)
+    keeps botocore's default CRC32 unless a store refuses it: turning it off saved no measurable CPU
+    (docs/performance.md; zlib's CRC32 is C) and drops S3's end-to-end integrity check
+    (docs/storage.md).
     """
     import boto3
     from botocore.config import Config
@@ -194,25 +201,29 @@ def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64):
             max_pool_connections=max_pool,
             retries={"max_attempts": 5, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else None,
+            request_checksum_calculation=checksum,
+            response_checksum_validation=checksum,
         ),
     )
     client.meta.events.register("before-sign.s3.PutObject", _no_expect_for_small_bodies)
     return client
 
 
-def _new_shared_s3_client(endpoint_url: str | None, region: str):
-    return make_s3_client(endpoint_url, region)
+def _new_shared_s3_client(endpoint_url: str | None, region: str, checksum: S3Checksum):
+    return make_s3_client(endpoint_url, region, checksum=checksum)
 
 
-# One client per (endpoint, region) per process, reused by every run a long-lived process executes:
-# building a client (and more so a boto3 Session) parses botocore's models (domain.process_cache).
+# One client per (endpoint, region, checksum) per process, reused by every run a long-lived process
+# executes: building a client (and more so a boto3 Session) parses botocore's models (domain.process_cache).
 _S3_CLIENTS = ProcessCache(_new_shared_s3_client, close=lambda c: c.close())
 
 
-def shared_s3_client(endpoint_url: str | None, region: str):  # botocore S3 client
-    """This process's S3 client for `endpoint_url` and `region` (credentials: the standard AWS chain,
-    resolved when the client is first built)."""
-    return _S3_CLIENTS.get(endpoint_url, region)
+def shared_s3_client(
+    endpoint_url: str | None, region: str, checksum: S3Checksum = "when_supported"
+):  # botocore S3 client
+    """This process's S3 client for `endpoint_url`, `region` and `checksum` (credentials: the standard AWS
+    chain, resolved when the client is first built)."""
+    return _S3_CLIENTS.get(endpoint_url, region, checksum)
 
 
 EXPECT_CONTINUE_MIN_BYTES = 8 * 1024 * 1024

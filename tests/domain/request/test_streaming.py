@@ -1,5 +1,5 @@
 """Issue 9: the end of a request is streamed. The output CSV and the parsed rows are uploaded to S3 in
-parts as they are produced (moto server, S3's real 5 MiB part rule) and are byte for byte what the
+parts as they are produced (the suite's Swift, S3's real 5 MiB part rule) and are byte for byte what the
 whole-document rendering gives; a failed upload leaves no parts; a large request's webhook lists no
 products and says so, through the real assets and a real signed delivery."""
 
@@ -45,7 +45,7 @@ def _expected_csv(csv: bytes, ctx, rid: str) -> bytes:
 
 @pytest.fixture
 def ctx_for(make_settings, bucket, image_server):
-    """A pipeline context on the moto S3 server with the smallest part size S3 allows."""
+    """A pipeline context on the suite's S3 (Swift) with the smallest part size S3 allows."""
 
     def build(**overrides):
         settings = make_settings(s3_bucket=bucket, fetch_allow=image_server.allow, s3_part_size=S3_MIN_PART_SIZE)
