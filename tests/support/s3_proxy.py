@@ -1,4 +1,4 @@
-"""A loopback proxy in front of the moto S3 server that behaves like a stricter real S3:
+"""A loopback proxy in front of the suite's S3 server (Swift) that adds two behaviours of AWS S3:
 
 - `deny_missing`: a GET or HEAD of a missing object answers 403 AccessDenied, as AWS does when the
   credentials lack `s3:ListBucket` (S3 then may not reveal whether the key exists);
@@ -11,6 +11,8 @@ protocol to it.
 from __future__ import annotations
 
 import http.client
+import os
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
@@ -30,7 +32,9 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 class S3Proxy:
     def __init__(self, upstream: str, *, deny_missing: bool = False) -> None:
         parts = urlsplit(upstream)
-        self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.https = parts.scheme == "https"
+        self.upstream_port = parts.port or (443 if self.https else 80)
         self.deny_missing = deny_missing
         self.fail_puts = 0
         self.failed_puts = 0
@@ -66,7 +70,7 @@ class S3Proxy:
                             proxy.failed_puts += 1
                             self._answer(503, _SLOW_DOWN)
                             return
-                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=30)
+                conn = proxy._connect()
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                     conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -94,6 +98,13 @@ class S3Proxy:
 
         self.server = LoopbackServer(Handler)
         return self
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if not self.https:
+            return http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)
+        # The session's Swift serves https with a self-signed certificate (AWS_CA_BUNDLE names it).
+        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
+        return http.client.HTTPSConnection(self.upstream_host, self.upstream_port, timeout=30, context=context)
 
     @property
     def base(self) -> str:

@@ -1,6 +1,6 @@
 """Issue 15 item 13: an S3 store whose credentials lack `s3:ListBucket` (AWS then answers 403, not 404,
 for a missing key) and transient S3 errors on PUT. Spoken to through the real S3 protocol: boto3 →
-a loopback proxy with AWS's behaviour (tests/support/s3_proxy.py) → the moto server."""
+a loopback proxy with AWS's behaviour (tests/support/s3_proxy.py) → the suite's Swift."""
 
 from __future__ import annotations
 
