@@ -12,8 +12,10 @@
 
   let current = null; // {id, timer, lastStamp, blobUrl}
 
+  // The key in the box counts as soon as it is typed (saving only keeps it for the next visit).
   function apiKey() {
-    return localStorage.getItem(KEY_STORAGE) || "";
+    const typed = $("api-key") ? $("api-key").value.trim() : "";
+    return typed || localStorage.getItem(KEY_STORAGE) || "";
   }
 
   function say(text) {
@@ -54,7 +56,7 @@
   }
 
   function problemText(body, res) {
-    if (res.status === 401) return "The API key was not accepted: save a valid key above.";
+    if (res.status === 401) return "The API key was not accepted: enter a valid key above.";
     return (body && body.detail) || "HTTP " + res.status;
   }
 
@@ -68,6 +70,12 @@
       localStorage.setItem(KEY_STORAGE, value);
       say("Key saved in this browser.");
       loadRecent();
+      loadProfiles();
+    });
+    // A typed key is used at once: refresh what depends on it when the box is left.
+    $("api-key").addEventListener("change", () => {
+      loadRecent();
+      loadProfiles();
     });
     $("forget-key").addEventListener("click", () => {
       localStorage.removeItem(KEY_STORAGE);
@@ -132,7 +140,7 @@
     ev.preventDefault();
     $("upload-problems").hidden = true;
     if (!apiKey()) {
-      say("Save an API key first.");
+      say("Enter an API key first.");
       $("api-key").focus();
       return;
     }
@@ -146,6 +154,9 @@
     form.append("file", file, file.name);
     const hook = $("webhook-url").value.trim();
     if (hook) form.append("webhook_url", hook);
+    if ($("profile").value) form.append("profile", $("profile").value);
+    const options = $("options").value.trim();
+    if (options) form.append("options", options);
     $("submit").disabled = true;
     say("Uploading " + file.name + "…");
     try {
@@ -254,6 +265,45 @@
     return td;
   }
 
+  function renditionList(renditions) {
+    const list = el("ul", null, "renditions");
+    for (const r of renditions) {
+      const li = el("li");
+      const safe = httpUrl(r.url);
+      const label = r.name + ": " + r.format + " " + r.width + "×" + r.height + ", " + fmtBytes(r.bytes);
+      if (safe) {
+        const a = el("a", label);
+        a.href = safe;
+        a.target = "_blank";
+        a.rel = "noopener noreferrer";
+        li.append(a);
+      } else {
+        li.textContent = label;
+      }
+      list.append(li);
+    }
+    return list;
+  }
+
+  // ---- profiles ----------------------------------------------------------------------------
+  async function loadProfiles() {
+    if (!apiKey()) return;
+    const select = $("profile");
+    const chosen = select.value;
+    const { res, body } = await api("/api/profiles");
+    if (res.status !== 200 || !body) return;
+    const options = [select.options[0]];
+    for (const p of body.profiles) {
+      if (p.name === "default") continue;
+      const what = p.renditions.map((r) => r.name + " " + r.format + (r.width ? " " + r.width : "")).join(", ");
+      const opt = el("option", p.name + (p.source === "tenant" ? " (yours)" : "") + " — " + what);
+      opt.value = p.name;
+      options.push(opt);
+    }
+    select.replaceChildren(...options);
+    select.value = chosen;
+  }
+
   async function loadResults(state) {
     const { res, body } = await api("/api/requests/" + encodeURIComponent(state.id) + "/results?limit=200");
     if (current !== state || res.status !== 200) return;
@@ -281,6 +331,7 @@
         before.append(thumb(image.url, "input image " + (i + 1) + " of " + product.name));
         const after = el("td");
         after.append(thumb(image.output_url, "recompressed image " + (i + 1) + " of " + product.name));
+        if (image.renditions) after.append(renditionList(image.renditions));
         tr.append(before, after, resultCell(image));
         rows.push(tr);
       });
@@ -343,6 +394,7 @@
     initUpload();
     $("refresh-recent").addEventListener("click", loadRecent);
     loadRecent();
+    loadProfiles();
     const m = /^#request=([0-9a-f-]{36})$/.exec(location.hash);
     if (m && apiKey()) openRequest(m[1]);
   });

@@ -41,10 +41,13 @@ class ApiClient:
             detail, errors = r.text[:200] or r.reason_phrase, []
         raise ApiFailure(r.status_code, detail, errors)
 
-    def upload(self, path: Path, webhook_url: str | None = None) -> dict:
+    def upload(
+        self, path: Path, webhook_url: str | None = None, profile: str | None = None, options: str | None = None
+    ) -> dict:
         with path.open("rb") as f:
             files = {"file": (path.name, f, "text/csv")}
-            data = {"webhook_url": webhook_url} if webhook_url else {}
+            fields = {"webhook_url": webhook_url, "profile": profile, "options": options}
+            data = {k: v for k, v in fields.items() if v}
             return self._check(self.http.post("/api/upload", files=files, data=data)).json()
 
     def status(self, request_id: str) -> dict:

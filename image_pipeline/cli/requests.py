@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", parents=[common], help="upload a CSV of product image URLs")
     p.add_argument("file", type=Path, help="CSV: S.No.,Product Name,Input Image Urls")
     p.add_argument("--webhook", metavar="URL", help="where the final, signed event is POSTed")
+    p.add_argument("--profile", metavar="NAME", help="output profile: catalogue, web, square or one of your key's")
+    example = '{"renditions": [{"name": "thumb", "width": 200}]}'
+    p.add_argument("--options", metavar="JSON", help=f"overrides of the profile, e.g. '{example}'")
     p.add_argument("--wait", action="store_true", help="show progress until the request is done")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between progress checks (--wait)")
     p.set_defaults(func=_submit)
@@ -83,7 +86,7 @@ def _submit(args: argparse.Namespace) -> int:
         return 1
     try:
         with _client(args) as api:
-            accepted = api.upload(args.file, args.webhook)
+            accepted = api.upload(args.file, args.webhook, args.profile, args.options)
             print(f"{accepted['request_id']}  {accepted['message']}", flush=True)
             if not args.wait:
                 return 0

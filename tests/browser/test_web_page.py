@@ -189,3 +189,38 @@ def test_upload_watch_progress_and_download(stack, image_server, tmp_path) -> No
 
     print(f"\nweb page screenshots:\n  mid-progress: {mid_shot}\n  complete:     {done_shot}")
     assert mid_shot.stat().st_size > 10_000 and done_shot.stat().st_size > 10_000
+
+
+def test_a_typed_key_and_a_profile_are_used_without_saving(stack, image_server, tmp_path) -> None:
+    """Issue 16: a person who types the key and presses upload is no longer told to save it first; the
+    profile picker lists the built-in profiles and the upload makes every rendition, shown per image."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, settings, instance = stack
+    urls = [image_server.add(f"/pp/{i}.jpg", make_image("JPEG", (1200, 900), seed=i)) for i in range(2)]
+    good_csv = tmp_path / "profiled.csv"
+    good_csv.write_bytes(csv_bytes([("1", "Lamp", urls)]))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(base + "/")
+        page.get_by_label("Bearer API key").fill(KEY)
+        page.get_by_label("Bearer API key").blur()  # typed, never saved
+        assert page.evaluate("localStorage.getItem('imgpipe.apiKey')") is None
+        profile = page.get_by_label("Output profile")
+        expect(profile.locator("option[value='catalogue']")).to_have_count(1, timeout=30_000)
+        profile.select_option("catalogue")
+        page.locator("#csv-file").set_input_files(str(good_csv))
+        page.get_by_role("button", name="Upload and process").click()
+        expect(page.locator("#live")).to_be_visible()
+        expect(page.locator("#message")).not_to_contain_text("first")
+        rid = page.locator("#live-id").inner_text()
+        thread, outcome = process_in_background(rid, settings, instance)
+        thread.join(180)
+        assert outcome == [True], outcome
+        expect(page.locator("#live-status")).to_have_text("completed", timeout=60_000)
+        renditions = page.locator("#products-body ul.renditions li")
+        expect(renditions).to_have_count(6)  # 2 images x (zoom, square, thumb)
+        expect(page.locator("#products-body")).to_contain_text("square: jpeg 1000×1000")
+        expect(page.locator("#products-body")).to_contain_text("thumb: webp 300×225")
+        browser.close()

@@ -139,3 +139,24 @@ def test_refusals_are_explained(api, tmp_path, capsys) -> None:
 def test_console_script_is_installed() -> None:
     r = subprocess.run([IMGPIPE, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and all(c in r.stdout for c in ("submit", "status", "download", "serve"))
+
+
+def test_submit_with_a_profile_and_options(api, image_server, tmp_path, capsys) -> None:
+    """`--profile` and `--options` reach the upload: the request is processed with them, and a bad
+    option is explained with its field."""
+    base, settings = api
+    url = image_server.add("/cli/p.jpg", make_image(size=(800, 600)))
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_bytes(csv_bytes([("1", "Shoe", [url])]))
+    options = '{"renditions": [{"name": "thumb", "format": "png", "width": 100}]}'
+    assert main(["submit", str(csv_path), "--profile", "catalogue", "--options", options]) == 0
+    rid = capsys.readouterr().out.split()[0]
+    process(settings, rid)
+    assert main(["download", rid, "-o", str(tmp_path / "o.csv")]) == 0
+    header = next(csv.reader(io.StringIO((tmp_path / "o.csv").read_text(encoding="utf-8-sig"))))
+    assert header[3:] == ["Output Image Urls", "Output Image Urls (square)", "Output Image Urls (thumb)"]
+    capsys.readouterr()
+    bad = '{"renditions": [{"name": "thumb", "quality": 500}]}'
+    assert main(["submit", str(csv_path), "--profile", "catalogue", "--options", bad]) == 1
+    err = capsys.readouterr().err
+    assert "profile refused" in err and "options.renditions[2].quality" in err
