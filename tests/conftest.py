@@ -184,8 +184,8 @@ def submit(settings):
     engine = make_engine(settings.resolved_database_url)
     sessions = session_factory(engine)
 
-    def _submit(csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:
-        return submit_to(settings, sessions, csv, webhook_url, owner)
+    def _submit(csv: bytes, webhook_url: str | None = None, owner: str = "key_test", profile=None) -> str:
+        return submit_to(settings, sessions, csv, webhook_url, owner, profile)
 
     yield _submit
     engine.dispose()

@@ -17,6 +17,7 @@ ASSET = "compressed_images"
 EVERY_URL_HAS_RESULT = "every_url_has_result"
 OUTPUTS_DECODE_AS_JPEG = "outputs_decode_as_jpeg"
 OUTPUTS_NOT_LARGER = "outputs_not_larger_than_inputs"
+RENDITIONS_FOLLOW_PROFILE = "renditions_follow_profile"
 
 check_specs = [
     dg.AssetCheckSpec(EVERY_URL_HAS_RESULT, asset=ASSET, description="Every input URL has a result: done or failed."),
@@ -30,6 +31,12 @@ check_specs = [
         asset=ASSET,
         description="No output is larger than its input, unless the original was kept (and recorded as kept).",
     ),
+    dg.AssetCheckSpec(
+        RENDITIONS_FOLLOW_PROFILE,
+        asset=ASSET,
+        description="A profile's renditions are sRGB, follow their fit's size rule and are never upscaled "
+        "unless asked (the same even sample).",
+    ),
 ]
 
 
@@ -41,11 +48,13 @@ def _listing(items: list, limit: int = 20) -> str:
 
 def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[dg.AssetCheckResult]:
     from image_pipeline.domain.db.requests import count_done, get_request, iter_result_facts
+    from image_pipeline.domain.profiles import profile_from_json
     from image_pipeline.domain.request import checks as verify
 
     with ctx.sessions() as s:
         req = get_request(s, request_id)
         url_count = req.url_count if req else 0
+        profile = profile_from_json(req.profile if req else None)
         # One streamed pass in index order: constant memory whatever the request's size.
         found = verify.scan(iter_result_facts(s, request_id), url_count, count_done(s, request_id), decode_sample)
 
@@ -54,10 +63,16 @@ def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[d
     if cov.missing:
         cov_meta["missing_indices"] = dg.MetadataValue.md(_listing(cov.missing))
 
-    dec = verify.decode_outputs(ctx.store, found.sample, found.sizes.done)
+    dec, rules = verify.decode_outputs(ctx.store, found.sample, found.sizes.done, profile)
     dec_meta = {"done": dg.MetadataValue.int(dec.done), "checked": dg.MetadataValue.int(dec.checked)}
     if dec.bad:
         dec_meta["bad"] = dg.MetadataValue.md(_listing([f"#{i}: {why}" for i, why in dec.bad]))
+    rule_meta = {
+        "profile": dg.MetadataValue.text(profile.name if profile else "default"),
+        "renditions_checked": dg.MetadataValue.int(rules.checked),
+    }
+    if rules.bad:
+        rule_meta["bad"] = dg.MetadataValue.md(_listing([f"#{i}: {why}" for i, why in rules.bad]))
 
     size = found.sizes
     size_meta = {"done": dg.MetadataValue.int(size.done), "kept_original": dg.MetadataValue.int(size.kept_original)}
@@ -74,4 +89,5 @@ def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[d
             metadata=size_meta,
             severity=dg.AssetCheckSeverity.WARN,
         ),
+        dg.AssetCheckResult(check_name=RENDITIONS_FOLLOW_PROFILE, asset_key=ASSET, passed=rules.ok, metadata=rule_meta),
     ]

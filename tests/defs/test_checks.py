@@ -16,7 +16,10 @@ def test_checks_pass_on_a_good_request(resources, instance, submit, image_server
     rid = submit(csv_bytes([("1", "A", urls[:2]), ("2", "B", [urls[2], missing])]))
     result = run_partition(rid, resources, instance)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {checks.EVERY_URL_HAS_RESULT, checks.OUTPUTS_DECODE_AS_JPEG, checks.OUTPUTS_NOT_LARGER}
+    assert set(evaluations) == {
+        checks.EVERY_URL_HAS_RESULT, checks.OUTPUTS_DECODE_AS_JPEG, checks.OUTPUTS_NOT_LARGER,
+        checks.RENDITIONS_FOLLOW_PROFILE,
+    }  # fmt: skip
     assert all(e.passed for e in evaluations.values())
     assert evaluations[checks.EVERY_URL_HAS_RESULT].metadata["expected"].value == 4  # the failed URL counts
     assert evaluations[checks.OUTPUTS_DECODE_AS_JPEG].metadata["checked"].value == 3
@@ -60,3 +63,46 @@ def test_checks_find_missing_results_broken_and_larger_outputs(settings, resourc
         and found[checks.OUTPUTS_NOT_LARGER].metadata["kept_original"].value == 1
     )
     assert found[checks.OUTPUTS_DECODE_AS_JPEG].metadata["checked"].value == 1  # sampled
+
+
+def test_a_profile_request_is_checked_against_its_renditions(settings, resources, instance, submit, image_server):
+    """Issue 16: a profile's renditions are checked against their specs (sRGB, the fit's size rule, never
+    upscaled); a rendition replaced by one that breaks them fails the check, naming URL and rendition."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from image_pipeline.domain.profiles import BUILTIN
+
+    urls = [image_server.add(f"/pc/{i}.jpg", make_image(size=(640, 480), seed=i)) for i in range(2)]
+    rid = submit(csv_bytes([("1", "A", urls)]), profile=BUILTIN["catalogue"])
+    result = run_partition(rid, resources, instance)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(e.passed for e in evaluations.values()), {k: e.metadata for k, e in evaluations.items()}
+    rules = evaluations[checks.RENDITIONS_FOLLOW_PROFILE].metadata
+    assert rules["profile"].value == "catalogue" and rules["renditions_checked"].value == 6
+
+    _, results = db_request(settings, rid)
+    thumb = next(m for m in json.loads(results[0].renditions) if m["name"] == "thumb")
+    buf = io.BytesIO()
+    Image.new("RGB", (thumb["width"], thumb["height"]), "red").save(buf, "JPEG")  # the wrong format
+    make_store(settings).put(thumb["key"], buf.getvalue(), "image/webp")
+    zoom = json.loads(results[1].renditions)[0]
+    buf = io.BytesIO()
+    Image.new("CMYK", (1280, 960)).save(buf, "JPEG")  # upscaled, and not sRGB
+    make_store(settings).put(zoom["key"], buf.getvalue(), "image/jpeg")
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        row = s.get(ImageResult, (rid, 1))
+        made = json.loads(row.renditions)
+        made[0].update(width=1280, height=960)
+        row.renditions = json.dumps(made)
+        s.commit()
+    engine.dispose()
+    found = {r.check_name: r for r in checks.evaluate(resources["pipeline"].context(), rid, decode_sample=10)}
+    assert not found[checks.OUTPUTS_DECODE_AS_JPEG].passed
+    assert "#0: thumb: stored as JPEG, recorded as webp" in found[checks.OUTPUTS_DECODE_AS_JPEG].metadata["bad"].value
+    bad = found[checks.RENDITIONS_FOLLOW_PROFILE].metadata["bad"].value
+    assert not found[checks.RENDITIONS_FOLLOW_PROFILE].passed
+    assert "#1: zoom: upscaled from 640x480 to 1280x960" in bad and "#1: zoom: not sRGB (mode CMYK" in bad

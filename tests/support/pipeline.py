@@ -20,11 +20,16 @@ from image_pipeline.domain.request.accept import Upload, accept, new_request_id
 from image_pipeline.domain.services import make_store
 
 
-def submit_to(settings, sessions, csv: bytes, webhook_url: str | None = None, owner: str = "key_test") -> str:
+def submit_to(
+    settings, sessions, csv: bytes, webhook_url: str | None = None, owner: str = "key_test", profile=None
+) -> str:
     """Accept a request the way the API does (`domain.request.accept`): store the CSV, then record the row."""
     parsed = parse_csv(csv)
     rid = new_request_id()
-    upload = Upload(owner, csv, len(parsed.rows), parsed.url_count, filename="t.csv", webhook_url=webhook_url)
+    upload = Upload(
+        owner, csv, len(parsed.rows), parsed.url_count, filename="t.csv", webhook_url=webhook_url,
+        profile=profile.canonical_json() if profile is not None else None,
+    )  # fmt: skip
     with sessions() as s:
         accept(make_store(settings), s, rid, upload)
     return rid

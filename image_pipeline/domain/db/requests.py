@@ -300,7 +300,7 @@ class OrderedOutcomes:
 
 
 def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> Iterator[Any]:
-    """(idx, status, output_key, bytes_in, bytes_out, kept_original) of every result of a request, in
+    """(idx, status, output_key, bytes_in, bytes_out, kept_original, renditions) of every result of a request, in
     index order, read `batch` rows at a time (no ORM objects, nothing held beyond the batch)."""
     q = (
         select(
@@ -310,6 +310,7 @@ def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> I
             ImageResult.bytes_in,
             ImageResult.bytes_out,
             ImageResult.kept_original,
+            ImageResult.renditions,
         )
         .where(ImageResult.request_id == request_id)
         .order_by(ImageResult.idx)

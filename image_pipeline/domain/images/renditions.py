@@ -92,6 +92,7 @@ class Rendered:
     height: int
     quality: int
     kept_original: bool = False
+    source_size: tuple[int, int] = (0, 0)  # the source as decoded (orientation applied)
 
     @property
     def content_type(self) -> str:
@@ -232,7 +233,7 @@ def _render(decoded: Decoded, r: Rendition) -> Rendered:
         img = flat
     exif = _exif_bytes(decoded.exif) if r.keep_copyright else None
     fmt, data = _encode(img, r, exif)
-    return Rendered(r.name, data, fmt, img.size[0], img.size[1], r.quality)
+    return Rendered(r.name, data, fmt, img.size[0], img.size[1], r.quality, source_size=decoded.image.size)
 
 
 def _exif_bytes(tags: dict[int, str]) -> bytes | None:
@@ -298,7 +299,7 @@ def render_source(
             if kept is False:
                 kept = kept_jpeg(data) if _is_plain_jpeg(data) else None
             if kept and _same_size_as_source(data, r) and len(kept) <= len(r.data):
-                r = Rendered(r.name, kept, "jpeg", r.width, r.height, r.quality, kept_original=True)
+                r = Rendered(r.name, kept, "jpeg", r.width, r.height, r.quality, True, r.source_size)
         out.append(r)
     return out
 

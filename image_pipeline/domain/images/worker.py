@@ -170,7 +170,8 @@ async def _render_one(
             return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
         made.append(
             {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
-             "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original}
+             "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
+             "source_width": out.source_size[0], "source_height": out.source_size[1]}
         )  # fmt: skip
     first = outs[0]
     return UrlResult(

@@ -7,11 +7,13 @@ holds its results in memory): coverage, sizes, and the even sample of outputs to
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from image_pipeline.domain.objects import ObjectNotFound, ObjectStore
+from image_pipeline.domain.profiles import Profile, RenditionSpec
 
 
 class ResultFacts(Protocol):
@@ -23,6 +25,7 @@ class ResultFacts(Protocol):
     bytes_in: int | None
     bytes_out: int | None
     kept_original: bool
+    renditions: str | None  # JSON: a profile's renditions (see UrlResult.renditions)
 
 
 @dataclass
@@ -96,18 +99,30 @@ def scan(results: Iterable[ResultFacts], url_count: int, done_total: int, sample
             next_pick = next(wanted, None)
         sizes.done += 1
         sizes.kept_original += bool(r.kept_original)
-        if not r.kept_original and (r.bytes_out or 0) > (r.bytes_in or 0):
+        # A profile's renditions together may outweigh the source (a zoom image and a square): the rule
+        # is the seed output's, one JPEG that must never be larger than what came in.
+        if not r.renditions and not r.kept_original and (r.bytes_out or 0) > (r.bytes_in or 0):
             sizes.larger.append((r.idx, r.bytes_in or 0, r.bytes_out or 0))
     coverage.missing.extend(range(expected, url_count))
     return Scan(coverage, sizes, picked)
 
 
-def decode_outputs(store: ObjectStore, picked: Sequence[ResultFacts], done: int) -> DecodeReport:
-    """The picked outputs (of `done` done URLs) open and fully decode as JPEG."""
+def decode_outputs(
+    store: ObjectStore, picked: Sequence[ResultFacts], done: int, profile: Profile | None = None
+) -> tuple[DecodeReport, DecodeReport]:
+    """The picked outputs (of `done` done URLs) open and fully decode in their recorded format (JPEG for
+    the seed's output), and (second report) a profile's renditions follow their specs: sRGB, the fit's
+    size rule, never upscaled unless asked."""
     from PIL import Image
 
-    report = DecodeReport(done, len(picked))
+    report, rules = DecodeReport(done, len(picked)), DecodeReport(done, 0)
+    specs = {s.name: s for s in profile.renditions} if profile else {}
     for r in picked:
+        if r.renditions:
+            for made in json.loads(r.renditions):
+                rules.checked += 1
+                _check_rendition(store, r.idx, made, specs.get(made["name"]), report, rules)
+            continue
         if not r.output_key:
             report.bad.append((r.idx, "no output object recorded"))
             continue
@@ -120,4 +135,54 @@ def decode_outputs(store: ObjectStore, picked: Sequence[ResultFacts], done: int)
             report.bad.append((r.idx, "output object is missing"))
         except Exception as exc:  # any decoder error is the finding
             report.bad.append((r.idx, f"does not decode: {exc}"))
-    return report
+    return report, rules
+
+
+_PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "png": "PNG"}
+
+
+def _check_rendition(
+    store: ObjectStore, idx: int, made: dict, spec: RenditionSpec | None, decoded: DecodeReport, rules: DecodeReport
+) -> None:
+    from PIL import Image
+
+    where = f"{made['name']}"
+    try:
+        with Image.open(io.BytesIO(store.get(made["key"]))) as img:
+            img.load()
+            fmt, size, mode, icc = img.format, img.size, img.mode, img.info.get("icc_profile")
+    except ObjectNotFound:
+        decoded.bad.append((idx, f"{where}: output object is missing"))
+        return
+    except Exception as exc:  # any decoder error is the finding
+        decoded.bad.append((idx, f"{where}: does not decode: {exc}"))
+        return
+    if fmt != _PIL_FORMATS.get(made["format"]):
+        decoded.bad.append((idx, f"{where}: stored as {fmt}, recorded as {made['format']}"))
+    if size != (made["width"], made["height"]):
+        rules.bad.append((idx, f"{where}: {size[0]}x{size[1]}, recorded as {made['width']}x{made['height']}"))
+    if mode not in ("RGB", "RGBA", "L") or (icc and not _is_srgb(icc)):
+        rules.bad.append((idx, f"{where}: not sRGB (mode {mode}{', a non-sRGB ICC profile' if icc else ''})"))
+    if spec is None:
+        rules.bad.append((idx, f"{where}: not a rendition of the request's profile"))
+        return
+    w, h = size
+    if spec.fit in ("pad", "trim_pad", "cover") and spec.width and spec.height:
+        exact = spec.fit != "cover"
+        if (exact and (w, h) != (spec.width, spec.height)) or (not exact and (w > spec.width or h > spec.height)):
+            rules.bad.append((idx, f"{where}: {w}x{h} breaks {spec.fit} {spec.width}x{spec.height}"))
+    elif (spec.width and w > spec.width) or (spec.height and h > spec.height):
+        rules.bad.append((idx, f"{where}: {w}x{h} is outside its box {spec.width}x{spec.height}"))
+    src = (made.get("source_width") or 0, made.get("source_height") or 0)
+    if not spec.upscale and spec.fit in ("inside", "cover") and all(src) and (w > src[0] or h > src[1]):
+        rules.bad.append((idx, f"{where}: upscaled from {src[0]}x{src[1]} to {w}x{h}"))
+
+
+def _is_srgb(icc: bytes) -> bool:
+    from PIL import ImageCms
+
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (OSError, ImageCms.PyCMSError):
+        return False
+    return "srgb" in description.lower().replace(" ", "")
