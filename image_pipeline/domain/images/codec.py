@@ -54,7 +54,40 @@ def sniff_format(data: bytes) -> str | None:
         return "TIFF"
     if head[:2] == b"BM":
         return "BMP"
+    if head[4:8] == b"ftyp":
+        return _iso_bmff_format(data)
     return None
+
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
+
+def _iso_bmff_format(data: bytes) -> str | None:
+    """HEIF (phones' HEIC) or AVIF from the `ftyp` box's major and compatible brands (`mif1` alone
+    says only "an image file": the codec brands decide)."""
+    size = int.from_bytes(data[:4], "big")
+    if not 16 <= size <= min(len(data), 4096):
+        return None
+    brands = {data[8:12]} | {data[i : i + 4] for i in range(16, size - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+def register_heif() -> None:
+    """Pillow opens HEIF through pillow-heif's plugin (libheif), registered once per process."""
+    global _heif_registered
+    if not _heif_registered:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        _heif_registered = True
+
+
+_heif_registered = False
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -67,7 +100,7 @@ def _describe_unknown(data: bytes) -> str:
         return "PDF is not a supported image format"
     if not data:
         return "empty response body"
-    return "unrecognised file format (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP)"
+    return "unrecognised file format (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIF/HEIC, AVIF)"
 
 
 def _to_rgb(img):  # PIL.Image
@@ -316,6 +349,8 @@ def recompress_pillow(
     """The Pillow path: every accepted format and mode (`fmt` as sniffed)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if fmt == "HEIF":
+        register_heif()
     try:
         with warnings.catch_warnings():
             # Pillow's own guard uses the same limit (IMGPIPE_MAX_IMAGE_PIXELS; one value per process),

@@ -28,6 +28,7 @@ from image_pipeline.domain.images.codec import (
     _check_scans,
     _describe_unknown,
     _too_many_pixels,
+    register_heif,
     sniff_format,
     struct_error,
 )
@@ -138,6 +139,8 @@ def decode(data: bytes, max_pixels: int, max_scans: int, draft: int | None = Non
         raise ImageError(_describe_unknown(data))
     if fmt == "JPEG":
         _check_scans(data, max_scans)
+    if fmt == "HEIF":
+        register_heif()
     try:
         with warnings.catch_warnings():
             Image.MAX_IMAGE_PIXELS = max_pixels

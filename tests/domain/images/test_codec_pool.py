@@ -34,15 +34,30 @@ def _run(server: ImageServer, items: list[WorkItem], tmp_path, opts: ProcessOpti
 
 def test_the_time_limit_counts_the_codec_not_the_queue(tmp_path) -> None:
     """Fails on main before the fix: the limit ran from the moment an image was queued, so with one codec
-    worker the tenth of ten ordinary images (each well within the limit) failed "took longer"."""
+    worker the last of 30 ordinary images (each well within the limit) failed "took longer".
+
+    The limit is set from this machine's own decode time, measured just before (8 images' worth), so
+    the test says the same on a fast idle machine and a loaded one: queued behind 29 others, an image
+    waits ~29 decodes, far past the limit; decoded, it takes one."""
+    import statistics
+    import time
+
+    from image_pipeline.domain.images.codec import recompress
+
     server = ImageServer().start()
     try:
-        from image_pipeline.domain.images.codec import recompress
-
-        recompress(make_image("JPEG", (8, 8)))  # the codec's imports are not the images' time
-        items = [WorkItem(i, 2, server.add(f"/{i}.png", _png((2000, 1500), i), "image/png")) for i in range(10)]
-        results = _run(server, items, tmp_path, ProcessOptions(encode_workers=1, decode_timeout=0.4, concurrency=10))
-        assert [results[i].status for i in range(10)] == ["done"] * 10, [r.error for r in results.values()]
+        bodies = [_png((1200, 900), i) for i in range(30)]
+        recompress(bodies[0])  # the codec's imports are not the images' time
+        took = []
+        for body in bodies[:3]:
+            start = time.perf_counter()
+            recompress(body)
+            took.append(time.perf_counter() - start)
+        limit = 8 * statistics.median(took)
+        items = [WorkItem(i, 2, server.add(f"/{i}.png", body, "image/png")) for i, body in enumerate(bodies)]
+        opts = ProcessOptions(encode_workers=1, decode_timeout=limit, concurrency=30)
+        results = _run(server, items, tmp_path, opts)
+        assert [results[i].status for i in range(30)] == ["done"] * 30, [r.error for r in results.values()]
     finally:
         server.close()
 

@@ -126,3 +126,31 @@ def test_never_larger_keeps_the_source_for_a_same_size_jpeg() -> None:
     same, smaller = render_source(src, [Rendition("same", "jpeg", 95), Rendition("small", "jpeg", 95, 100, 100)])
     assert same.kept_original and len(same.data) <= len(src)
     assert not smaller.kept_original and (smaller.width, smaller.height) == (100, 75)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_avif_inputs_are_decoded(fmt: str) -> None:
+    """Issue 16: HEIC from phones (pillow-heif) and AVIF are accepted inputs, sniffed from their `ftyp`
+    brands, on both the seed path and the renditions path."""
+    from image_pipeline.domain.images.codec import recompress, register_heif, sniff_format
+
+    register_heif()  # to write the sample; the codec registers it itself when it meets one
+    src = Image.linear_gradient("L").resize((400, 300)).convert("RGB")
+    buf = io.BytesIO()
+    src.save(buf, fmt, quality=90)
+    data = buf.getvalue()
+    assert sniff_format(data) == fmt
+    seed = recompress(data)
+    assert (seed.width, seed.height, seed.source_format) == (400, 300, fmt)
+    assert _open(seed.data).format == "JPEG"
+    [thumb] = render_all(data, [Rendition("t", "webp", 80, 100)])
+    assert (thumb.width, thumb.height) == (100, 75) and _open(thumb.data).format == "WEBP"
+
+
+def test_an_iso_media_file_that_is_no_image_is_refused() -> None:
+    from image_pipeline.domain.images.codec import ImageError, recompress, sniff_format
+
+    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
+    assert sniff_format(mp4) is None
+    with pytest.raises(ImageError, match="unrecognised file format"):
+        recompress(mp4)
