@@ -151,7 +151,6 @@ def recompress(
     max_dimension: int | None = None,
     fast_jpeg: bool = True,
     max_scans: int = DEFAULT_MAX_SCANS,
-    *,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
     background: tuple[int, int, int] = WHITE,
 ) -> Recompressed:

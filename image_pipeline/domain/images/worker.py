@@ -50,6 +50,7 @@ class ProcessOptions:
     process_pool_min: int = 500
     fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
+    max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
 
     @classmethod
@@ -65,6 +66,7 @@ class ProcessOptions:
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
             max_scans=s.max_jpeg_scans,
+            max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
         )
 
@@ -151,7 +153,7 @@ async def _recompress(codec_pool: CodecPool, body: bytes, opts: ProcessOptions):
     crash, the OOM killer) the pool is broken for every image in it: each one is then decoded again
     alone, in a process of its own, so only the image that kills that process fails.
     """
-    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
+    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans, opts.max_icc_bytes)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(opts.decode_timeout):
