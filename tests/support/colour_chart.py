@@ -2,7 +2,9 @@
 through the codec and measured against the sRGB truth in CIEDE2000.
 
 `python -m tests.support.colour_chart` prints mean/max ΔE2000 per case for the codec in this tree;
-`--rev REV` measures codec.py as it was at a git revision (e.g. main before colour management).
+`--rev REV` measures codec.py as it was at a git revision (e.g. main before colour management);
+`--extras` adds what a SWOP file gives without its profile (read as the default FOGRA39) and with the
+fixture profile's own B2A separation unrefined.
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", help="measure codec.py as at this git revision instead of the working tree")
     parser.add_argument("--quality", type=int, default=50, help="output JPEG quality (default: the seed's 50)")
+    parser.add_argument("--extras", action="store_true", help="also: a SWOP file without its profile, and unrefined")
     args = parser.parse_args(argv)
     if args.rev:
         codec = _codec_at(args.rev)
@@ -263,7 +266,12 @@ def main(argv: list[str] | None = None) -> None:
         from image_pipeline.domain.images import codec
     print(f"codec: {args.rev or 'working tree'}, output quality {args.quality}")
     print(f"{'case':40} {'mean dE00':>9} {'max dE00':>9}")
-    for name, make in cases().items():
+    rows = dict(cases())
+    if args.extras:
+        swop, chart = SWOP.read_bytes(), chart_image()
+        rows["SWOP JPEG, profile stripped (FOGRA39)"] = lambda: save(render_cmyk(chart, swop), "JPEG")
+        rows["SWOP JPEG, Argyll's B2A unrefined"] = lambda: save(render_cmyk(chart, swop, refine=False), "JPEG", swop)
+    for name, make in rows.items():
         de = measure(make(), codec.recompress, grey=name in GREY_CASES, quality=args.quality)
         print(f"{name:40} {de.mean():9.2f} {de.max():9.2f}")
 
