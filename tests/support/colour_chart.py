@@ -206,6 +206,9 @@ def cases() -> dict[str, Callable[[], bytes]]:
         "Adobe RGB (1998) PNG": rgb("adobe-rgb-1998", "PNG"),
         "Display P3 JPEG": rgb("display-p3", "JPEG"),
         "Display P3 PNG": rgb("display-p3", "PNG"),
+        "Display P3 WebP (lossless)": lambda: save(
+            Image.fromarray(render_rgb(chart, "display-p3")), "WEBP", icc.rgb_profile("display-p3"), lossless=True
+        ),
         "ProPhoto RGB 16-bit PNG": lambda: png_rgb16(
             render_rgb(chart, "prophoto-rgb", 16), icc.rgb_profile("prophoto-rgb")
         ),

@@ -231,3 +231,29 @@ def test_transforms_are_cached_per_profile() -> None:
     first = colour.transform_for(p3, "RGB")
     assert first is not None and colour.transform_for(bytes(p3), "RGB") is first
     assert colour.transform_for(p3, "L") is None  # an RGB profile is no grey profile: untagged grey
+
+
+def test_a_rotated_wide_gamut_jpeg_is_turned_and_converted() -> None:
+    """Issue 16: fails on main before the fix (profile dropped); passes: the Pillow path (EXIF
+    orientation 6) keeps the profile through the rotation and converts it."""
+    adobe = Image.fromarray(chart.render_rgb(chart.chart_image(), "adobe-rgb-1998"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90° clockwise: stored turned the other way
+    data = chart.save(
+        adobe.transpose(Image.Transpose.ROTATE_90), "JPEG", icc.rgb_profile("adobe-rgb-1998"), exif=exif.tobytes()
+    )
+    assert recompress_fast_jpeg(data) is None
+    de = chart.measure(data, recompress)
+    assert de.mean() <= 1.0 and de.max() <= 3.0
+
+
+def test_a_cielab_tiff_is_converted_from_lab() -> None:
+    """CIELab (D50) goes through LittleCMS's Lab profile: L* 50 is sRGB mid grey (119), and a chromatic
+    value lands where Pillow's own LAB conversion (which main used) puts it."""
+    buf = io.BytesIO()
+    Image.new("LAB", (32, 32), (128, 128, 128)).save(buf, "TIFF")
+    assert decode(recompress(buf.getvalue(), quality=95).data).getpixel((16, 16)) == (119, 119, 119)
+    buf = io.BytesIO()
+    Image.new("LAB", (32, 32), (200, 160, 100)).save(buf, "TIFF")  # L* 78, a* 32, b* -28
+    got = decode(recompress(buf.getvalue(), quality=95).data).getpixel((16, 16))
+    assert all(abs(g - e) <= 2 for g, e in zip(got, (234, 174, 248), strict=True))
