@@ -24,7 +24,8 @@ that no input metadata leaks out stays one rule without exceptions.
 Transforms cost milliseconds to build, so they are cached per (SHA-256 of the profile, mode); the cache
 also remembers which profiles are sRGB in all but name (a probe converts to within one level), for
 which nothing is applied. LittleCMS transforms can be shared between threads (since 2.3 each call keeps
-its own copy of the one-pixel cache).
+its own copy of the one-pixel cache), and Pillow releases the GIL while one runs, so the codec's
+threads convert in parallel.
 """
 
 from __future__ import annotations
