@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     max_jpeg_scans: int = Field(
         32, gt=0, description="JPEGs with more scans are refused before decoding (progressive scan bombs)."
     )
+    max_icc_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="Larger embedded ICC profiles are ignored (the image is read as sRGB)."
+    )
     decode_timeout: float = Field(30.0, gt=0, description="Seconds one image may take to decode and encode.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")

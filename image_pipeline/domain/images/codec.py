@@ -1,11 +1,13 @@
-"""Recompress one image: sniff the real format, refuse bombs before decoding, fix orientation and
-colour mode, flatten alpha on white, and write a metadata-free baseline JPEG.
+"""Recompress one image: sniff the real format, refuse bombs before decoding, fix orientation, convert
+to sRGB through the embedded ICC profile (colour.py), flatten alpha on white, and write a
+metadata-free (untagged sRGB) baseline JPEG.
 
 Two codec paths give the same result class (RGB baseline JPEG, 4:2:0, same quality, metadata stripped):
 - JPEG -> JPEG through simplejpeg (libjpeg-turbo, no PIL image objects in between: faster than Pillow,
   docs/performance.md), when the input is plain: 8-bit YCbCr or greyscale, EXIF orientation 1 or
-  absent, no downscaling asked.
-  The header and EXIF are read by Pillow's lazy `Image.open`, which decodes no pixels.
+  absent, no downscaling asked, and an embedded profile that is RGB (converted to sRGB after decoding)
+  or sRGB's grey. The header is read by simplejpeg, EXIF and ICC by walking the marker segments
+  (jpeg_markers.py): no pixel is decoded to decide.
 - Pillow for everything else (PNG, WebP, GIF, TIFF, BMP, CMYK/YCCK JPEG, rotated JPEG, 12-bit, scaled
   output with DCT scaling via `draft`), and for any JPEG the fast decoder rejects (so error messages
   come from one place).
@@ -16,10 +18,17 @@ Pure function of bytes in, bytes out, so it runs in a thread or process pool and
 from __future__ import annotations
 
 import io
-import re
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
+
+from image_pipeline.domain.images.colour import (
+    DEFAULT_MAX_ICC_BYTES,
+    WHITE,
+    convert_rgb_array,
+    to_srgb,
+    transform_for,
+)
+from image_pipeline.domain.images.jpeg_markers import jpeg_exif, jpeg_icc, jpeg_scan_count, kept_jpeg
 
 DEFAULT_MAX_SCANS = 32
 
@@ -103,107 +112,8 @@ def _describe_unknown(data: bytes) -> str:
     return "unrecognised file format (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, HEIF/HEIC, AVIF)"
 
 
-def _to_rgb(img):  # PIL.Image
-    """Any mode -> RGB: 16-bit scaled, CMYK converted, palette/alpha flattened on white."""
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
-        hi = img.getextrema()[1] or 1
-        scale = 255.0 / 65535.0 if hi > 255 else 1.0
-        img = img.point(lambda v: v * scale, mode="I").convert("L")
-    elif img.mode == "F":
-        img = img.convert("L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "PA", "La"):
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "RGBa"):
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
-        return background
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return img
-
-
 def _too_many_pixels(w: int, h: int, max_pixels: int) -> ImageError:
     return ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
-
-
-def jpeg_exif(data: bytes) -> bytes | None:
-    """The EXIF payload (APP1 "Exif") of a JPEG, found by walking its marker segments up to the scan.
-
-    No pixel is decoded and no PIL object made: a handful of bytes are read per segment.
-    """
-    pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None  # not at a marker: malformed, let the decoder decide
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
-            pos += 2
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: headers are over
-            return None
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
-            return data[pos + 10 : pos + 2 + length]
-        pos += 2 + length
-    return None
-
-
-# The end of a scan's entropy-coded data: 0xFF followed by a marker byte (not a stuffed 0x00, not a
-# restart marker inside the scan, not fill).
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
-    """(marker, start, end) of each segment after SOI, up to and including EOI; a scan (SOS) includes its
-    entropy-coded data. ValueError(position) where the structure breaks (no EOI is a break too)."""
-    pos, n = 2, len(data)
-    while True:
-        if pos + 2 > n or data[pos] != 0xFF:
-            raise ValueError(pos)
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:
-            yield marker, pos, pos + 2
-            return
-        if marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7 or pos + 4 > n:
-            raise ValueError(pos)
-        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if end > n or end < pos + 4:
-            raise ValueError(pos)
-        if marker == 0xDA:
-            found = _SCAN_END.search(data, end)
-            if found is None:
-                raise ValueError(pos)
-            end = found.start()
-        yield marker, pos, end
-        pos = end
-
-
-def jpeg_scan_count(data: bytes, limit: int) -> int:
-    """How many scans (SOS) the JPEG has, counted without decoding; stops counting past `limit`.
-
-    Where the structure breaks, every SOS marker byte pair after that point is counted instead (an
-    over-count only ever refuses a broken file)."""
-    count = 0
-    try:
-        for marker, _start, _end in jpeg_segments(data):
-            if marker == 0xDA:
-                count += 1
-                if count > limit:
-                    return count
-    except ValueError as exc:
-        count += data.count(b"\xff\xda", exc.args[0])
-    return count
 
 
 def _check_scans(data: bytes, max_scans: int) -> None:
@@ -211,65 +121,6 @@ def _check_scans(data: bytes, max_scans: int) -> None:
     if scans > max_scans:
         # libjpeg-turbo's documented DoS: every scan of a progressive JPEG costs a pass over the image.
         raise ImageError(f"JPEG has more than {max_scans} scans (progressive scan bomb refused before decoding)")
-
-
-# What a kept original may hold: the tables, the frame, restart interval, scans and EOI. Everything a
-# decoder skips (APPn, COM, unknown markers, bytes after EOI) is left out.
-_KEPT_MARKERS = frozenset({0xDB, 0xC4, 0xDD, 0xC0, 0xC1, 0xC2, 0xDA, 0xD9})
-_JFIF = b"\xff\xe0\x00\x10JFIF\x00"
-
-
-def kept_jpeg(data: bytes) -> bytes | None:
-    """`data` rebuilt as only the image, or None when it cannot be kept (then our encoding is stored).
-
-    Kept: SOI, a plain JFIF APP0 (16 bytes, no thumbnail), the quantisation tables the frame uses, the
-    Huffman tables, one baseline/extended/progressive frame, DRI, the scans, EOI. The rebuilt stream
-    must then decode strictly (libjpeg-turbo warnings are errors): bytes inside a scan that the decoder
-    would skip over ("extraneous bytes before marker") or a bogus progression refuse keeping it.
-    """
-    import simplejpeg
-
-    try:
-        segments = list(jpeg_segments(data))
-    except ValueError:
-        return None
-    frames = [(s, e) for m, s, e in segments if m in (0xC0, 0xC1, 0xC2)]
-    if len(frames) != 1 or any(m not in _KEPT_MARKERS and not 0xE0 <= m <= 0xFE for m, _, _ in segments):
-        return None  # lossless, hierarchical, arithmetic, DNL or unknown markers: not ours to keep
-    fs, fe = frames[0]
-    components = data[fs + 9]
-    used_q = {data[fs + 10 + 3 * i + 2] for i in range(components) if fs + 10 + 3 * i + 2 < fe}
-    out = [b"\xff\xd8"]
-    for marker, start, end in segments:
-        seg = data[start:end]
-        if (
-            marker == 0xE0
-            and seg[: len(_JFIF)] == _JFIF
-            and len(seg) == 18
-            and seg[16:18] == b"\x00\x00"
-            and len(out) == 1
-        ):
-            out.append(seg)
-        elif marker == 0xDB:
-            tables, pos = [], start + 4
-            while pos < end:
-                size = 129 if data[pos] >> 4 else 65
-                if (data[pos] & 0x0F) in used_q:
-                    tables.append(data[pos : pos + size])
-                pos += size
-            if pos != end:
-                return None
-            if tables:
-                body = b"".join(tables)
-                out.append(b"\xff\xdb" + (len(body) + 2).to_bytes(2, "big") + body)
-        elif marker in _KEPT_MARKERS:
-            out.append(seg)
-    rebuilt = b"".join(out)
-    try:
-        simplejpeg.decode_jpeg(rebuilt, colorspace="RGB", strict=True)
-    except ValueError:
-        return None
-    return rebuilt
 
 
 def _exif_orientation(exif: bytes) -> int:
@@ -293,6 +144,7 @@ def recompress_fast_jpeg(
     max_pixels: int = 50_000_000,
     max_dimension: int | None = None,
     max_scans: int = DEFAULT_MAX_SCANS,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> Recompressed | None:
     """JPEG -> JPEG through simplejpeg; None when this input needs the Pillow path (see module doc)."""
     import simplejpeg
@@ -309,8 +161,13 @@ def recompress_fast_jpeg(
     exif = jpeg_exif(data)
     if exif is not None and _exif_orientation(exif) != 1:
         return None  # rotate/flip first: Pillow's exif_transpose
+    icc = jpeg_icc(data, max_icc_bytes)
+    if icc is not None and colorspace == "Gray" and transform_for(icc, "L") is not None:
+        return None  # grey with a grey profile that is not sRGB's curve: Pillow's path converts it
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")  # strict: corrupt input goes to Pillow
+        if icc is not None and colorspace == "YCbCr":
+            pixels = convert_rgb_array(pixels, icc)  # Display P3, Adobe RGB...: to sRGB after decoding
         encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
     except ValueError:
         return None
@@ -327,24 +184,33 @@ def recompress(
     max_dimension: int | None = None,
     fast_jpeg: bool = True,
     max_scans: int = DEFAULT_MAX_SCANS,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+    background: tuple[int, int, int] = WHITE,
 ) -> Recompressed:
-    """Decode `data` and encode it as an RGB JPEG at `quality`. Raises ImageError with a reason.
+    """Decode `data` and encode it as an untagged sRGB JPEG at `quality`. Raises ImageError with a reason.
 
-    A JPEG with more than `max_scans` scans is refused before any pixel is decoded."""
+    A JPEG with more than `max_scans` scans is refused before any pixel is decoded; an embedded ICC
+    profile over `max_icc_bytes` is ignored; transparency is flattened onto `background`."""
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(_describe_unknown(data))
     if fmt == "JPEG":
         _check_scans(data, max_scans)
     if fmt == "JPEG" and fast_jpeg:
-        fast = recompress_fast_jpeg(data, quality, max_pixels, max_dimension, max_scans)
+        fast = recompress_fast_jpeg(data, quality, max_pixels, max_dimension, max_scans, max_icc_bytes)
         if fast is not None:
             return fast
-    return recompress_pillow(data, fmt, quality, max_pixels, max_dimension)
+    return recompress_pillow(data, fmt, quality, max_pixels, max_dimension, max_icc_bytes, background)
 
 
 def recompress_pillow(
-    data: bytes, fmt: str, quality: int = 50, max_pixels: int = 50_000_000, max_dimension: int | None = None
+    data: bytes,
+    fmt: str,
+    quality: int = 50,
+    max_pixels: int = 50_000_000,
+    max_dimension: int | None = None,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+    background: tuple[int, int, int] = WHITE,
 ) -> Recompressed:
     """The Pillow path: every accepted format and mode (`fmt` as sniffed)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -368,7 +234,9 @@ def recompress_pillow(
                 img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            if len(img.info.get("icc_profile") or b"") > max_icc_bytes:
+                img.info.pop("icc_profile")  # over the limit: treated as untagged
+            img = to_srgb(img, background=background, source_format=fmt)
             if max_dimension and max(img.size) > max_dimension:
                 img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
             out = io.BytesIO()

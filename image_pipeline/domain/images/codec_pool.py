@@ -119,7 +119,7 @@ class CodecPool:
 
 async def recompress_in(pool: CodecPool, body: bytes, opts: ProcessOptions):  # -> codec.Recompressed
     """`recompress` (the seed's one JPEG) in the pool, within `opts.decode_timeout` of a worker starting on it."""
-    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans)
+    args = (body, opts.quality, opts.max_pixels, opts.max_dimension, opts.fast_jpeg, opts.max_scans, opts.max_icc_bytes)
     return await run_in(pool, recompress, args, opts.decode_timeout)
 
 
@@ -127,7 +127,8 @@ async def render_in(pool: CodecPool, body: bytes, renditions: tuple, opts: Proce
     """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit."""
     from image_pipeline.domain.images.renditions import render_source
 
-    return await run_in(pool, render_source, (body, renditions, opts.max_pixels, opts.max_scans), opts.decode_timeout)
+    args = (body, renditions, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
+    return await run_in(pool, render_source, args, opts.decode_timeout)
 
 
 async def run_in(pool: CodecPool, fn, args: tuple, timeout: float):

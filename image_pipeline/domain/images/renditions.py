@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from image_pipeline.domain.images.codec import (
+    DEFAULT_MAX_ICC_BYTES,
     DEFAULT_MAX_SCANS,
     ImageError,
     _check_scans,
@@ -32,6 +33,7 @@ from image_pipeline.domain.images.codec import (
     sniff_format,
     struct_error,
 )
+from image_pipeline.domain.images.colour import to_srgb
 
 FORMATS = ("jpeg", "webp", "avif", "png", "auto")
 FITS = ("inside", "cover", "pad", "trim_pad")
@@ -117,21 +119,26 @@ def render_all(
     renditions: list[Rendition] | tuple[Rendition, ...],
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> list[Rendered]:
     """Every rendition of `data`, from one decode. Raises ImageError with a reason."""
     if not renditions:
         raise ValueError("no renditions")
     needs = [r.longest for r in renditions]
     draft = None if any(n is None for n in needs) else max(n for n in needs if n is not None)
-    decoded = decode(data, max_pixels, max_scans, draft)
+    decoded = decode(data, max_pixels, max_scans, draft, max_icc_bytes)
     try:
         return [_render(decoded, r) for r in renditions]
     except (OSError, ValueError) as exc:
         raise ImageError(f"could not encode the image: {exc}") from exc
 
 
-def decode(data: bytes, max_pixels: int, max_scans: int, draft: int | None = None) -> Decoded:
-    """One decode: sniffed format, bomb limits before any pixel, orientation applied, RGB or RGBA."""
+def decode(
+    data: bytes, max_pixels: int, max_scans: int, draft: int | None = None, max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES
+) -> Decoded:
+    """One decode: sniffed format, bomb limits before any pixel, orientation applied, sRGB through the
+    embedded profile (`colour.to_srgb`), RGB, or RGBA when the source has transparency (each rendition
+    then flattens it on its background or keeps it)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     fmt = sniff_format(data)
@@ -154,8 +161,10 @@ def decode(data: bytes, max_pixels: int, max_scans: int, draft: int | None = Non
             exif = img.getexif()
             tags = {t: str(exif[t]) for t in (_COPYRIGHT, _ARTIST) if t in exif and str(exif[t]).strip()}
             img.load()
+            if len(img.info.get("icc_profile") or b"") > max_icc_bytes:
+                img.info.pop("icc_profile")  # over the limit: treated as untagged, as the seed path does
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb_or_rgba(img)
+            img = to_srgb(img, background=None, source_format=fmt)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -165,16 +174,6 @@ def decode(data: bytes, max_pixels: int, max_scans: int, draft: int | None = Non
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
         raise ImageError(f"corrupt or truncated {fmt} image: {exc}") from exc
     return Decoded(img, fmt, (w, h), tags)
-
-
-def _to_rgb_or_rgba(img):  # PIL.Image -> PIL.Image
-    """RGB, or RGBA when the source has transparency (each rendition then flattens or keeps it)."""
-    from image_pipeline.domain.images.codec import _to_rgb
-
-    has_alpha = img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        return img.convert("RGBA")
-    return _to_rgb(img)
 
 
 def fit_geometry(src: tuple[int, int], r: Rendition) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -287,12 +286,13 @@ def render_source(
     renditions: list[Rendition] | tuple[Rendition, ...],
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> list[Rendered]:
     """`render_all`, then the never-larger rule where it makes sense: same format (JPEG), same size,
     no metadata kept, and the source's own coded image smaller than ours."""
     from image_pipeline.domain.images.codec import _is_plain_jpeg, kept_jpeg
 
-    rendered = render_all(data, renditions, max_pixels, max_scans)
+    rendered = render_all(data, renditions, max_pixels, max_scans, max_icc_bytes)
     if sniff_format(data) != "JPEG":
         return rendered
     out: list[Rendered] = []

@@ -54,6 +54,7 @@ class ProcessOptions:
     process_pool_min: int = 500
     fast_jpeg: bool = True  # JPEG->JPEG through simplejpeg when the input allows it
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
+    max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
 
     @classmethod
@@ -72,6 +73,7 @@ class ProcessOptions:
             encode_pool=s.encode_pool,
             fast_jpeg=s.fast_jpeg,
             max_scans=s.max_jpeg_scans,
+            max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
         )
 
