@@ -14,6 +14,7 @@ from image_pipeline.domain.runs import (
     PARTITION_TAG,
     RECONCILE_SENSOR_NAME,
     REQUEST_ID_TAG,
+    RETRY_WITHDRAWN_TAG,
     SENSOR_NAME,
     TRIGGER_TAG,
     job_name_for,
@@ -83,9 +84,10 @@ def request_failure_sensor(context: dg.RunFailureSensorContext, pipeline: Pipeli
     if not request_id:
         return
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
-    if run.tags.get(WILL_RETRY_TAG) == "true":
+    if run.tags.get(WILL_RETRY_TAG) == "true" or RETRY_WITHDRAWN_TAG in run.tags:
         # Run retries (dagster.yaml `run_retries`) will start this request again, e.g. after its worker was
-        # killed: the caller hears about the request when the retry ends, not now.
+        # killed, or the reconciliation sensor took over a retry that did not come (will_retry is then
+        # false, and this sensor may see the failure only now): the caller hears when that run ends.
         context.log.info(f"run {run.run_id} of {request_id} failed and will be retried; not failing the request")
         return
     reason = context.failure_event.message or "the processing run failed"
@@ -108,6 +110,7 @@ def _latest_run(instance: dg.DagsterInstance, request_id: str):  # -> (DagsterRu
         events = instance.get_records_for_run(run.run_id, ascending=False, limit=1).records
         if events:
             last_event_at = datetime.fromtimestamp(events[0].event_log_entry.timestamp, UTC)
+    withdrawn = run.tags.get(RETRY_WITHDRAWN_TAG)
     facts = RunFacts(
         run_id=run.run_id,
         status=run.status.value,
@@ -116,6 +119,7 @@ def _latest_run(instance: dg.DagsterInstance, request_id: str):  # -> (DagsterRu
         last_event_at=last_event_at,
         will_retry=run.tags.get(WILL_RETRY_TAG),
         retried_by=run.tags.get(AUTO_RETRY_RUN_ID_TAG),
+        retry_withdrawn_at=datetime.fromisoformat(withdrawn) if withdrawn else None,
     )
     return run, facts
 
@@ -137,8 +141,8 @@ def _free_pool_slots(context: dg.SensorEvaluationContext, run_id: str) -> None:
 def request_reconcile_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineParam) -> dg.SensorResult:
     """Every pending/processing request whose latest run ended, was cancelled, or went silent ends in a
     final state: the dead run is marked failed (run retries may then re-run it), a lost retry is
-    re-launched (at most `IMGPIPE_RECONCILE_MAX_RELAUNCHES` times), and otherwise the request is failed
-    with its final webhook (`domain.request.reconcile.decide` has the rules).
+    withdrawn from Dagster and then re-launched (at most `IMGPIPE_RECONCILE_MAX_RELAUNCHES` times), and
+    otherwise the request is failed with its final webhook (`domain.request.reconcile.decide` has the rules).
 
     Walks every unfinished request, `IMGPIPE_RECONCILE_BATCH` per tick, by `seq` from its cursor and
     round again, so a large backlog cannot hide the newest ones.
@@ -170,6 +174,8 @@ def request_reconcile_sensor(context: dg.SensorEvaluationContext, pipeline: Pipe
         if action.kind == "fail_run":
             instance.report_run_failed(run, action.reason)
             _free_pool_slots(context, run.run_id)
+        elif action.kind == "withdraw_retry":
+            instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false", RETRY_WITHDRAWN_TAG: now.isoformat()})
         elif action.kind == "fail_request":
             if run is not None:
                 _free_pool_slots(context, run.run_id)

@@ -25,6 +25,9 @@ URLS_TAG = "imgpipe/urls"
 TRIGGER_TAG = "imgpipe/trigger"  # "retry", "retention" (schedules) or "reconcile" (reconciliation sensor)
 RETRY_TAG = "imgpipe/retry_attempt"
 LAUNCHED_BY_TAG = "imgpipe/launched_by"
+# Set by the reconciliation sensor on a failed run whose promised retry never came (with
+# dagster/will_retry=false, so Dagster's retry daemon leaves it alone): when it took the retry over.
+RETRY_WITHDRAWN_TAG = "imgpipe/retry_withdrawn_at"
 # Dagster's run monitoring (enabled in every dagster.yaml here) fails a run older than this many seconds.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 DEFAULT_RUN_MAX_RUNTIME = 1800.0  # IMGPIPE_RUN_MAX_RUNTIME: seconds every run may take...

@@ -117,18 +117,29 @@ def test_queued_then_cancelled_run_fails_the_pending_request(quick, instance, su
     assert [e["type"] for e in webhook_of(webhook_receiver, rid)] == ["request.failed"]
 
 
+def lose_retry(instance, rid: str, **tags: str) -> dg.DagsterRun:
+    """A run of `rid` that failed with dagster/will_retry=true (so the failure sensor stood aside)."""
+    run = add_run(instance, rid, dg.DagsterRunStatus.STARTED, **tags)
+    instance.report_run_failed(run, "worker died")
+    instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "true"})
+    return run
+
+
 def test_a_promised_retry_that_never_launched_is_relaunched_then_failed(
     quick, instance, submit, webhook_receiver
 ) -> None:
     """Run failed with dagster/will_retry=true (so the failure sensor stood aside) and the retry daemon
     never created the retry (its launch broke, or the daemon died in between). Fails before the fix:
-    the request stays processing forever. The sensor re-launches it once, then fails it."""
+    the request stays processing forever. The sensor withdraws the promised retry, re-launches the
+    request once a grace later, then fails it."""
     settings, resources = quick
     rid = one_url_request(submit, webhook_receiver)
     mark_processing(settings, rid)
-    run = add_run(instance, rid, dg.DagsterRunStatus.STARTED)
-    instance.report_run_failed(run, "worker died")
-    instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "true"})
+    run = lose_retry(instance, rid)
+    time.sleep(GRACE + 0.1)
+    assert not tick(resources, instance).run_requests
+    assert instance.get_run_by_id(run.run_id).tags[WILL_RETRY_TAG] == "false"  # withdrawn from Dagster
+    assert not tick(resources, instance).run_requests  # within the grace after the withdrawal
     time.sleep(GRACE + 0.1)
     result = tick(resources, instance)
     [again] = result.run_requests
@@ -137,13 +148,39 @@ def test_a_promised_retry_that_never_launched_is_relaunched_then_failed(
     assert db_request(settings, rid)[0].status == "processing" and not webhook_of(webhook_receiver, rid)
 
     # The re-launched run is lost the same way: the sensor's budget (1) is spent, so the request fails.
-    relaunched = add_run(instance, rid, dg.DagsterRunStatus.STARTED, **again.tags)
-    instance.report_run_failed(relaunched, "worker died again")
-    instance.add_run_tags(relaunched.run_id, {WILL_RETRY_TAG: "true"})
+    lose_retry(instance, rid, **again.tags)
+    time.sleep(GRACE + 0.1)
+    assert not tick(resources, instance).run_requests
     time.sleep(GRACE + 0.1)
     assert not tick(resources, instance).run_requests
     req, _ = db_request(settings, rid)
     assert req.status == "failed" and "never launched" in req.error
+    assert [e["type"] for e in webhook_of(webhook_receiver, rid)] == ["request.failed"]
+
+
+def test_a_late_retry_is_not_doubled(quick, instance, submit, webhook_receiver) -> None:
+    """Dagster's retry daemon is only late (it was down, or its code location was, for longer than the
+    grace): its retry shows up after the sensor gave up waiting. Fails before the fix: the sensor had
+    already launched a run of its own, so the request ran twice (seen with a real daemon:
+    tests/faults/test_run_endings.py). Now the sensor only withdraws the promise at first, and the
+    late retry is the one run."""
+    settings, resources = quick
+    rid = one_url_request(submit, webhook_receiver)
+    mark_processing(settings, rid)
+    lose_retry(instance, rid)
+    time.sleep(GRACE + 0.1)
+    assert not tick(resources, instance).run_requests
+    late = add_run(instance, rid, dg.DagsterRunStatus.QUEUED, **{"dagster/retry_number": "1"})
+    time.sleep(GRACE + 0.1)
+    assert not tick(resources, instance).run_requests
+    assert db_request(settings, rid)[0].status == "processing" and not webhook_of(webhook_receiver, rid)
+
+    # The late retry is the request's run from now on: cancelled, it fails the request (which the
+    # tests after this one must not find unfinished in the shared database).
+    instance.report_run_canceled(late)
+    time.sleep(GRACE + 0.1)
+    assert not tick(resources, instance).run_requests
+    assert db_request(settings, rid)[0].status == "failed"
     assert [e["type"] for e in webhook_of(webhook_receiver, rid)] == ["request.failed"]
 
 

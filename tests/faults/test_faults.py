@@ -6,60 +6,55 @@ status, exactly one final webhook (valid signature)."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 import redis
-from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from image_pipeline.domain.db.engine import make_engine, session_factory
-from image_pipeline.domain.db.models import ImageRequest, ImageResult
 from image_pipeline.domain.keys import input_key
 from image_pipeline.domain.objects.s3 import make_s3_client
 from image_pipeline.domain.status import status_document
-from tests.support.fault_stack import Stack, make_env, slow_images, wait_until
-from tests.support.inputs import csv_bytes, make_image
+from tests.support.fault_checks import (
+    FINAL,
+    dagster_runs,
+    db_rows,
+    final_webhooks,
+    one_request_csv,
+    started_worker,
+    stored_images,
+)
+from tests.support.fault_stack import Stack, fault_stack, slow_images, wait_until
+from tests.support.inputs import make_image
 from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_database
 from tests.support.throwaway import ThrowawayPostgres, ThrowawayRedis
-
-FINAL = ("completed", "partially_failed", "failed")
 
 
 @pytest.fixture
 def stack_factory(tmp_path, s3_endpoint, bucket, image_server, webhook_receiver):
-    created: list[tuple[Stack, str]] = []
+    with ExitStack() as stacks:
 
-    def make(database_url: str, redis_url: str, warm_launcher: bool = False, **env: str) -> Stack:
-        dagster_pg = create_pg_database("imgpipe_fault_dagster")
-        logs = tmp_path / "logs"
-        logs.mkdir(exist_ok=True)
-        extra_env = env
-        env = make_env(
-            tmp_path,
-            database_url=database_url,
-            dagster_pg=dagster_pg,
-            redis_url=redis_url,
-            bucket=bucket,
-            s3_endpoint=s3_endpoint,
-            allow=f"{image_server.allow},{webhook_receiver.allow}",
-            warm_launcher=warm_launcher,
-        )
-        stack = Stack(env, logs)
-        stack.env.update(extra_env)
-        created.append((stack, dagster_pg))
-        return stack
+        def make(database_url: str, redis_url: str, warm_launcher: bool = False, **env: str) -> Stack:
+            return stacks.enter_context(
+                fault_stack(
+                    tmp_path,
+                    database_url=database_url,
+                    redis_url=redis_url,
+                    bucket=bucket,
+                    s3_endpoint=s3_endpoint,
+                    allow=f"{image_server.allow},{webhook_receiver.allow}",
+                    warm_launcher=warm_launcher,
+                    **env,
+                )
+            )
 
-    yield make
-    for stack, dagster_pg in created:
-        stack.stop()
-        drop_pg_database(dagster_pg)
+        yield make
 
 
 @pytest.fixture
@@ -70,64 +65,9 @@ def app_db() -> Iterator[str]:
     drop_pg_database(url)
 
 
-def one_request_csv(urls: list[str]) -> bytes:
-    return csv_bytes([(str(i + 1), f"P{i}", [u]) for i, u in enumerate(urls)])
-
-
-def stored_images(s3_endpoint: str, bucket: str, rid: str) -> list[str]:
-    listed = make_s3_client(s3_endpoint, "us-east-1").list_objects_v2(Bucket=bucket, Prefix=f"requests/{rid}/images/")
-    return sorted(o["Key"] for o in listed.get("Contents", []))
-
-
-def final_webhooks(receiver, rid: str, settle_s: float = 3.0, timeout: float = 120) -> list:
-    """The deliveries for `rid`: waits for the first, then a little longer for any duplicate to show up."""
-
-    def mine() -> list:
-        return [d for d in list(receiver.deliveries) if d.json()["request_id"] == rid]
-
-    wait_until(lambda: bool(mine()), timeout, f"no webhook for {rid}")
-    time.sleep(settle_s)
-    return mine()
-
-
-def db_rows(url: str, rid: str) -> tuple[ImageRequest, list[ImageResult]]:
-    engine = make_engine(url)
-    with session_factory(engine)() as s:
-        req = s.scalars(select(ImageRequest).where(ImageRequest.id == rid)).one()
-        results = list(s.scalars(select(ImageResult).where(ImageResult.request_id == rid)).all())
-    engine.dispose()
-    return req, results
-
-
-def dagster_runs(stack: Stack, rid: str, monkeypatch) -> list[dg.DagsterRun]:
-    monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", stack.env["IMGPIPE_DAGSTER_PG_URL"])
-    with dg.DagsterInstance.from_config(stack.env["DAGSTER_HOME"]) as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": rid}))
-    return sorted(runs, key=lambda r: r.tags.get("dagster/retry_number", "0"))
-
-
-def run_worker_pid(stack: Stack, run_id: str, monkeypatch) -> int | None:
-    """The pid of a run's worker process: the warm launcher's run tag, or the default launcher's
-    "Started process for run (pid: N)" event."""
-    from dagster._core.events import DagsterEventType
-
-    from image_pipeline.dagster_plugins.warm_fork_launcher import PID_TAG
-
-    monkeypatch.setenv("IMGPIPE_DAGSTER_PG_URL", stack.env["IMGPIPE_DAGSTER_PG_URL"])
-    with dg.DagsterInstance.from_config(stack.env["DAGSTER_HOME"]) as instance:
-        tagged = instance.get_run_by_id(run_id).tags.get(PID_TAG)
-        if tagged:
-            return int(tagged)
-        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            m = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
-            if m:
-                return int(m.group(1))
-    return None
-
-
 @pytest.mark.parametrize("launcher", ["default", "warm_fork"])
 def test_sigkill_of_the_run_worker_mid_request(
-    launcher, stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket, redis_url, monkeypatch
+    launcher, stack_factory, app_db, image_server, webhook_receiver, s3_endpoint, bucket, redis_url
 ) -> None:
     """Dagster's default launcher (a process per run, compose) and the warm-fork launcher (`make up`)."""
     stack = stack_factory(app_db, redis_url, warm_launcher=launcher == "warm_fork")
@@ -136,15 +76,7 @@ def test_sigkill_of_the_run_worker_mid_request(
     urls = slow_images(image_server, 12, 1.5)  # 2 at a time: about 9 s of downloading
     rid = stack.upload(one_request_csv(urls), webhook_receiver.url)
 
-    pid = None
-
-    def worker_started() -> bool:
-        nonlocal pid
-        runs = dagster_runs(stack, rid, monkeypatch)
-        pid = runs and run_worker_pid(stack, runs[0].run_id, monkeypatch)
-        return bool(pid)
-
-    wait_until(worker_started, 180, "the run never started", stack.tail)
+    _, pid = started_worker(stack, rid)
     stack.wait_status(rid, lambda s: s["progress"]["done"] >= 2)
     os.kill(pid, signal.SIGKILL)  # mid-download: about half the images are still to come
     _, recorded = db_rows(app_db, rid)
@@ -154,8 +86,8 @@ def test_sigkill_of_the_run_worker_mid_request(
     final = stack.wait_status(rid, lambda s: s["status"] in FINAL, 300)
     assert final["status"] == "completed" and final["progress"] == {"total": 12, "done": 12, "failed": 0}
     final_webhooks(webhook_receiver, rid, settle_s=0)
-    wait_until(lambda: all(r.is_finished for r in dagster_runs(stack, rid, monkeypatch)), 60, "runs not finished")
-    runs = dagster_runs(stack, rid, monkeypatch)
+    wait_until(lambda: all(r.is_finished for r in dagster_runs(stack, rid)), 60, "runs not finished")
+    runs = dagster_runs(stack, rid)
     assert [r.status for r in runs] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS], stack.tail()
     assert runs[1].tags.get("dagster/retry_number") == "1"
 

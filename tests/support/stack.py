@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from image_pipeline.cli.processes import spawn, stop, wait_http
 from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
 from image_pipeline.dagster_plugins.warm_fork_launcher import WARM_LAUNCHER_YAML
@@ -35,16 +37,32 @@ class Stack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def dagster_home(tmp_path: Path, warm_launcher: bool = False, instance_yaml: Path = ROOT / "dagster.yaml") -> Path:
+def dagster_home(
+    tmp_path: Path,
+    warm_launcher: bool = False,
+    instance_yaml: Path = ROOT / "dagster.yaml",
+    overrides: dict | None = None,
+) -> Path:
     """A DAGSTER_HOME with the repo's dagster.yaml (or `instance_yaml`); `warm_launcher`: runs fork from
-    a warm process (WarmForkRunLauncher, as `make up` runs them) instead of Dagster's default launcher."""
+    a warm process (WarmForkRunLauncher, as `make up` runs them) instead of Dagster's default launcher.
+    `overrides`: sections merged into the instance file, e.g. {"concurrency": {"runs": {...}}}."""
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copyfile(instance_yaml, home / "dagster.yaml")
+    if overrides:
+        config = _merged(yaml.safe_load((home / "dagster.yaml").read_text()), overrides)
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if warm_launcher:
         with open(home / "dagster.yaml", "a") as f:
             f.write(WARM_LAUNCHER_YAML)
     return home
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
 
 
 @contextmanager

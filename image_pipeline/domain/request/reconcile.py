@@ -25,7 +25,7 @@ WAITING = frozenset({"QUEUED", "STARTING", "CANCELING"})  # someone else's clock
 LIVE = frozenset({"NOT_STARTED", "STARTED"})  # only its own signs of life say it is alive
 ENDED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
-Kind = Literal["wait", "fail_run", "relaunch", "fail_request"]
+Kind = Literal["wait", "fail_run", "withdraw_retry", "relaunch", "fail_request"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class RunFacts:
     last_event_at: datetime | None = None
     will_retry: str | None = None  # the run's dagster/will_retry tag
     retried_by: str | None = None  # dagster/auto_retry_run_id: its automatic retry was created
+    retry_withdrawn_at: datetime | None = None  # this sensor took a promised retry over (runs.RETRY_WITHDRAWN_TAG)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ def decide(
     - not started / started: alive while it logs events or records progress; silent beyond
       `silence_s` -> mark the run failed (run retries and the next ticks take it from there);
     - ended, `grace_s` ago or more, and the request is still not final:
-      cancelled -> fail the request; failed and no retry coming (or a promised retry never created) ->
-      relaunch (a lost retry) or fail; succeeded without finishing the request -> relaunch or fail.
+      cancelled -> fail the request; failed and no retry coming -> fail the request; failed with a
+      retry promised (`dagster/will_retry=true`) that never came -> withdraw the promise, and a
+      `grace_s` later, if Dagster's retry has still not appeared, relaunch (or fail); succeeded
+      without finishing the request -> relaunch or fail.
     """
     if run is None:
         if request_status == PENDING or _age(now, request_updated_at) < bounds.grace_s:
@@ -101,8 +104,17 @@ def decide(
     if run.status == "CANCELED":
         return Action("fail_request", "processing failed: the run was cancelled")
     if run.status == "FAILURE":
-        if run.will_retry == "true" or run.retried_by:
-            # A retry was promised (so the failure sensor stood aside) but is not the latest run.
+        if run.retried_by:  # Dagster created the retry, yet this run is still the latest: it was deleted
+            return _relaunch_or_fail(relaunches, bounds, f"the retry of run {run.run_id} is gone")
+        if run.will_retry == "true":
+            # A retry was promised (so the failure sensor stood aside) and has not come. Dagster's retry
+            # daemon may only be late (it was down, or its code location was): relaunching now would
+            # give the request two runs. Withdraw the promise first (the retry daemon skips a run whose
+            # will_retry is false) and relaunch a grace later, unless its retry showed up meanwhile.
+            return Action("withdraw_retry", f"the retry of run {run.run_id} did not come: taking it over")
+        if run.retry_withdrawn_at is not None:
+            if _age(now, run.retry_withdrawn_at) < bounds.grace_s:
+                return WAIT
             return _relaunch_or_fail(relaunches, bounds, f"the retry of run {run.run_id} was never launched")
         return Action("fail_request", f"processing failed: run {run.run_id} failed")
     return _relaunch_or_fail(relaunches, bounds, f"run {run.run_id} ended without finishing the request")
