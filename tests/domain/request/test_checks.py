@@ -7,7 +7,13 @@ from image_pipeline.domain.request.checks import even_positions, scan
 
 def result(idx: int, status: str = "done", bytes_out: int = 5, kept: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
-        idx=idx, status=status, output_key=f"k{idx}", bytes_in=10, bytes_out=bytes_out, kept_original=kept
+        idx=idx,
+        status=status,
+        output_key=f"k{idx}",
+        bytes_in=10,
+        bytes_out=bytes_out,
+        kept_original=kept,
+        renditions=None,
     )
 
 
