@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from image_pipeline.domain.images.colour import (
@@ -213,36 +215,44 @@ def recompress_pillow(
     background: tuple[int, int, int] = WHITE,
 ) -> Recompressed:
     """The Pillow path: every accepted format and mode (`fmt` as sniffed)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
+
+    with pillow_decoding(fmt, max_pixels):
+        img = open_checked(data, fmt, max_pixels)
+        if max_dimension and max(img.size) > max_dimension and fmt == "JPEG":
+            img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        drop_large_icc(img, max_icc_bytes)
+        img = to_srgb(img, background=background, source_format=fmt)
+        if max_dimension and max(img.size) > max_dimension:
+            img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        # Metadata stripped: no exif/icc passed, and `info` emptied (Pillow re-writes a JPEG comment from it).
+        img.info = {}
+        img.save(out, "JPEG", quality=quality)
+    encoded = out.getvalue()
+    width, height = img.size
+    kept = _keep(data, encoded, max_dimension) if fmt == "JPEG" else None
+    if kept is not None:
+        return Recompressed(kept, width, height, fmt, kept_original=True)
+    return Recompressed(encoded, width, height, fmt)
+
+
+@contextmanager
+def pillow_decoding(fmt: str, max_pixels: int) -> Iterator[None]:
+    """Where Pillow decodes: its own bomb guard at our limit (IMGPIPE_MAX_IMAGE_PIXELS; one value per
+    process) with its warnings as errors, not log lines, and every decoder error as an ImageError in
+    words. The seed path and the renditions path both decode inside it."""
+    from PIL import Image, UnidentifiedImageError
 
     if fmt == "HEIF":
         register_heif()
     try:
         with warnings.catch_warnings():
-            # Pillow's own guard uses the same limit (IMGPIPE_MAX_IMAGE_PIXELS; one value per process),
-            # and its decompression-bomb warnings are errors here, not log lines.
             Image.MAX_IMAGE_PIXELS = max_pixels
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=[fmt])
-            # Refuse before decoding a pixel: the header's declared size is all we trust.
-            w, h = img.size
-            if w * h > max_pixels:
-                raise _too_many_pixels(w, h, max_pixels)
-            # Animated GIF/WebP: `open` stands on the first frame, which is the one we keep. Frames are
-            # never counted (`n_frames` walks the whole file: a GIF of a million frames would be a DoS).
-            if max_dimension and max(w, h) > max_dimension and fmt == "JPEG":
-                img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if len(img.info.get("icc_profile") or b"") > max_icc_bytes:
-                img.info.pop("icc_profile")  # over the limit: treated as untagged
-            img = to_srgb(img, background=background, source_format=fmt)
-            if max_dimension and max(img.size) > max_dimension:
-                img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            # Metadata stripped: no exif/icc passed, and `info` emptied (Pillow re-writes a JPEG comment from it).
-            img.info = {}
-            img.save(out, "JPEG", quality=quality)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -251,12 +261,26 @@ def recompress_pillow(
         raise ImageError(f"not a decodable {fmt} image") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
         raise ImageError(f"corrupt or truncated {fmt} image: {exc}") from exc
-    encoded = out.getvalue()
-    width, height = img.size
-    kept = _keep(data, encoded, max_dimension) if fmt == "JPEG" else None
-    if kept is not None:
-        return Recompressed(kept, width, height, fmt, kept_original=True)
-    return Recompressed(encoded, width, height, fmt)
+
+
+def open_checked(data: bytes, fmt: str, max_pixels: int):  # -> PIL.Image, not decoded yet
+    """`data` opened lazily as `fmt`, refused before a pixel is decoded when its header's declared size
+    is over `max_pixels` (the header is all we trust). Animated GIF/WebP: `open` stands on the first
+    frame, which is the one kept; frames are never counted (`n_frames` walks the whole file: a GIF of a
+    million frames would be a DoS)."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data), formats=[fmt])
+    w, h = img.size
+    if w * h > max_pixels:
+        raise _too_many_pixels(w, h, max_pixels)
+    return img
+
+
+def drop_large_icc(img, max_icc_bytes: int) -> None:  # img: PIL.Image
+    """An embedded profile over `max_icc_bytes` is ignored: the image is treated as untagged."""
+    if len(img.info.get("icc_profile") or b"") > max_icc_bytes:
+        img.info.pop("icc_profile")
 
 
 def _keep(data: bytes, encoded: bytes, max_dimension: int | None) -> bytes | None:

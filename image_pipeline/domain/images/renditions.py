@@ -20,7 +20,6 @@ format is not built yet: docs/renditions.md), so `auto` picks by size at one nom
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass, field
 
 from image_pipeline.domain.images.codec import (
@@ -29,10 +28,10 @@ from image_pipeline.domain.images.codec import (
     ImageError,
     _check_scans,
     _describe_unknown,
-    _too_many_pixels,
-    register_heif,
+    drop_large_icc,
+    open_checked,
+    pillow_decoding,
     sniff_format,
-    struct_error,
 )
 from image_pipeline.domain.images.colour import to_srgb
 
@@ -140,40 +139,24 @@ def decode(
     """One decode: sniffed format, bomb limits before any pixel, orientation applied, sRGB through the
     embedded profile (`colour.to_srgb`), RGB, or RGBA when the source has transparency (each rendition
     then flattens it on its background or keeps it)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(_describe_unknown(data))
     if fmt == "JPEG":
         _check_scans(data, max_scans)
-    if fmt == "HEIF":
-        register_heif()
-    try:
-        with warnings.catch_warnings():
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=[fmt])
-            w, h = img.size
-            if w * h > max_pixels:
-                raise _too_many_pixels(w, h, max_pixels)
-            if draft and fmt == "JPEG" and max(w, h) > draft:
-                img.draft(img.mode if img.mode in ("RGB", "L") else None, (draft, draft))
-            exif = img.getexif()
-            tags = {t: str(exif[t]) for t in (_COPYRIGHT, _ARTIST) if t in exif and str(exif[t]).strip()}
-            img.load()
-            if len(img.info.get("icc_profile") or b"") > max_icc_bytes:
-                img.info.pop("icc_profile")  # over the limit: treated as untagged, as the seed path does
-            img = ImageOps.exif_transpose(img)
-            img = to_srgb(img, background=None, source_format=fmt)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"not a decodable {fmt} image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error()) as exc:
-        raise ImageError(f"corrupt or truncated {fmt} image: {exc}") from exc
+    with pillow_decoding(fmt, max_pixels):
+        img = open_checked(data, fmt, max_pixels)
+        w, h = img.size
+        if draft and fmt == "JPEG" and max(w, h) > draft:
+            img.draft(img.mode if img.mode in ("RGB", "L") else None, (draft, draft))
+        exif = img.getexif()
+        tags = {t: str(exif[t]) for t in (_COPYRIGHT, _ARTIST) if t in exif and str(exif[t]).strip()}
+        img.load()
+        drop_large_icc(img, max_icc_bytes)
+        img = ImageOps.exif_transpose(img)
+        img = to_srgb(img, background=None, source_format=fmt)
     return Decoded(img, fmt, (w, h), tags)
 
 

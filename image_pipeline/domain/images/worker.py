@@ -101,80 +101,41 @@ async def _process_one(
     io_pool: Executor,
     renditions: tuple[Rendition, ...] = (),
 ) -> UrlResult:
-    if renditions:
-        return await _render_one(
-            item, request_id=request_id, store=store, client=client, policy=policy, opts=opts,
-            host_limits=host_limits, codec_pool=codec_pool, io_pool=io_pool, renditions=renditions,
-        )  # fmt: skip
+    """One URL: one fetch, one decode, then the seed's one JPEG or a profile's `renditions`, stored."""
     try:
         # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
         # server share that server's slots.
         fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
-        out = await recompress_in(codec_pool, fetched.body, opts)
-        key = image_key(request_id, item.idx)
+        if renditions:
+            outs = await render_in(codec_pool, fetched.body, renditions, opts)
+        else:
+            outs = [await recompress_in(codec_pool, fetched.body, opts)]
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
     except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
         log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
         return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
-    try:
-        await _store(io_pool, store, key, out.data, "image/jpeg", opts)
-    except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
-        log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
-        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
-    return UrlResult(
-        item.idx,
-        item.row,
-        item.url,
-        "done",
-        bytes_in=len(fetched.body),
-        bytes_out=len(out.data),
-        width=out.width,
-        height=out.height,
-        output_key=key,
-        kept_original=out.kept_original,
-    )
-
-
-async def _render_one(
-    item: WorkItem,
-    *,
-    request_id: str,
-    store: ObjectStore,
-    client,
-    policy: FetchPolicy,
-    opts: ProcessOptions,
-    host_limits: HostLimiter,
-    codec_pool: CodecPool,
-    io_pool: Executor,
-    renditions: tuple[Rendition, ...],
-) -> UrlResult:
-    """A profile's renditions of one URL: one fetch, one decode, every rendition stored."""
-    try:
-        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
-        if fetched.status != 200:
-            raise FetchError(f"HTTP {fetched.status} from image server")
-        outs = await render_in(codec_pool, fetched.body, renditions, opts)
-    except (FetchError, ImageError) as exc:
-        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except Exception as exc:  # as in _process_one: this URL's alone, the text in the log
-        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
-    made: list[dict] = []
+    keys: list[str] = []
     for n, out in enumerate(outs):
-        key = image_key(request_id, item.idx, out.extension, None if n == 0 else out.name)
+        if renditions:  # the first unnamed (it fills `Output Image Urls`), the others by name
+            key = image_key(request_id, item.idx, out.extension, None if n == 0 else out.name)
+            content_type = out.content_type
+        else:
+            key, content_type = image_key(request_id, item.idx), "image/jpeg"
         try:
-            await _store(io_pool, store, key, out.data, out.content_type, opts)
-        except Exception:
+            await _store(io_pool, store, key, out.data, content_type, opts)
+        except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
             log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
             return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
-        made.append(
-            {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
-             "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
-             "source_width": out.source_size[0], "source_height": out.source_size[1]}
-        )  # fmt: skip
+        keys.append(key)
+    made = [
+        {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
+         "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
+         "source_width": out.source_size[0], "source_height": out.source_size[1]}
+        for out, key in zip(outs, keys, strict=True)
+    ] if renditions else None  # fmt: skip
     first = outs[0]
     return UrlResult(
         item.idx,
@@ -182,10 +143,10 @@ async def _render_one(
         item.url,
         "done",
         bytes_in=len(fetched.body),
-        bytes_out=sum(m["bytes"] for m in made),
+        bytes_out=sum(len(out.data) for out in outs),
         width=first.width,
         height=first.height,
-        output_key=made[0]["key"],
+        output_key=keys[0],
         kept_original=first.kept_original,
         renditions=made,
     )
