@@ -38,14 +38,17 @@ def key_of(request: Request) -> str | None:
     return key
 
 
-def fingerprint(data: bytes, webhook_url: str | None, profile: str | None = None) -> str:
-    """What "the same body" means: the file's bytes, the webhook URL and the resolved output profile
-    (its fingerprint: `profile` + `options` as they resolved; none for the seed's default output)."""
+def fingerprint(data: bytes, webhook_url: str | None, profile: str | None = None, force: bool = False) -> str:
+    """What "the same body" means: the file's bytes, the webhook URL, the resolved output profile
+    (its fingerprint: `profile` + `options` as they resolved; none for the seed's default output) and
+    `force` (only when set, so fingerprints of uploads without it stay what they were)."""
     h = hashlib.sha256()
     h.update(hashlib.sha256(data).digest())
     h.update((webhook_url or "").encode())
     if profile:
         h.update(b"\0profile:" + profile.encode())
+    if force:
+        h.update(b"\0force")
     return h.hexdigest()
 
 

@@ -144,6 +144,9 @@ def make_settings(pg_url: str, redis_url: str, s3_endpoint: str, tmp_path):
             "api_base_url": "http://testserver",
             "upload_rate_limit": "off",  # tests that exercise the limit set their own
             "replay_rate_limit": "off",  # (the counts live in the one Redis every test worker shares)
+            # Per-request output keys, as these tests were written for; the sync memory's own tests
+            # (test_sync.py in tests/domain/request, tests/defs and tests/e2e) turn it on.
+            "sync_memory": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -37,6 +37,17 @@ async def _check_webhook(url: str, policy: FetchPolicy, resolve: Resolver) -> st
     return None
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _force(value: str | None) -> bool:
+    """`force`: fetch and encode every URL, whatever the tenant's sync memory holds (docs/sync.md)."""
+    text = (value or "").strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ApiError(422, "force refused", [{"row": 0, "column": "force", "message": "must be true or false"}])
+
+
 def _resolve_profile(session, owner: str, name: str | None, options: str | None, settings) -> Profile | None:
     """The upload's output profile, validated here (field-level 422s) and frozen into the request."""
     try:
@@ -84,6 +95,10 @@ async def upload(
     options: Annotated[
         str | None, Form(description='JSON overrides of the profile: {"renditions": [{"name": ..., ...}]}')
     ] = None,
+    force: Annotated[
+        str | None,
+        Form(description="true: fetch and encode every URL again, ignoring what earlier uploads of this key made"),
+    ] = None,
 ) -> UploadAccepted:
     """Validate a CSV of product image URLs and queue it for processing (202); nothing is stored if refused.
 
@@ -97,9 +112,14 @@ async def upload(
             [{"row": 0, "column": "file", "message": "the limit is IMGPIPE_MAX_UPLOAD_BYTES"}],
         )
     webhook_url = (webhook_url or "").strip() or None
+    forced = _force(force)
     chosen = await run_in_threadpool(_resolve_profile, session, owner, profile, options, settings)
     idem_key = idempotency.key_of(request)
-    digest = idempotency.fingerprint(data, webhook_url, chosen.fingerprint() if chosen else None) if idem_key else None
+    digest = (
+        idempotency.fingerprint(data, webhook_url, chosen.fingerprint() if chosen else None, forced)
+        if idem_key
+        else None
+    )
     if idem_key and (previous := idempotency.previous_answer(session, owner, idem_key, digest, settings, response)):
         return previous
     parsed = parse_csv(data, CsvLimits.from_settings(settings))
@@ -131,6 +151,7 @@ async def upload(
         idempotency_key=idem_key,
         request_hash=digest,
         profile=chosen.canonical_json() if chosen else None,
+        force=forced,
     )
     try:
         # In the threadpool: the event loop keeps reading other uploads while this one waits on I/O.

@@ -18,6 +18,7 @@ EVERY_URL_HAS_RESULT = "every_url_has_result"
 OUTPUTS_DECODE_AS_JPEG = "outputs_decode_as_jpeg"
 OUTPUTS_NOT_LARGER = "outputs_not_larger_than_inputs"
 RENDITIONS_FOLLOW_PROFILE = "renditions_follow_profile"
+ORIGINS_HONOUR_VALIDATORS = "origins_honour_validators"
 
 check_specs = [
     dg.AssetCheckSpec(EVERY_URL_HAS_RESULT, asset=ASSET, description="Every input URL has a result: done or failed."),
@@ -36,6 +37,12 @@ check_specs = [
         asset=ASSET,
         description="A profile's renditions are sRGB, follow their fit's size rule and are never upscaled "
         "unless asked (the same even sample).",
+    ),
+    dg.AssetCheckSpec(
+        ORIGINS_HONOUR_VALIDATORS,
+        asset=ASSET,
+        description="Origins answer a conditional fetch of unchanged bytes with 304 (warns when one answers 200 "
+        "with the same bytes: it ignores validators, and every sync downloads its images again).",
     ),
 ]
 
@@ -79,6 +86,15 @@ def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[d
     if size.larger:
         size_meta["larger"] = dg.MetadataValue.md(_listing([f"#{i}: {a} -> {b} bytes" for i, a, b in size.larger]))
 
+    val = found.validators
+    val_meta = {
+        "conditional_fetches": dg.MetadataValue.int(val.conditional),
+        "validators_ignored": dg.MetadataValue.int(len(val.ignored)),
+    }
+    if val.ignored:
+        val_meta["hosts"] = dg.MetadataValue.md(_listing([f"{h}: {n} URL(s)" for h, n in val.hosts().items()]))
+        val_meta["urls"] = dg.MetadataValue.md(_listing([f"#{i}: {url}" for i, url in val.ignored]))
+
     return [
         dg.AssetCheckResult(check_name=EVERY_URL_HAS_RESULT, asset_key=ASSET, passed=cov.ok, metadata=cov_meta),
         dg.AssetCheckResult(check_name=OUTPUTS_DECODE_AS_JPEG, asset_key=ASSET, passed=dec.ok, metadata=dec_meta),
@@ -90,4 +106,11 @@ def evaluate(ctx: RequestContext, request_id: str, decode_sample: int) -> list[d
             severity=dg.AssetCheckSeverity.WARN,
         ),
         dg.AssetCheckResult(check_name=RENDITIONS_FOLLOW_PROFILE, asset_key=ASSET, passed=rules.ok, metadata=rule_meta),
+        dg.AssetCheckResult(
+            check_name=ORIGINS_HONOUR_VALIDATORS,
+            asset_key=ASSET,
+            passed=val.ok,
+            metadata=val_meta,
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
     ]

@@ -7,7 +7,7 @@ import dagster as dg
 
 from image_pipeline.defs import checks
 from image_pipeline.defs.resources import PipelineParam
-from image_pipeline.defs.steps import MAX_ERRORS_SHOWN, md_table, run_step
+from image_pipeline.defs.steps import MAX_ERRORS_SHOWN, SYNC_COUNTS, md_table, run_step, sync_metadata
 from image_pipeline.domain.request.chunks import (
     Chunk,
     load_plan,
@@ -53,6 +53,11 @@ def compress_chunk(context: dg.OpExecutionContext, pipeline: PipelineParam, chun
             "skipped_already_stored": summary.skipped,
             "bytes_in": summary.bytes_in,
             "bytes_out": summary.bytes_out,
+            "sync_new": summary.new,
+            "sync_changed": summary.changed,
+            "sync_unchanged": summary.unchanged,
+            "encoded": summary.encoded,
+            "bytes_not_refetched": summary.bytes_not_refetched,
         }
     )
 
@@ -94,11 +99,14 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     output, so there is nothing for an IO manager to store (an S3 write and an event per run saved)."""
     ctx = pipeline.context()
     chunks = skipped = kept_original = 0
+    synced = dict.fromkeys(SYNC_COUNTS, 0)
     errors: list[list[str]] = []  # the first few, for the table
     for summary in _chunk_summaries(context, ctx):
         chunks += 1
         skipped += summary["skipped"]
         kept_original += summary["kept_original"]
+        for name in SYNC_COUNTS:  # summaries stored before the sync memory have none of these
+            synced[name] += summary.get(name, 0)
         errors.extend(list(e) for e in summary["errors"][: MAX_ERRORS_SHOWN - len(errors)])
     req = run_step(context, ctx, request_counts)
     meta = {
@@ -112,6 +120,7 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
         "bytes_out": dg.MetadataValue.int(req.bytes_out),
         "bytes_saved": dg.MetadataValue.int(req.bytes_in - req.bytes_out),
     }
+    meta.update(sync_metadata(synced))
     if req.bytes_in:
         meta["ratio"] = dg.MetadataValue.float(round(req.bytes_out / req.bytes_in, 4))
     if errors:

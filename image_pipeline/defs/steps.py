@@ -31,3 +31,13 @@ def run_step(context: dg.OpExecutionContext, ctx: RequestContext, fn, *args):
     except RequestFailed as exc:
         fail_request(ctx, context.partition_key, str(exc))
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+# The sync memory's per-request counts (docs/sync.md), summed over the chunk summaries.
+SYNC_COUNTS = ("new", "changed", "unchanged", "encoded", "bytes_not_refetched", "validators_ignored")
+
+
+def sync_metadata(counts: dict[str, int]) -> dict[str, dg.MetadataValue]:
+    """`compressed_images` metadata: URLs new/changed/unchanged for the tenant, how many were encoded,
+    the bytes a 304 (or an in-request duplicate) spared downloading, and URLs whose origin ignores validators."""
+    return {f"sync_{name}": dg.MetadataValue.int(counts.get(name, 0)) for name in SYNC_COUNTS}

@@ -1,4 +1,5 @@
-"""Every object key of a request, in one place: `requests/<request_id>/...`.
+"""Every object key, in one place: a request's under `requests/<request_id>/...`, and the tenant's
+content-addressed outputs of the sync memory under `outputs/<tenant>/<sha256>/...` (docs/sync.md).
 
 Keys are deterministic, so a re-run overwrites instead of duplicating, and a step finds what an earlier
 step (possibly on another machine) stored without asking anyone. `PUBLIC_IMAGE_KEY` is the only shape
@@ -7,12 +8,17 @@ step (possibly on another machine) stored without asking anyone. `PUBLIC_IMAGE_K
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 IMAGE_INDEX_DIGITS = 7
 # The first rendition of URL n is images/<n>.<ext>; rendition `name` beyond the first is images/<n>-<name>.<ext>.
+# A content-addressed output is outputs/<tenant>/<sha256 of the source bytes>/<rendition settings hash>.<ext>.
+SETTINGS_HASH_CHARS = 16
+TENANT_CHARS = 24
 PUBLIC_IMAGE_KEY = re.compile(
-    rf"^requests/[0-9a-f-]{{36}}/images/\d{{{IMAGE_INDEX_DIGITS}}}(-[a-z0-9][a-z0-9_-]{{0,31}})?\.(jpg|webp|avif|png)$"
+    rf"^(requests/[0-9a-f-]{{36}}/images/\d{{{IMAGE_INDEX_DIGITS}}}(-[a-z0-9][a-z0-9_-]{{0,31}})?"
+    rf"|outputs/[0-9a-f]{{{TENANT_CHARS}}}/[0-9a-f]{{64}}/[0-9a-f]{{{SETTINGS_HASH_CHARS}}})\.(jpg|webp|avif|png)$"
 )
 IMAGE_CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png"}
 
@@ -40,6 +46,18 @@ def image_key(request_id: str, index: int, ext: str = "jpg", rendition: str | No
     """URL `index`'s output: its first rendition (the seed's one JPEG) unnamed, any further one named."""
     suffix = f"-{rendition}" if rendition else ""
     return f"{request_prefix(request_id)}/images/{index:0{IMAGE_INDEX_DIGITS}d}{suffix}.{ext}"
+
+
+def tenant_segment(owner: str) -> str:
+    """The tenant's folder of content-addressed outputs: a hash of the owner id (any owner string is
+    a safe path segment, and two tenants never share one)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:TENANT_CHARS]
+
+
+def content_key(owner: str, content_hash: str, settings_hash: str, ext: str) -> str:
+    """The output made from the source bytes `content_hash` under one rendition's settings: the same
+    bytes and settings give the same key in every request of the tenant (docs/sync.md)."""
+    return f"outputs/{tenant_segment(owner)}/{content_hash}/{settings_hash}.{ext}"
 
 
 def manifest_key(request_id: str) -> str:

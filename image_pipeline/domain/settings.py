@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     )
     decode_timeout: float = Field(30.0, gt=0, description="Seconds one image may take to decode and encode.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
+    sync_memory: bool = Field(
+        True,
+        description="Remember per tenant what each source URL gave and what was made from it: conditional "
+        "fetches, reused outputs, content-addressed output URLs (docs/sync.md); false = per-request outputs.",
+    )
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
     encode_pool: str = Field(
         "thread", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for 500+ URLs."

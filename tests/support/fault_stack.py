@@ -223,6 +223,7 @@ def make_env(
         IMGPIPE_API_KEYS=KEY,
         IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
+        IMGPIPE_SYNC_MEMORY="false",  # per-request output keys, as the stack's tests expect; `env` may turn it on
         IMGPIPE_FETCH_ALLOW=allow,
         IMGPIPE_FETCH_CONCURRENCY="2",
         IMGPIPE_PER_HOST_CONCURRENCY="2",

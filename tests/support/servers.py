@@ -10,6 +10,7 @@ a process of its own (`start_image_server`), so that serving images does not sha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import sys
@@ -77,16 +78,57 @@ def send_empty(h: BaseHTTPRequestHandler, code: int) -> None:
     h.end_headers()
 
 
+def validator_etag(body: bytes) -> str:
+    """The strong ETag an origin that honours validators sends for `body`."""
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+LAST_MODIFIED = "Wed, 02 Dec 2026 10:00:00 GMT"
+
+
+def send_file(h: BaseHTTPRequestHandler, body: bytes, content_type: str, validators: str, serial: int) -> bool:
+    """Answer `body` as an origin with `validators` does: "none" sends no ETag or Last-Modified; "honour"
+    sends both and answers 304 to a matching `If-None-Match` (or, without one, an `If-Modified-Since`
+    not older than its Last-Modified); "ignore" sends a new ETag every time and never answers 304.
+    True when the body was sent (not a 304)."""
+    if validators == "honour":
+        etag = validator_etag(body)
+        inm, ims = h.headers.get("If-None-Match"), h.headers.get("If-Modified-Since")
+        if (inm is not None and etag in [t.strip() for t in inm.split(",")]) or (inm is None and ims == LAST_MODIFIED):
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return False
+    h.send_response(200)
+    h.send_header("Content-Type", content_type)
+    h.send_header("Content-Length", str(len(body)))
+    if validators == "honour":
+        h.send_header("ETag", validator_etag(body))
+        h.send_header("Last-Modified", LAST_MODIFIED)
+    elif validators == "ignore":
+        h.send_header("ETag", f'"r{serial}"')
+    h.end_headers()
+    h.wfile.write(body)
+    return True
+
+
 @dataclass
 class ImageServer:
     """Serves `files[path] = (content_type, body)`; `routes[path]` may take over a request entirely, and
-    `fallback` takes every other path (404 without one). `hits` lists every path asked for, in order."""
+    `fallback` takes every other path (404 without one). `hits` lists every path asked for, in order.
+
+    `validators` is how `files` answer conditional requests (`send_file`: "none", "honour", "ignore");
+    `bodies` lists the paths whose body was sent, `conditional` those asked with a validator."""
 
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
     fallback: Route | None = None
     hits: list[str] = field(default_factory=list)
     server: LoopbackServer | None = None
+    validators: str = "none"
+    bodies: list[str] = field(default_factory=list)
+    conditional: list[str] = field(default_factory=list)
 
     def start(self, port: int = 0) -> ImageServer:
         outer = self
@@ -104,7 +146,10 @@ class ImageServer:
                     outer.routes[path](self)
                 elif path in outer.files:
                     ctype, body = outer.files[path]
-                    send_body(self, body, ctype)
+                    if self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since"):
+                        outer.conditional.append(path)
+                    if send_file(self, body, ctype, outer.validators, len(outer.hits)):
+                        outer.bodies.append(path)
                 elif outer.fallback:
                     outer.fallback(self)
                 else:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from image_pipeline.domain.catalog.csv_input import COLUMNS, OUTPUT_URLS, ProductRow
 
+SYNC_STATUS = "Sync Status"
+
 # What makes a spreadsheet read a cell as a formula (fullwidth forms too: some IMEs' spreadsheets map them).
 _TRIGGER = "=+\\-@\uff1d\uff0b\uff0d\uff20"
 # Spreadsheets skip blanks, quotes and control characters (a NUL-led `\x00=1+1` is a formula) before looking.
@@ -59,24 +61,31 @@ def write_output_csv(
     flush_chars: int = 1 << 16,
     renditions: Sequence[str] = (),
     rendition_urls: Callable[[int], Sequence[str | None]] | None = None,
+    sync_status: Callable[[int], str | None] | None = None,
 ) -> None:
     """Write the output CSV to `write` (e.g. an object store's streaming writer) as it is produced: rows
     are taken one at a time and handed on in UTF-8 pieces of about `flush_chars`, so memory does not
     grow with the request. `output_url(idx)` gives the public URL of input URL number `idx`, or None if
     it failed; it is asked once per URL, in input order. A profile's further `renditions` (names) add a
     column `Output Image Urls (<name>)` each, filled from `rendition_urls(idx)` (asked right after
-    `output_url(idx)`), URLs in the same order as the first column's."""
+    `output_url(idx)`), URLs in the same order as the first column's. `sync_status(idx)` (the sync
+    memory's `new`, `changed` or `unchanged`, asked last for each URL) adds a last column `Sync Status`,
+    one word per input URL in the same order (empty where the URL failed)."""
     text = io.StringIO()
-    text.write(_line([*COLUMNS, OUTPUT_URLS, *(f"{OUTPUT_URLS} ({name})" for name in renditions)]))
+    head = [*COLUMNS, OUTPUT_URLS, *(f"{OUTPUT_URLS} ({name})" for name in renditions)]
+    text.write(_line([*head, SYNC_STATUS] if sync_status is not None else head))
     idx = 0
     for row in rows:
         outs: list[str] = []
         more: list[list[str]] = [[] for _ in renditions]
+        states: list[str] = []
         for _ in row.urls:
             outs.append(output_url(idx) or "")
             if renditions and rendition_urls is not None:
                 for column, url in zip(more, rendition_urls(idx), strict=True):
                     column.append(url or "")
+            if sync_status is not None:
+                states.append(sync_status(idx) or "")
             idx += 1
         text.write(
             _line(
@@ -86,6 +95,7 @@ def write_output_csv(
                     neutralise_urls(", ".join(row.urls)),
                     neutralise_urls(", ".join(outs)),
                     *(neutralise_urls(", ".join(column)) for column in more),
+                    *([", ".join(states)] if sync_status is not None else []),
                 ]
             )
         )

@@ -1,6 +1,6 @@
 """The request's JSON manifest: per URL and rendition, what was made (URL, format, size, bytes, quality,
-status). Written beside the output CSV, streamed like it (one URL in memory at a time), and served at
-`GET /api/requests/{id}/manifest.json`."""
+status; with the sync memory each URL's `sync_status` and `sync_via`). Written beside the output CSV,
+streamed like it (one URL in memory at a time), and served at `GET /api/requests/{id}/manifest.json`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ class ManifestWriter:
     def add(self, r: dict) -> None:
         """`r` is a chunk manifest line (a `UrlResult` as a dict)."""
         item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"]}
+        if r.get("sync_status"):  # the sync memory: new | changed | unchanged, and how its outputs came
+            item["sync_status"], item["sync_via"] = r["sync_status"], r.get("sync_via")
         item["renditions"] = self._renditions(r)
         self._emit(("" if self._first else ",") + json.dumps(item))
         self._first = False

@@ -63,6 +63,8 @@ class ImageRequest(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # The output profile frozen at upload (canonical JSON, domain.profiles); NULL = the seed's one JPEG.
     profile: Mapped[str | None] = mapped_column(Text)
+    # `force=true` at upload: the sync memory is neither asked nor trusted; every URL is fetched and encoded.
+    force: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_requests_status_seq", "status", "seq"),
@@ -90,6 +92,13 @@ class ImageResult(Base):
     # Every rendition made (JSON list: name, key, format, width, height, bytes, quality, kept_original);
     # NULL for the seed's one JPEG, which the columns above describe whole.
     renditions: Mapped[str | None] = mapped_column(Text)
+    # The sync memory (docs/sync.md): the source as `new`, `changed` or `unchanged` for this tenant; how
+    # its outputs came to be (`sync_via`); the sha256 of its bytes and the validators the origin sent.
+    sync_status: Mapped[str | None] = mapped_column(String(10))
+    sync_via: Mapped[str | None] = mapped_column(String(20))
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -201,3 +210,40 @@ class WebhookSecret(Base):
     secret: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SyncSource(Base):
+    """What a tenant last fetched from one source URL: the origin's validators and the bytes' sha256.
+
+    Keyed by a hash of the URL (URLs are long; an index on them would be too), per tenant: tenant B
+    never sees what tenant A fetched."""
+
+    __tablename__ = "sync_sources"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+
+class SyncOutput(Base):
+    """The outputs a tenant made from one source content under one set of rendition settings (the
+    profile's version: `settings_hash`). `outputs` is JSON: the output key, size and every rendition
+    made, as the URL's result records them. `last_used_at` moves each time a request uses them;
+    retention deletes a row (and its objects) only when it is older than the cut-off and no request
+    left still points at its content."""
+
+    __tablename__ = "sync_outputs"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outputs: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_sync_outputs_last_used", "last_used_at"),)

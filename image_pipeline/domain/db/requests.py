@@ -34,6 +34,12 @@ class UrlResult:
     kept_original: bool = False
     # Every rendition made, in profile order (a profile's request); None for the seed's one JPEG.
     renditions: list[dict] | None = None
+    # The sync memory (docs/sync.md); all None when it is off.
+    sync_status: str | None = None  # new | changed | unchanged: the source, as this tenant last saw it
+    sync_via: str | None = None  # how the outputs came: see image_pipeline.domain.images.sync.VIA
+    content_hash: str | None = None  # sha256 of the source bytes
+    etag: str | None = None  # the validators the origin sent with them
+    last_modified: str | None = None
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -64,6 +70,7 @@ def create_request(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     profile: str | None = None,
+    force: bool = False,
 ) -> ImageRequest:
     """Insert a pending request. With an `idempotency_key` already used by `owner`, the unique constraint
     raises `sqlalchemy.exc.IntegrityError` (the caller rolls back and answers with the original)."""
@@ -79,6 +86,7 @@ def create_request(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         profile=profile,
+        force=force,
     )
     session.add(req)
     session.commit()
@@ -277,12 +285,14 @@ def _upsert_results(dialect: str):  # an Insert construct
 
 
 class OrderedOutcomes:
-    """idx -> (idx, status, output_key, error) of a request's results, read in index order in batches: a
+    """idx -> (idx, status, output_key, error, sync_status) of a request's results, read in index order in batches: a
     cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
 
     def __init__(self, session: Session, request_id: str, batch: int = 5000) -> None:
         q = (
-            select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error)
+            select(
+                ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error, ImageResult.sync_status
+            )
             .where(ImageResult.request_id == request_id)
             .order_by(ImageResult.idx)
         )
@@ -300,8 +310,8 @@ class OrderedOutcomes:
 
 
 def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> Iterator[Any]:
-    """(idx, status, output_key, bytes_in, bytes_out, kept_original, renditions) of every result of a request, in
-    index order, read `batch` rows at a time (no ORM objects, nothing held beyond the batch)."""
+    """(idx, status, output_key, bytes_in, bytes_out, kept_original, renditions, url, sync_via) of every
+    result of a request, in index order, read `batch` rows at a time (no ORM objects, nothing held beyond the batch)."""
     q = (
         select(
             ImageResult.idx,
@@ -311,11 +321,23 @@ def iter_result_facts(session: Session, request_id: str, batch: int = 5000) -> I
             ImageResult.bytes_out,
             ImageResult.kept_original,
             ImageResult.renditions,
+            ImageResult.url,
+            ImageResult.sync_via,
         )
         .where(ImageResult.request_id == request_id)
         .order_by(ImageResult.idx)
     )
     yield from session.execute(q.execution_options(yield_per=batch))
+
+
+def sync_counts(session: Session, request_id: str) -> dict[str, int]:
+    """How many URLs of a request were `new`, `changed` and `unchanged` (empty without the sync memory)."""
+    q = (
+        select(ImageResult.sync_status, func.count())
+        .where(ImageResult.request_id == request_id, ImageResult.sync_status.is_not(None))
+        .group_by(ImageResult.sync_status)
+    )
+    return dict(session.execute(q).tuples().all())
 
 
 def count_done(session: Session, request_id: str) -> int:

@@ -50,6 +50,10 @@ class Fetched:
     content_type: str | None
     body: bytes
     elapsed: float
+    # The origin's validators, for the next conditional fetch of this URL (the sync memory); a 304
+    # (asked for with `If-None-Match` / `If-Modified-Since` in `headers`) comes back as such, empty.
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def _certifi_context() -> ssl.SSLContext:
@@ -315,7 +319,15 @@ async def fetch(
                 if resp.status_code == 303:
                     method, content = "GET", None
                 continue
-            return Fetched(current, resp.status_code, resp.headers.get("content-type"), body, time.monotonic() - start)
+            return Fetched(
+                current,
+                resp.status_code,
+                resp.headers.get("content-type"),
+                body,
+                time.monotonic() - start,
+                etag=resp.headers.get("etag"),
+                last_modified=resp.headers.get("last-modified"),
+            )
         raise FetchError(f"too many redirects (more than {policy.max_redirects})")
     except TimeoutError as exc:
         raise FetchError(f"timed out after {policy.total_timeout:g} s") from exc

@@ -8,6 +8,7 @@ recorded for that URL alone; nothing here raises for a bad image.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from image_pipeline.domain.db.requests import UrlResult
+from image_pipeline.domain.images import sync
 from image_pipeline.domain.images.codec import ImageError
 from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in
 from image_pipeline.domain.images.fetch import fetch, make_client
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.domain.images.renditions import Rendition
+from image_pipeline.domain.images.sync import SyncMemory
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.keys import image_key
 from image_pipeline.domain.objects import ObjectStore
@@ -56,6 +59,7 @@ class ProcessOptions:
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
     max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
+    sync_memory: bool = True  # the tenant's memory of sources and outputs (docs/sync.md)
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -75,6 +79,7 @@ class ProcessOptions:
             max_scans=s.max_jpeg_scans,
             max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
+            sync_memory=s.sync_memory,
         )
 
 
@@ -100,56 +105,213 @@ async def _process_one(
     codec_pool: CodecPool,
     io_pool: Executor,
     renditions: tuple[Rendition, ...] = (),
+    memory: SyncMemory | None = None,
 ) -> UrlResult:
-    """One URL: one fetch, one decode, then the seed's one JPEG or a profile's `renditions`, stored."""
+    """One URL: one fetch, one decode, then the seed's one JPEG or a profile's `renditions`, stored.
+
+    With the sync `memory`: a URL already fetched in this chunk is not fetched again, and the outputs
+    of bytes this tenant already made under these settings are reused (`_process_synced`)."""
+    if memory is None:
+        return await _process_plain(
+            item, request_id=request_id, store=store, client=client, policy=policy, opts=opts,
+            host_limits=host_limits, codec_pool=codec_pool, io_pool=io_pool, renditions=renditions,
+        )  # fmt: skip
+    first = memory.url_results.get(item.url)
+    if first is not None:  # the same URL under another product: its first result, fetched once
+        r = await asyncio.shield(first)
+        via = sync.DUPLICATE if r.status == "done" else r.sync_via
+        return dataclasses.replace(r, idx=item.idx, row=item.row, sync_via=via)
+    mine: asyncio.Future[UrlResult] = asyncio.get_running_loop().create_future()
+    memory.url_results[item.url] = mine
     try:
-        # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
-        # server share that server's slots.
-        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
-        if fetched.status != 200:
-            raise FetchError(f"HTTP {fetched.status} from image server")
-        if renditions:
-            outs = await render_in(codec_pool, fetched.body, renditions, opts)
-        else:
-            outs = [await recompress_in(codec_pool, fetched.body, opts)]
+        result = await _process_synced(
+            item, request_id=request_id, store=store, client=client, policy=policy, opts=opts,
+            host_limits=host_limits, codec_pool=codec_pool, io_pool=io_pool, renditions=renditions, memory=memory,
+        )  # fmt: skip
+    except BaseException:
+        mine.cancel()
+        raise
+    mine.set_result(result)
+    return result
+
+
+async def _process_plain(
+    item: WorkItem,
+    *,
+    request_id: str,
+    store: ObjectStore,
+    client,
+    policy: FetchPolicy,
+    opts: ProcessOptions,
+    host_limits: HostLimiter,
+    codec_pool: CodecPool,
+    io_pool: Executor,
+    renditions: tuple[Rendition, ...],
+) -> UrlResult:
+    """Without the memory: outputs under the request's own keys."""
+    try:
+        fetched = await _fetch_image(client, item.url, policy, host_limits)
+        outs = await _encode(codec_pool, fetched.body, renditions, opts)
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
     except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
         log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
         return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+
+    def key_of(n: int, out) -> str:  # the first unnamed (it fills `Output Image Urls`), the others by name
+        if renditions:
+            return image_key(request_id, item.idx, out.extension, None if n == 0 else out.name)
+        return image_key(request_id, item.idx)
+
+    try:
+        made = await _store_outputs(io_pool, store, outs, key_of, bool(renditions), opts)
+    except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
+        log.exception("request %s, URL %d: storing its outputs failed", request_id, item.idx)
+        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+    return UrlResult(item.idx, item.row, item.url, "done", bytes_in=len(fetched.body), **made)
+
+
+async def _process_synced(
+    item: WorkItem,
+    *,
+    request_id: str,
+    store: ObjectStore,
+    client,
+    policy: FetchPolicy,
+    opts: ProcessOptions,
+    host_limits: HostLimiter,
+    codec_pool: CodecPool,
+    io_pool: Executor,
+    renditions: tuple[Rendition, ...],
+    memory: SyncMemory,
+) -> UrlResult:
+    """With the memory: a conditional fetch when the outputs of the URL's last bytes are there; a 304 or
+    the same bytes reuse them; new bytes are encoded once per chunk under content-addressed keys."""
+    try:
+        asked = memory.validators(item.url)
+        fetched = await _fetch_image(client, item.url, policy, host_limits, asked)
+        known = memory.sources.get(item.url)
+        if fetched.status == 304:
+            assert known is not None  # validators are only sent for a known URL
+            return sync.reused(
+                item.url, item.idx, item.row, memory.outputs[known.content_hash], known.content_hash,
+                sync.UNCHANGED, sync.NOT_MODIFIED, known.bytes,
+                fetched.etag or known.etag, fetched.last_modified or known.last_modified,
+            )  # fmt: skip
+        digest = sync.content_hash(fetched.body)
+        status = memory.status_of(item.url, digest)
+        outputs = await memory.reusable(digest, io_pool)
+        if outputs is not None:
+            same = asked and known is not None and known.content_hash == digest
+            via = sync.VALIDATORS_IGNORED if same else sync.SAME_BYTES
+            return sync.reused(
+                item.url, item.idx, item.row, outputs, digest, status, via, len(fetched.body),
+                fetched.etag, fetched.last_modified,
+            )  # fmt: skip
+        made, encoded = await _encode_once(digest, fetched.body, store, codec_pool, io_pool, renditions, opts, memory)
+    except (FetchError, ImageError) as exc:
+        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
+    except _StoreFailed:
+        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+    except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
+        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
+        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+    return UrlResult(
+        item.idx, item.row, item.url, "done", bytes_in=len(fetched.body), **made, sync_status=status,
+        sync_via=sync.ENCODED if encoded else sync.SAME_BYTES, content_hash=digest,
+        etag=fetched.etag, last_modified=fetched.last_modified,
+    )  # fmt: skip
+
+
+class _StoreFailed(Exception):
+    """Storing an output failed (the log has botocore's text; the caller gets words without endpoints)."""
+
+
+async def _encode_once(
+    digest: str,
+    body: bytes,
+    store: ObjectStore,
+    codec_pool: CodecPool,
+    io_pool: Executor,
+    renditions: tuple[Rendition, ...],
+    opts: ProcessOptions,
+    memory: SyncMemory,
+) -> tuple[dict, bool]:
+    """Decode, encode and store the outputs of these bytes, once per chunk: the same bytes at another
+    URL wait for the first encode and share its outputs (their keys are the same anyway). True when
+    this call encoded them."""
+    first = memory.encodes.get(digest)
+    if first is not None:
+        return await asyncio.shield(first), False
+    mine: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+    memory.encodes[digest] = mine
+    try:
+        outs = await _encode(codec_pool, body, renditions, opts)
+        try:
+            made = await _store_outputs(
+                io_pool, store, outs, lambda n, out: memory.key(digest, n, _extension(out)), bool(renditions), opts
+            )
+        except Exception as exc:
+            log.exception("storing the outputs of content %s failed", digest)
+            raise _StoreFailed() from exc
+    except BaseException as exc:
+        del memory.encodes[digest]  # a later URL with these bytes tries again
+        if isinstance(exc, Exception):
+            mine.set_exception(exc)
+            mine.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+        else:
+            mine.cancel()
+        raise
+    mine.set_result(made)
+    return made, True
+
+
+def _extension(out) -> str:
+    """A rendition's extension; the seed's output (codec.Recompressed) is always a JPEG."""
+    return getattr(out, "extension", "jpg")
+
+
+async def _fetch_image(client, url: str, policy: FetchPolicy, host_limits: HostLimiter, validators=None):
+    # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
+    # server share that server's slots.
+    fetched = await fetch(client, url, policy, headers=validators or None, hold=host_limits.hold)
+    if fetched.status == 304 and validators:
+        return fetched
+    if fetched.status != 200:
+        raise FetchError(f"HTTP {fetched.status} from image server")
+    return fetched
+
+
+async def _encode(codec_pool: CodecPool, body: bytes, renditions: tuple[Rendition, ...], opts: ProcessOptions):
+    if renditions:
+        return await render_in(codec_pool, body, renditions, opts)
+    return [await recompress_in(codec_pool, body, opts)]
+
+
+async def _store_outputs(
+    io_pool: Executor, store: ObjectStore, outs, key_of: Callable, named: bool, opts: ProcessOptions
+) -> dict:
+    """Store each output under `key_of(n, out)`; the result's fields describing them."""
     keys: list[str] = []
     for n, out in enumerate(outs):
-        if renditions:  # the first unnamed (it fills `Output Image Urls`), the others by name
-            key = image_key(request_id, item.idx, out.extension, None if n == 0 else out.name)
-            content_type = out.content_type
-        else:
-            key, content_type = image_key(request_id, item.idx), "image/jpeg"
-        try:
-            await _store(io_pool, store, key, out.data, content_type, opts)
-        except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
-            log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
-            return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+        key = key_of(n, out)
+        await _store(io_pool, store, key, out.data, out.content_type if named else "image/jpeg", opts)
         keys.append(key)
     made = [
         {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
          "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
          "source_width": out.source_size[0], "source_height": out.source_size[1]}
         for out, key in zip(outs, keys, strict=True)
-    ] if renditions else None  # fmt: skip
+    ] if named else None  # fmt: skip
     first = outs[0]
-    return UrlResult(
-        item.idx,
-        item.row,
-        item.url,
-        "done",
-        bytes_in=len(fetched.body),
-        bytes_out=sum(len(out.data) for out in outs),
-        width=first.width,
-        height=first.height,
-        output_key=keys[0],
-        kept_original=first.kept_original,
-        renditions=made,
-    )
+    return {
+        "bytes_out": sum(len(out.data) for out in outs),
+        "width": first.width,
+        "height": first.height,
+        "output_key": keys[0],
+        "kept_original": first.kept_original,
+        "renditions": made,
+    }
 
 
 async def _store(
@@ -185,13 +347,15 @@ async def process_items(
     expected: int | None = None,
     isolate: bool = False,
     renditions: tuple[Rendition, ...] = (),
+    memory: SyncMemory | None = None,
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
 
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool;
     `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`);
-    `renditions` (a profile's) replace the seed's one JPEG per URL.
+    `renditions` (a profile's) replace the seed's one JPEG per URL; `memory` (the tenant's sync memory
+    of these URLs) makes outputs content-addressed and reuses what was made before.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
@@ -216,6 +380,7 @@ async def process_items(
                             codec_pool=codec_pool,
                             io_pool=io_pool,
                             renditions=renditions,
+                            memory=memory,
                         )
                     )
 

@@ -25,6 +25,7 @@ class Upload:
     idempotency_key: str | None = None
     request_hash: str | None = None
     profile: str | None = None  # the resolved profile's canonical JSON (domain.profiles); None = default
+    force: bool = False  # fetch and encode every URL, whatever the sync memory holds
 
 
 def new_request_id() -> str:
@@ -48,6 +49,7 @@ def accept(store: ObjectStore, session: Session, request_id: str, upload: Upload
         idempotency_key=upload.idempotency_key,
         request_hash=upload.request_hash,
         profile=upload.profile,
+        force=upload.force,
     )
 
 

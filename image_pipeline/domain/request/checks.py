@@ -26,6 +26,8 @@ class ResultFacts(Protocol):
     bytes_out: int | None
     kept_original: bool
     renditions: str | None  # JSON: a profile's renditions (see UrlResult.renditions)
+    url: str
+    sync_via: str | None  # the sync memory: how its outputs came (images.sync.VIA)
 
 
 @dataclass
@@ -62,10 +64,34 @@ class DecodeReport:
 
 
 @dataclass
+class ValidatorReport:
+    """Conditional fetches answered 200 with the very bytes the validators described: the origin ignores
+    `If-None-Match` / `If-Modified-Since` (often a new ETag per response), so every sync downloads the
+    whole body again (the content hash still spares the encode)."""
+
+    conditional: int = 0  # fetches that sent validators and got an answer (304 or 200)
+    ignored: list[tuple[int, str]] = field(default_factory=list)  # (index, URL)
+
+    @property
+    def ok(self) -> bool:
+        return not self.ignored
+
+    def hosts(self) -> dict[str, int]:
+        from urllib.parse import urlsplit
+
+        counts: dict[str, int] = {}
+        for _, url in self.ignored:
+            host = urlsplit(url).netloc
+            counts[host] = counts.get(host, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+@dataclass
 class Scan:
     coverage: Coverage
     sizes: SizeReport
     sample: list  # the done results picked for decoding, in order
+    validators: ValidatorReport = field(default_factory=ValidatorReport)
 
 
 def even_positions(n: int, size: int) -> list[int]:
@@ -82,7 +108,9 @@ def scan(results: Iterable[ResultFacts], url_count: int, done_total: int, sample
     """Coverage (every index 0..url_count-1 has a result), sizes (no output larger than its input unless
     the original was kept) and an even sample of `sample` of the `done_total` done results, in one pass
     over `results` sorted by index."""
-    coverage, sizes = Coverage(url_count, 0), SizeReport(0, 0)
+    from image_pipeline.domain.images.sync import NOT_MODIFIED, VALIDATORS_IGNORED
+
+    coverage, sizes, validators = Coverage(url_count, 0), SizeReport(0, 0), ValidatorReport()
     wanted = iter(even_positions(done_total, sample))
     next_pick = next(wanted, None)
     picked: list = []
@@ -99,12 +127,17 @@ def scan(results: Iterable[ResultFacts], url_count: int, done_total: int, sample
             next_pick = next(wanted, None)
         sizes.done += 1
         sizes.kept_original += bool(r.kept_original)
+        via = getattr(r, "sync_via", None)
+        if via in (NOT_MODIFIED, VALIDATORS_IGNORED):
+            validators.conditional += 1
+        if via == VALIDATORS_IGNORED:
+            validators.ignored.append((r.idx, r.url))
         # A profile's renditions together may outweigh the source (a zoom image and a square): the rule
         # is the seed output's, one JPEG that must never be larger than what came in.
         if not r.renditions and not r.kept_original and (r.bytes_out or 0) > (r.bytes_in or 0):
             sizes.larger.append((r.idx, r.bytes_in or 0, r.bytes_out or 0))
     coverage.missing.extend(range(expected, url_count))
-    return Scan(coverage, sizes, picked)
+    return Scan(coverage, sizes, picked, validators)
 
 
 def decode_outputs(

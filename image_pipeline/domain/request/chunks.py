@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.images import sync
 from image_pipeline.domain.images.renditions import Rendition
+from image_pipeline.domain.images.sync import SyncMemory
 from image_pipeline.domain.images.worker import WorkItem, process_items, work_items
 from image_pipeline.domain.keys import (
     chunk_attempt_key,
@@ -77,6 +79,14 @@ class ChunkSummary:
     bytes_out: int
     kept_original: int
     errors: list[tuple[str, str]]
+    # The sync memory (zero without it): URLs by status, bodies not downloaded again (bytes), and
+    # URLs whose origin answered 200 with the same bytes to a conditional fetch.
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    encoded: int = 0
+    bytes_not_refetched: int = 0
+    validators_ignored: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +127,14 @@ def _summary_of(number: int, results: list[dict], skipped: int) -> ChunkSummary:
         bytes_out=sum(r["bytes_out"] or 0 for r in done),
         kept_original=sum(bool(r["kept_original"]) for r in done),
         errors=[(r["url"], r["error"] or "") for r in results if r["status"] != "done"][:20],
+        new=sum(r.get("sync_status") == sync.NEW for r in done),
+        changed=sum(r.get("sync_status") == sync.CHANGED for r in done),
+        unchanged=sum(r.get("sync_status") == sync.UNCHANGED for r in done),
+        encoded=sum(r.get("sync_via") == sync.ENCODED for r in done),
+        bytes_not_refetched=sum(
+            r["bytes_in"] or 0 for r in done if r.get("sync_via") in (sync.NOT_MODIFIED, sync.DUPLICATE)
+        ),
+        validators_ignored=sum(r.get("sync_via") == sync.VALIDATORS_IGNORED for r in done),
     )
 
 
@@ -139,6 +157,7 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     with ctx.sessions() as s:
         req = repo.get_request(s, rid)
         profile = profile_from_json(req.profile if req else None)
+        owner, force = (req.owner, req.force) if req else ("", False)
         earlier = repo.completed_indices(s, rid, start=chunk.start, stop=chunk.start + chunk.count)
         # A retried chunk skips what an earlier attempt stored (the object must really be there).
         results = {i: res for i, r in earlier.items() if _stored(ctx, res := repo.UrlResult.from_row(r))}
@@ -150,7 +169,12 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     ctx.store.put(marker, b"", "text/plain")
     try:
         renditions = profile.renditions_tuple() if profile else ()
-        lines = _process(ctx, chunk, items, results, isolate, renditions)
+        memory = None
+        if ctx.options.sync_memory:
+            todo = [i.url for i in items if i.idx not in results]
+            opts = ctx.options
+            memory = SyncMemory.load(ctx.sessions, owner, todo, renditions, opts.quality, opts.max_dimension, force)
+        lines = _process(ctx, chunk, items, results, isolate, renditions, memory)
     except BaseException:
         ctx.store.delete(marker)  # this attempt did not die: it failed, and says why
         raise
@@ -171,10 +195,11 @@ def _process(
     results: dict[int, repo.UrlResult],
     isolate: bool,
     renditions: tuple[Rendition, ...],
+    memory: SyncMemory | None = None,
 ) -> list[dict]:
     rid, skipped = chunk.request_id, len(results)
     with ThreadPoolExecutor(1, thread_name_prefix="progress") as writer:
-        recorder = ProgressRecorder(ctx, rid, writer=writer)
+        recorder = ProgressRecorder(ctx, rid, writer=writer, memory=memory)
 
         def on_result(r: repo.UrlResult) -> None:
             results[r.idx] = r
@@ -191,6 +216,7 @@ def _process(
                 expected=chunk.count - skipped,
                 isolate=isolate,
                 renditions=renditions,
+                memory=memory,
             )
         )
         recorder.flush()

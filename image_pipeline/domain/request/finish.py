@@ -63,7 +63,14 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     ):
         manifest = ManifestWriter(manifest_out.write, ctx.store.public_url, profile, ctx.options.quality)
         manifest.start(request_id)
-        write_output_csv(rows, url_of, out.write, renditions=further, rendition_urls=rendition_urls)
+        write_output_csv(
+            rows,
+            url_of,
+            out.write,
+            renditions=further,
+            rendition_urls=rendition_urls,
+            sync_status=(lambda idx: current.get("sync_status")) if ctx.options.sync_memory else None,
+        )
         manifest.finish()
     status = final_status(done, total)
     error = None if status == COMPLETED else f"{total - done} of {total} images failed"

@@ -8,6 +8,8 @@ import time
 from concurrent.futures import Executor, Future
 
 from image_pipeline.domain.db import requests as repo
+from image_pipeline.domain.db.sync_memory import remember
+from image_pipeline.domain.images.sync import SyncMemory
 from image_pipeline.domain.request.context import RequestContext
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,8 @@ class ProgressRecorder:
 
     With a `writer` (a one-thread executor) the writes happen there, so the event loop that reports
     results never waits for a database round trip (during which no download would progress); at most
-    one write is in flight and results that land meanwhile join the next one.
+    one write is in flight and results that land meanwhile join the next one. With the sync `memory`,
+    each batch also records what its URLs gave and made, once its results are recorded.
     """
 
     def __init__(
@@ -29,10 +32,12 @@ class ProgressRecorder:
         every_s: float = 0.5,
         max_batch: int = 200,
         writer: Executor | None = None,
+        memory: SyncMemory | None = None,
     ) -> None:
         self.ctx, self.request_id = ctx, request_id
         self.every_s, self.max_batch = every_s, max_batch
         self.writer = writer
+        self.memory = memory
         self.pending: list[repo.UrlResult] = []
         self.last = time.monotonic()
         self.done = self.failed = self.bytes_in = self.bytes_out = self.kept = 0
@@ -76,6 +81,8 @@ class ProgressRecorder:
         try:
             with self.ctx.sessions() as s:
                 repo.record_results(s, self.request_id, batch)
+                if self.memory is not None:
+                    remember(s, self.memory.owner, self.memory.settings_hash, batch)
                 self.ctx.publish_status(s, self.request_id)
         except OperationalError:
             # The database is away (restart, failover): keep the batch and try again with the next

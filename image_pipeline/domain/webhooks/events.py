@@ -71,24 +71,26 @@ def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | Ordered
     """
     out, idx = [], 0
     for row in rows:
-        outputs, errors = [], []
+        outputs, errors, states = [], [], []
         for url in row.urls:
             r = results.get(idx)
+            states.append(getattr(r, "sync_status", None) if r is not None else None)
             if r is not None and r.status == "done" and r.output_key:
                 outputs.append(public_url(r.output_key))
             else:
                 outputs.append(None)
                 errors.append({"url": url, "error": r.error if r else "not processed"})
             idx += 1
-        out.append(
-            {
-                "serial": row.serial,
-                "name": row.name,
-                "input_urls": list(row.urls),
-                "output_urls": outputs,
-                "errors": errors,
-            }
-        )
+        product = {
+            "serial": row.serial,
+            "name": row.name,
+            "input_urls": list(row.urls),
+            "output_urls": outputs,
+            "errors": errors,
+        }
+        if any(states):  # the sync memory: per input URL new | changed | unchanged (None where it failed)
+            product["sync_status"] = states
+        out.append(product)
     return out
 
 
@@ -99,6 +101,7 @@ def build_event(
     *,
     omitted: bool = False,
     event_type: str | None = None,
+    sync: dict[str, int] | None = None,
 ) -> dict:
     """`{type, timestamp, request_id, status, data:{counts, output_csv_url, products, products_omitted,
     products_total}}`.
@@ -108,9 +111,10 @@ def build_event(
     `products_truncated` is the older name of `products_omitted` (events once listed the first 1,000
     products and set it), kept so receivers that test it still fall back to the CSV.
     `event_type`: `request.<status>` unless given (`request.updated` after a re-run).
+    `sync`: the sync memory's URL counts (`new`, `changed`, `unchanged`), added to `counts` as `sync`.
     """
     output = f"{api_base_url}/api/requests/{req.id}/output.csv" if req.output_csv_key else None
-    return {
+    event = {
         "type": event_type or event_type_for(req.status),
         "timestamp": datetime.now(UTC).isoformat(),
         "request_id": req.id,
@@ -133,6 +137,9 @@ def build_event(
             "products_truncated": omitted,
         },
     }
+    if sync:
+        event["data"]["counts"]["sync"] = {k: sync.get(k, 0) for k in ("new", "changed", "unchanged")}
+    return event
 
 
 Secrets = str | Sequence[str] | None

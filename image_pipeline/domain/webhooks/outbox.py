@@ -40,8 +40,9 @@ def final_event(
     request is within `limits`; above them the event lists no products (nothing per product is read:
     the size of the event and of the memory that builds it does not grow with the request)."""
     limits = limits or EventLimits()
+    sync = repo.sync_counts(session, req.id)
     if not limits.lists_products(req.row_count, req.url_count):
-        return build_event(req, None, api_base_url, omitted=True, event_type=event_type)
+        return build_event(req, None, api_base_url, omitted=True, event_type=event_type, sync=sync)
     products = None
     try:
         rows = open_rows(store, req.id)
@@ -53,7 +54,7 @@ def final_event(
             products = products_of(rows, outcomes, store.public_url)
         finally:
             outcomes.close()
-    return build_event(req, products, api_base_url, event_type=event_type)
+    return build_event(req, products, api_base_url, event_type=event_type, sync=sync)
 
 
 def _new_delivery(req: ImageRequest, event_id: str, event_type: str, payload: str, replay_of: int | None = None):
