@@ -1,6 +1,7 @@
 """`make bench`: the seed's serial loop, the codec's all-core limit and our pipeline, side by side on the
 same generated photos from the same loopback image server (fixed delay per request) into a moto S3
-server; then the `make up` stack end to end (latency, memory) and the API's upload rate.
+server; then the `make up` stack end to end (latency, memory), the API's upload rate, and a catalogue
+synced twice (part 7, bench/sync.py: docs/sync.md).
 
     python -m bench.run                      # every part, defaults (200 photos, 50 ms)
     python -m bench.run --parts 2,3 -n 100   # only some parts
@@ -286,6 +287,9 @@ class Bench:
             IMGPIPE_UI_PORT=str(ui_port),
             IMGPIPE_API_KEYS=KEY,
             IMGPIPE_FETCH_ALLOW=f"{host},{hook.allow}",
+            # Parts 4 and 5 upload the same images again and again: they measure processing, not the
+            # sync memory's reuse (part 7).
+            IMGPIPE_SYNC_MEMORY="false",
         )
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
             env.pop(k, None)
@@ -454,6 +458,15 @@ class Bench:
             note="one uvicorn process, embedded SQLite + local objects, no run launch (fast path off)",
         )
 
+    def part_sync(self) -> None:
+        """A catalogue uploaded twice, 1 % changed in between: with validators (304s) and without (hash path)."""
+        from bench.sync import describe, sync_pair
+
+        for mode in self.args.sync_modes.split(","):
+            r = sync_pair(self.args.sync_urls, self.args.sync_delay, mode, HERE / ".cache", self.tmp)
+            self.record(f"7_sync_{mode}", **r, delay_s=self.args.sync_delay)
+            print("  " + describe(self.results["parts"][f"7_sync_{mode}"]), flush=True)
+
     def close(self) -> None:
         if getattr(self, "_stack", None):
             self._stack[1].close()
@@ -608,6 +621,10 @@ def table(results: dict) -> str:
             f"6 API: {a['uploads_s']:.0f} uploads/s accepted ({a['accepted']} in {a['seconds']:.1f} s, "
             f"{a['lost']} lost, {a['refused_or_errors']} refused) (load {a['load']})"
         )
+    for key in sorted(k for k in p if k.startswith("7_sync")):
+        from bench.sync import describe
+
+        lines.append(describe(p[key]))
     return "\n".join(lines)
 
 
@@ -644,7 +661,7 @@ def chart(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated parts to run (1-6)")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated parts to run (1-7)")
     ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
     ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
@@ -652,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-urls", default="10000", help="request sizes for part 5, e.g. 10000,100000")
     ap.add_argument("--api-seconds", type=float, default=10.0)
     ap.add_argument("--api-concurrency", type=int, default=16)
+    ap.add_argument("--sync-urls", type=int, default=10_000, help="catalogue size for part 7 (sync)")
+    ap.add_argument("--sync-delay", type=float, default=0.01, help="part 7 origin latency per request (200 or 304), s")
+    ap.add_argument("--sync-modes", default="validators,none", help="part 7 origins: validators (304s), none (hash)")
     ap.add_argument("--profile", action="store_true", help="pyinstrument profile of part 3 -> bench/profile-*.txt")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
@@ -666,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         4: bench.part_e2e,
         5: bench.part_memory,
         6: bench.part_api,
+        7: bench.part_sync,
     }
     try:
         for k in sorted(parts):

@@ -76,6 +76,13 @@ def claim_outputs(session: Session, owner: str, settings_hash: str, content_hash
     return found
 
 
+def has_outputs(session: Session, owner: str, settings_hash: str, content_hash: str) -> bool:
+    q = select(SyncOutput.content_hash).where(
+        SyncOutput.owner == owner, SyncOutput.settings_hash == settings_hash, SyncOutput.content_hash == content_hash
+    )
+    return session.execute(q).first() is not None
+
+
 def outputs_of(r: UrlResult) -> dict:
     """What a later request needs to reuse a done result's outputs."""
     return {

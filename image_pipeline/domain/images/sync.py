@@ -133,8 +133,11 @@ class SyncMemory:
         return self.outputs.get(digest)
 
     def _claim_one(self, digest: str) -> dict | None:
+        """A read first: most new bytes are new to the tenant, and a read costs no commit."""
         assert self.sessions is not None
         with self.sessions() as s:
+            if not db.has_outputs(s, self.owner, self.settings_hash, digest):
+                return None
             return db.claim_outputs(s, self.owner, self.settings_hash, [digest]).get(digest)
 
     def key(self, digest: str, n: int, ext: str) -> str:
