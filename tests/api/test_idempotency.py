@@ -156,3 +156,23 @@ def test_the_database_constraint_settles_racing_inserts(settings) -> None:
     with sessions() as s:
         assert s.scalar(select(func.count()).where(ImageRequest.idempotency_key == key)) == 1
     engine.dispose()
+
+
+def test_force_is_validated_frozen_and_part_of_the_fingerprint(client, settings) -> None:
+    def upload(key: str, force: str | None):
+        data = {"force": force} if force is not None else {}
+        h = dict(AUTH, **{"Idempotency-Key": key})
+        return client.post("/api/upload", headers=h, files={"file": ("p.csv", CSV, "text/csv")}, data=data)
+
+    refused = upload(uuid.uuid4().hex, "maybe")
+    assert refused.status_code == 422 and refused.json()["errors"][0]["column"] == "force"
+    key = uuid.uuid4().hex
+    forced = upload(key, "true")
+    assert forced.status_code == 202
+    assert upload(key, "TRUE").json()["request_id"] == forced.json()["request_id"]  # the same body
+    assert upload(key, "false").status_code == 422  # the key was used with force: another body
+    plain = uuid.uuid4().hex
+    assert upload(plain, None).status_code == 202
+    assert upload(plain, "false").status_code == 202  # false is the default: the same body
+    assert [r.force for r in rows_with_key(settings, key)] == [True]
+    assert [r.force for r in rows_with_key(settings, plain)] == [False]

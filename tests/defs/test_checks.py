@@ -18,7 +18,7 @@ def test_checks_pass_on_a_good_request(resources, instance, submit, image_server
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {
         checks.EVERY_URL_HAS_RESULT, checks.OUTPUTS_DECODE_AS_JPEG, checks.OUTPUTS_NOT_LARGER,
-        checks.RENDITIONS_FOLLOW_PROFILE,
+        checks.RENDITIONS_FOLLOW_PROFILE, checks.ORIGINS_HONOUR_VALIDATORS,
     }  # fmt: skip
     assert all(e.passed for e in evaluations.values())
     assert evaluations[checks.EVERY_URL_HAS_RESULT].metadata["expected"].value == 4  # the failed URL counts

@@ -99,9 +99,9 @@ def running_stack(
         IMGPIPE_API_PORT=str(api_port),
         IMGPIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
         IMGPIPE_DATA_DIR=str(tmp_path / "data"),
-        IMGPIPE_SYNC_MEMORY="false",  # per-request output keys, as the stack's tests expect; `env` may turn it on
         **({"IMGPIPE_DAGSTER_URL": ui} if ui else {}),
-        **{k: v for k, v in env.items() if v is not None},
+        # Per-request output keys, as the stack's tests expect; `env` may turn the sync memory on.
+        **{"IMGPIPE_SYNC_MEMORY": "false", **{k: v for k, v in env.items() if v is not None}},
     )
     for name in [k for k, v in env.items() if v is None]:
         full_env.pop(name, None)
