@@ -462,10 +462,12 @@ class Bench:
         """A catalogue uploaded twice, 1 % changed in between: with validators (304s) and without (hash path)."""
         from bench.sync import describe, sync_pair
 
+        per_host = self.args.sync_per_host
         for mode in self.args.sync_modes.split(","):
-            r = sync_pair(self.args.sync_urls, self.args.sync_delay, mode, HERE / ".cache", self.tmp)
-            self.record(f"7_sync_{mode}", **r, delay_s=self.args.sync_delay)
-            print("  " + describe(self.results["parts"][f"7_sync_{mode}"]), flush=True)
+            r = sync_pair(self.args.sync_urls, self.args.sync_delay, mode, HERE / ".cache", self.tmp, per_host=per_host)
+            name = f"7_sync_{mode}" + (f"_per_host_{per_host}" if per_host else "")
+            self.record(name, **r, delay_s=self.args.sync_delay)
+            print("  " + describe(self.results["parts"][name]), flush=True)
 
     def close(self) -> None:
         if getattr(self, "_stack", None):
@@ -671,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-concurrency", type=int, default=16)
     ap.add_argument("--sync-urls", type=int, default=10_000, help="catalogue size for part 7 (sync)")
     ap.add_argument("--sync-delay", type=float, default=0.01, help="part 7 origin latency per request (200 or 304), s")
+    ap.add_argument("--sync-per-host", type=int, default=None, help="part 7 per-host limit (default: the setting's)")
     ap.add_argument("--sync-modes", default="validators,none", help="part 7 origins: validators (304s), none (hash)")
     ap.add_argument("--profile", action="store_true", help="pyinstrument profile of part 3 -> bench/profile-*.txt")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")

@@ -123,8 +123,11 @@ class Run:
     keys: list[str]
 
 
-def sync_pair(n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_share: float = 0.01) -> dict:
-    """The catalogue twice (1 % changed in between) from an origin in `mode`; the figures of both runs."""
+def sync_pair(
+    n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_share: float = 0.01, per_host: int | None = None
+) -> dict:
+    """The catalogue twice (1 % changed in between) from an origin in `mode`; the figures of both runs.
+    `per_host`: the per-host download limit (default: the production default, IMGPIPE_PER_HOST_CONCURRENCY)."""
     import httpx
 
     from image_pipeline.domain.catalog.csv_input import CsvLimits
@@ -144,7 +147,7 @@ def sync_pair(n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_s
 
     proc, base = start_origin(delay, mode, cache)
     try:
-        defaults = Settings(_env_file=None)
+        defaults = Settings(_env_file=None, **({"per_host_concurrency": per_host} if per_host else {}))
         db = f"sqlite:///{tmp / f'sync-{mode}.db'}"
         upgrade(db)
         engine = make_engine(db)
@@ -175,6 +178,7 @@ def sync_pair(n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_s
             compress_request(ctx, rid, defaults.chunk_size, defaults.fanout_threshold)
             write_output(ctx, rid)
             seconds = time.perf_counter() - t0
+            print(f"    {mode}: request of {n} URLs in {seconds:.1f} s", flush=True)
             after = httpx.get(base + "/_stats").json()
             with ctx.sessions() as s:
                 rows = results_for(s, rid)
@@ -203,6 +207,7 @@ def sync_pair(n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_s
     kept = sum(first.keys[i] == second.keys[i] for i in unchanged)
     return {
         "mode": mode,
+        "per_host": defaults.per_host_concurrency,
         "urls": n,
         "changed": len(changed),
         "first_s": first.seconds,
@@ -222,8 +227,9 @@ def sync_pair(n: int, delay: float, mode: str, cache: Path, tmp: Path, changed_s
 
 def describe(r: dict) -> str:
     return (
-        f"7 sync, {r['mode']}: {r['urls']} URLs, {r['changed']} changed; second run fetched "
-        f"{r['second_bodies']} bodies ({r['second_bodies_share']:.1%}), {r['second_not_modified']} x 304, "
+        f"7 sync, {r['mode']} (per host {r.get('per_host')}): {r['urls']} URLs, {r['changed']} changed; "
+        f"second run fetched {r['second_bodies']} bodies ({r['second_bodies_share']:.1%}), "
+        f"{r['second_not_modified']} x 304, "
         f"re-encoded {r['second_encoded']}, "
         f"kept {r['unchanged_urls_kept']}/{r['unchanged_urls']} unchanged output URLs; "
         f"{r['first_s']:.1f} s -> {r['second_s']:.1f} s = {r['ratio_first_second']:.1f}x faster (load {r['load']})"

@@ -74,6 +74,8 @@ def purge_expired_requests(
             "before": dg.MetadataValue.text(before.isoformat()),
             "requests": dg.MetadataValue.int(summary.requests),
             "objects": dg.MetadataValue.int(summary.objects),
+            # Shared outputs of the sync memory that no remaining request points at (docs/sync.md).
+            "memory_outputs": dg.MetadataValue.int(summary.memory_outputs),
         },
     )
 

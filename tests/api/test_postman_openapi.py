@@ -94,7 +94,7 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
         return client.request(req["method"], path, headers=headers, **kwargs)
 
     form = routes["Upload a CSV"]["request"]["body"]["formdata"]
-    assert [f["key"] for f in form] == ["file", "webhook_url", "profile", "options"] and (
+    assert [f["key"] for f in form] == ["file", "webhook_url", "profile", "options", "force"] and (
         ROOT / form[0]["src"]
     ).is_file()
     r = send("Upload a CSV", files={"file": ("products.csv", upload_file, "text/csv")})
