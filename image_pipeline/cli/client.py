@@ -42,11 +42,16 @@ class ApiClient:
         raise ApiFailure(r.status_code, detail, errors)
 
     def upload(
-        self, path: Path, webhook_url: str | None = None, profile: str | None = None, options: str | None = None
+        self,
+        path: Path,
+        webhook_url: str | None = None,
+        profile: str | None = None,
+        options: str | None = None,
+        force: bool = False,
     ) -> dict:
         with path.open("rb") as f:
             files = {"file": (path.name, f, "text/csv")}
-            fields = {"webhook_url": webhook_url, "profile": profile, "options": options}
+            fields = {"webhook_url": webhook_url, "profile": profile, "options": options, "force": force and "true"}
             data = {k: v for k, v in fields.items() if v}
             return self._check(self.http.post("/api/upload", files=files, data=data)).json()
 

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", metavar="NAME", help="output profile: catalogue, web, square or one of your key's")
     example = '{"renditions": [{"name": "thumb", "width": 200}]}'
     p.add_argument("--options", metavar="JSON", help=f"overrides of the profile, e.g. '{example}'")
+    p.add_argument(
+        "--force", action="store_true", help="fetch and encode every image again (ignore what earlier uploads made)"
+    )
     p.add_argument("--wait", action="store_true", help="show progress until the request is done")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between progress checks (--wait)")
     p.set_defaults(func=_submit)
@@ -86,7 +89,7 @@ def _submit(args: argparse.Namespace) -> int:
         return 1
     try:
         with _client(args) as api:
-            accepted = api.upload(args.file, args.webhook, args.profile, args.options)
+            accepted = api.upload(args.file, args.webhook, args.profile, args.options, args.force)
             print(f"{accepted['request_id']}  {accepted['message']}", flush=True)
             if not args.wait:
                 return 0

@@ -160,3 +160,23 @@ def test_submit_with_a_profile_and_options(api, image_server, tmp_path, capsys) 
     assert main(["submit", str(csv_path), "--profile", "catalogue", "--options", bad]) == 1
     err = capsys.readouterr().err
     assert "profile refused" in err and "options.renditions[2].quality" in err
+
+
+def test_submit_with_force(api, image_server, tmp_path, capsys) -> None:
+    """`--force` reaches the upload: the request is recorded as forced and processed."""
+    from image_pipeline.domain.db.requests import get_request
+
+    _, settings = api
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_bytes(csv_bytes([("1", "Shoe", [image_server.add("/cli/f.jpg", make_image())])]))
+    assert main(["submit", str(csv_path), "--force"]) == 0
+    rid = capsys.readouterr().out.split()[0]
+    assert main(["submit", str(csv_path)]) == 0
+    plain = capsys.readouterr().out.split()[0]
+    process(settings, rid)
+    process(settings, plain)
+    engine = make_engine(settings.resolved_database_url)
+    with session_factory(engine)() as s:
+        assert get_request(s, rid).force is True and get_request(s, plain).force is False
+        assert get_request(s, rid).status == "completed"
+    engine.dispose()
