@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
     hsts_seconds: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age on https; 0 = off.")
     idempotency_window_hours: float = Field(24.0, gt=0, description="How long an Idempotency-Key is remembered.")
+    migrate_on_start: bool = Field(
+        True,
+        description="The API applies the app database migrations when it starts. Set false where a one-shot "
+        "`imgpipe migrate` runs first (compose's migrate service, the Helm hook Job), so replicas never race.",
+    )
+    ready_timeout: float = Field(
+        3.0, gt=0, le=60, description="Seconds /readyz and /api/check_db_connection wait for each dependency."
+    )
     dagster_url: str | None = Field(
         None, description="Dagster webserver URL; set = the API launches runs at once (unset = upload sensor only)."
     )
