@@ -160,6 +160,13 @@ class Bench:
         dt = time.perf_counter() - t0
         self.record("1_baseline", images=len(urls), seconds=dt, img_s=len(urls) / dt, mb_s=mb(bytes_in) / dt)
 
+    # -- 7. bytes at equal perceptual score per format (bench/formats.py)
+    def part_formats(self) -> None:
+        from bench.formats import measure
+
+        r = measure(photo_set(HERE / ".cache", 4), (1000, 750))
+        self.record("7_formats", **r)
+
     # -- 2. codec limit
     def part_codec(self) -> None:
         photos = self.photos()
@@ -608,6 +615,10 @@ def table(results: dict) -> str:
             f"6 API: {a['uploads_s']:.0f} uploads/s accepted ({a['accepted']} in {a['seconds']:.1f} s, "
             f"{a['lost']} lost, {a['refused_or_errors']} refused) (load {a['load']})"
         )
+    if "7_formats" in p:
+        from bench.formats import report
+
+        lines.append("7 " + report(p["7_formats"]))
     return "\n".join(lines)
 
 
@@ -644,7 +655,7 @@ def chart(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated parts to run (1-6)")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated parts to run (1-7)")
     ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
     ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
@@ -666,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         4: bench.part_e2e,
         5: bench.part_memory,
         6: bench.part_api,
+        7: bench.part_formats,
     }
     try:
         for k in sorted(parts):

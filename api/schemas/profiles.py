@@ -40,6 +40,7 @@ class ManifestRendition(BaseModel):
     bytes: int | None = None
     quality: int | None = None
     kept_original: bool | None = None
+    score: float | None = Field(None, description="SSIMULACRA2 of the output's centre crop, on the scored sample")
 
 
 class ManifestUrl(BaseModel):
@@ -66,6 +67,7 @@ class Manifest(BaseModel):
                         {"idx": 0, "row": 2, "url": "https://example.com/a.jpg", "status": "done", "error": None,
                          "renditions": [{"name": "thumb", "status": "done", "format": "webp", "width": 300,
                                          "height": 225, "bytes": 9120, "quality": 80, "kept_original": False,
+                                         "score": 74.2,
                                          "url": "http://127.0.0.1:8000/files/requests/3f6c.../images/0000000.webp"}]}
                     ],
                 }

@@ -51,8 +51,9 @@ class RenditionOutcome(BaseModel):
     width: int
     height: int
     bytes: int
-    quality: int
+    quality: int = Field(description="The encoder's quality number used (searched per image for a target)")
     kept_original: bool = False
+    score: float | None = Field(None, description="SSIMULACRA2 of the centre crop, on the scored sample")
 
 
 class ImageOutcome(BaseModel):
@@ -64,6 +65,7 @@ class ImageOutcome(BaseModel):
     bytes_out: int | None = None
     kept_original: bool = Field(False, description="The original was already smaller and was stored as it was")
     output_url: str | None = Field(None, description="Public URL of the output (a profile's first rendition)")
+    score: float | None = Field(None, description="SSIMULACRA2 of the first output, on the scored sample")
     renditions: list[RenditionOutcome] | None = Field(None, description="A profile's renditions, in profile order")
 
 

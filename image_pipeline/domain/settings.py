@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     )
     decode_timeout: float = Field(30.0, gt=0, description="Seconds one image may take to decode and encode.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
+    score_every: int = Field(
+        100,
+        ge=0,
+        description="Score one URL in this many (the first always) with SSIMULACRA2 against its unencoded "
+        "pixels, for the request's evidence; 0 = never. A score costs about 5 encodes of a photo.",
+    )
+    score_crop: int = Field(256, ge=16, le=2048, description="Side of the centre crop a score looks at (pixels).")
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
     encode_pool: str = Field(
         "thread", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for 500+ URLs."

@@ -1,6 +1,6 @@
 """The request's JSON manifest: per URL and rendition, what was made (URL, format, size, bytes, quality,
-status). Written beside the output CSV, streamed like it (one URL in memory at a time), and served at
-`GET /api/requests/{id}/manifest.json`."""
+score: SSIMULACRA2 on the scored sample, else null; status). Written beside the output CSV, streamed
+like it (one URL in memory at a time), and served at `GET /api/requests/{id}/manifest.json`."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class ManifestWriter:
             return [
                 {"name": "image", "url": self.public_url(r["output_key"]), "format": "jpeg", "width": r["width"],
                  "height": r["height"], "bytes": r["bytes_out"], "quality": self.seed_quality,
-                 "kept_original": r["kept_original"], "status": "done"}
+                 "kept_original": r["kept_original"], "score": r.get("score"), "status": "done"}
             ]  # fmt: skip
         return [{"name": name, "url": None, "status": "failed"} for name in self.names]
 

@@ -34,6 +34,7 @@ class UrlResult:
     kept_original: bool = False
     # Every rendition made, in profile order (a profile's request); None for the seed's one JPEG.
     renditions: list[dict] | None = None
+    score: float | None = None  # SSIMULACRA2 of the first output, on sampled URLs (IMGPIPE_SCORE_EVERY)
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()

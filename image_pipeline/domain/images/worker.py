@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError
-from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in
+from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in, score_in
 from image_pipeline.domain.images.fetch import fetch, make_client
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.domain.images.renditions import Rendition
@@ -56,6 +56,8 @@ class ProcessOptions:
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
     max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
+    score_every: int = 100  # SSIMULACRA2 of one URL in this many (idx 0 always); 0 = none
+    score_crop: int = 256  # side of the centre crop scored
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -75,7 +77,13 @@ class ProcessOptions:
             max_scans=s.max_jpeg_scans,
             max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
+            score_every=s.score_every,
+            score_crop=s.score_crop,
         )
+
+    def scores(self, idx: int) -> bool:
+        """Whether URL `idx` of a request is in its scored sample."""
+        return self.score_every > 0 and idx % self.score_every == 0
 
 
 def work_items(rows: Iterable, skip: set[int] | frozenset[int] = frozenset()) -> Iterator[WorkItem]:
@@ -108,10 +116,13 @@ async def _process_one(
         fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
+        crop = opts.score_crop if opts.scores(item.idx) else None
         if renditions:
-            outs = await render_in(codec_pool, fetched.body, renditions, opts)
+            outs = await render_in(codec_pool, fetched.body, renditions, opts, crop)
         else:
             outs = [await recompress_in(codec_pool, fetched.body, opts)]
+            scored = crop and not outs[0].kept_original  # a kept original is the source itself, not our encode
+            score = await score_in(codec_pool, fetched.body, outs[0].data, opts, crop) if scored else None
     except (FetchError, ImageError) as exc:
         return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
     except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
@@ -133,7 +144,7 @@ async def _process_one(
     made = [
         {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
          "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
-         "source_width": out.source_size[0], "source_height": out.source_size[1]}
+         "source_width": out.source_size[0], "source_height": out.source_size[1], "score": out.score}
         for out, key in zip(outs, keys, strict=True)
     ] if renditions else None  # fmt: skip
     first = outs[0]
@@ -149,6 +160,7 @@ async def _process_one(
         output_key=keys[0],
         kept_original=first.kept_original,
         renditions=made,
+        score=outs[0].score if renditions else score,
     )
 
 

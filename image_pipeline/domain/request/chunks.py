@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.images.renditions import Rendition
@@ -77,6 +77,8 @@ class ChunkSummary:
     bytes_out: int
     kept_original: int
     errors: list[tuple[str, str]]
+    # rendition name ("image" for the seed's one JPEG) -> SSIMULACRA2 of this chunk's scored sample
+    scores: dict[str, list[float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,7 +119,27 @@ def _summary_of(number: int, results: list[dict], skipped: int) -> ChunkSummary:
         bytes_out=sum(r["bytes_out"] or 0 for r in done),
         kept_original=sum(bool(r["kept_original"]) for r in done),
         errors=[(r["url"], r["error"] or "") for r in results if r["status"] != "done"][:20],
+        scores=_scores_of(done),
     )
+
+
+def _scores_of(done: list[dict]) -> dict[str, list[float]]:
+    scores: dict[str, list[float]] = {}
+    for r in done:
+        made = r.get("renditions") or [{"name": "image", "score": r.get("score")}]
+        for m in made:
+            if m.get("score") is not None:
+                scores.setdefault(m["name"], []).append(m["score"])
+    return scores
+
+
+def score_table(summaries_scores: list[dict[str, list[float]]]) -> list[tuple[str, int, float, float]]:
+    """(rendition, scored outputs, mean, min) over a request's chunks, in first-seen order."""
+    merged: dict[str, list[float]] = {}
+    for scores in summaries_scores:
+        for name, values in scores.items():
+            merged.setdefault(name, []).extend(values)
+    return [(n, len(v), round(sum(v) / len(v), 2), min(v)) for n, v in merged.items() if v]
 
 
 def read_manifest(ctx: RequestContext, chunk: Chunk) -> list[dict]:

@@ -106,6 +106,7 @@ def results_document(
                     "bytes_out": r.bytes_out if r else None,
                     "kept_original": bool(r.kept_original) if r else False,
                     "output_url": to_url(r.output_key) if r and r.status == "done" and r.output_key else None,
+                    "score": r.score if r else None,
                     "renditions": _renditions(r, to_url),
                 }
             )
