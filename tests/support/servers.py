@@ -242,16 +242,18 @@ def delayed_route(body: bytes, delay_s: float, content_type: str = "image/jpeg")
 
 class FlakyRoute:
     """An ImageServer route answering each of `answers` in turn (a status code, or (code, headers)),
-    then `body` with 200 for ever; `at` holds the time.monotonic() of every request it got."""
+    then `body` with 200 for ever; `at` holds the time.monotonic() of every request it got, `wall` its time.time()."""
 
     def __init__(self, answers: list[int | tuple[int, dict[str, str]]], body: bytes, delay_s: float = 0.0) -> None:
         self.answers, self.body, self.delay_s = list(answers), body, delay_s
         self.at: list[float] = []
+        self.wall: list[float] = []  # time.time() of the same requests (for a report)
         self._lock = threading.Lock()
 
     def __call__(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.at.append(time.monotonic())
+            self.wall.append(time.time())
             answer = self.answers.pop(0) if self.answers else None
         time.sleep(self.delay_s)
         if answer is None:

@@ -88,7 +88,9 @@ def test_measured_429_with_retry_after_1_twice_then_200(server, tmp_path) -> Non
     assert r.status == "done" and r.failure_class is None, r
     assert len(route.at) == 3
     t0 = route.at[0]
-    print("\nattempts at (s after the first):", [round(t - t0, 3) for t in route.at])
+    stamps = [datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3] for t in route.wall]
+    print("\nattempts at (UTC):", stamps, "answers: 429, 429, 200")
+    print("attempts at (s after the first):", [round(t - t0, 3) for t in route.at])
     print("gaps between attempts (s):", [round(g, 3) for g in route.gaps])
     assert all(g >= 1.0 for g in route.gaps), route.gaps
 
