@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from image_pipeline.domain.images.failures import FailureClass
+
 _THUMB = {"name": "thumb", "format": "webp", "quality": 80, "width": 300, "height": 300, "fit": "inside"}
 
 
@@ -49,6 +51,7 @@ class ManifestUrl(BaseModel):
     url: str
     status: Literal["done", "failed"]
     error: str | None
+    failure_class: FailureClass | None = Field(None, description="Why it failed, as a class (see the results)")
     renditions: list[ManifestRendition]
 
 
@@ -65,6 +68,7 @@ class Manifest(BaseModel):
                     "profile": {"name": "shop", "renditions": [_THUMB]},
                     "urls": [
                         {"idx": 0, "row": 2, "url": "https://example.com/a.jpg", "status": "done", "error": None,
+                         "failure_class": None,
                          "renditions": [{"name": "thumb", "status": "done", "format": "webp", "width": 300,
                                          "height": 225, "bytes": 9120, "quality": 80, "kept_original": False,
                                          "score": 74.2,

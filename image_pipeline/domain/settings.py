@@ -127,6 +127,25 @@ class Settings(BaseSettings):
     host_slot_wait: float = Field(
         120.0, gt=0, description="Seconds a URL may wait for a download slot of its host before it fails (transient)."
     )
+    fetch_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Tries after the first for a download that failed transiently (429, 502, 503, 504, a "
+        "timeout, a dropped connection), within the run; 0 = no retry.",
+    )
+    fetch_retry_backoff: float = Field(
+        0.5, ge=0, le=60, description="Seconds: the first retry waits up to this (full jitter), doubled each try."
+    )
+    fetch_retry_backoff_max: float = Field(
+        10.0, ge=0, le=300, description="Seconds: the longest jittered wait between two tries."
+    )
+    fetch_retry_after_max: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="Seconds: the longest Retry-After honoured between two tries (a longer one is cut to this).",
+    )
 
     # --- the codec -----------------------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)

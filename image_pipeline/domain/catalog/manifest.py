@@ -37,7 +37,8 @@ class ManifestWriter:
 
     def add(self, r: dict) -> None:
         """`r` is a chunk manifest line (a `UrlResult` as a dict)."""
-        item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"]}
+        item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"],
+                "failure_class": r.get("failure_class")}  # fmt: skip
         item["renditions"] = self._renditions(r)
         self._emit(("" if self._first else ",") + json.dumps(item))
         self._first = False

@@ -35,7 +35,7 @@ from image_pipeline.domain.keys import (
 )
 from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.profiles import profile_from_json
-from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
+from image_pipeline.domain.request.context import RequestCanceled, RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.request.progress import ProgressRecorder
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def read_manifest(ctx: RequestContext, chunk: Chunk) -> list[dict]:
 
 def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     """Fetch and recompress one chunk's URLs (those not already done), then write its manifest."""
+    ctx.stop_if_canceled(chunk.request_id)
     if ctx.store.exists(chunk.manifest_key):
         earlier = read_manifest(ctx, chunk)
         if all(r["status"] == "done" for r in earlier):
@@ -202,20 +203,32 @@ def _process(
             results[r.idx] = r
             recorder(r)
 
-        asyncio.run(
-            process_items(
-                (i for i in items if i.idx not in results),
-                request_id=rid,
-                store=ctx.store,
-                policy=ctx.policy,
-                opts=ctx.options,
-                on_result=on_result,
-                expected=chunk.count - skipped,
-                isolate=isolate,
-                renditions=renditions,
+        try:
+            asyncio.run(
+                process_items(
+                    (i for i in items if i.idx not in results),
+                    request_id=rid,
+                    store=ctx.store,
+                    policy=ctx.policy,
+                    opts=ctx.options,
+                    on_result=on_result,
+                    expected=chunk.count - skipped,
+                    isolate=isolate,
+                    renditions=renditions,
+                    stop=recorder.canceled.is_set,
+                )
             )
-        )
+        except BaseException:
+            # Interrupted (the run terminated: a cancel) or failed: the results that landed are still
+            # recorded, so what was stored stays listed (and a retry skips it).
+            try:
+                recorder.flush()
+            except Exception:
+                log.exception("request %s: results of chunk %d not recorded", rid, chunk.number)
+            raise
         recorder.flush()
+    if recorder.canceled.is_set():  # the URLs not reached stay unrecorded; what was stored is kept
+        raise RequestCanceled(rid)
     lines = [results[i.idx].as_dict() for i in items]
     ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
     return lines

@@ -102,6 +102,7 @@ def results_document(
                     "url": url,
                     "status": r.status if r else "pending",
                     "error": r.error if r else None,
+                    "failure_class": r.failure_class if r else None,
                     "bytes_in": r.bytes_in if r else None,
                     "bytes_out": r.bytes_out if r else None,
                     "kept_original": bool(r.kept_original) if r else False,
