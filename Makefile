@@ -38,10 +38,11 @@ up: $(STAMP)
 	@exec $(BIN)/python -m image_pipeline.cli.devstack
 
 # Tests run on TEST_WORKERS pytest-xdist workers: most end-to-end tests wait on daemons and sensors,
-# not on the CPU, so three workers on two cores cut the wall time nearly in half.
+# not on the CPU, so three workers on two cores cut the wall time nearly in half. `--dist loadgroup` keeps
+# a module whose stack is module-scoped (marked xdist_group) on one worker instead of one stack per worker.
 TEST_WORKERS ?= 3
 test: $(STAMP) chromium check
-	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The fast checks: lint, the layer contracts (import-linter, pyproject [tool.importlinter]) and the Dagster
 # definitions as dg loads them (on a throwaway DAGSTER_HOME: the repo's dagster.yaml wants PostgreSQL).

@@ -123,3 +123,4 @@ def test_collection_runs_against_the_api(client, settings, image_server) -> None
         "deliveries": [],
     }
     assert send("Replay webhook").status_code == 409  # no webhook_url on this upload
+    assert send("Cancel a request").status_code == 409  # it has finished
