@@ -1,7 +1,7 @@
 """`make bench`: the seed's serial loop, the codec's all-core limit and our pipeline, side by side on the
 same generated photos from the same loopback image server (fixed delay per request) into a moto S3
 server; then the `make up` stack end to end (latency, memory), the API's upload rate, and a catalogue
-synced twice (part 7, bench/sync.py: docs/sync.md).
+synced twice (part 9, bench/sync.py: docs/sync.md).
 
     python -m bench.run                      # every part, defaults (200 photos, 50 ms)
     python -m bench.run --parts 2,3 -n 100   # only some parts
@@ -69,6 +69,14 @@ def codec_ours(data: bytes) -> int:
     from image_pipeline.domain.images.codec import recompress
 
     return len(recompress(data, 50).data)
+
+
+def codec_catalogue(data: bytes) -> int:
+    """The catalogue profile's three renditions from one decode: the codec-only work of part 8."""
+    from image_pipeline.domain.images.renditions import render_source
+    from image_pipeline.domain.profiles import BUILTIN
+
+    return sum(len(r.data) for r in render_source(data, BUILTIN["catalogue"].renditions_tuple()))
 
 
 def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:
@@ -161,6 +169,13 @@ class Bench:
         dt = time.perf_counter() - t0
         self.record("1_baseline", images=len(urls), seconds=dt, img_s=len(urls) / dt, mb_s=mb(bytes_in) / dt)
 
+    # -- 7. bytes at equal perceptual score per format (bench/formats.py)
+    def part_formats(self) -> None:
+        from bench.formats import measure
+
+        r = measure(photo_set(HERE / ".cache", 4), (1000, 750))
+        self.record("7_formats", **r)
+
     # -- 2. codec limit
     def part_codec(self) -> None:
         photos = self.photos()
@@ -183,7 +198,34 @@ class Bench:
         for pool in self.args.pools.split(","):
             self._pipeline_once(pool)
 
-    def _pipeline_once(self, pool: str) -> None:
+    # -- 8. profiles (issue 16): the default profile against the old path, and the three-rendition catalogue
+    # profile against its own codec limit, in one run
+    def part_profiles(self) -> None:
+        from image_pipeline.domain.profiles import BUILTIN
+
+        catalogue = BUILTIN["catalogue"]
+        photos = self.photos()
+        best = 0.0
+        for kind in ("thread", "process"):
+            pool = ProcessPoolExecutor(CORES) if kind == "process" else ThreadPoolExecutor(CORES)
+            with pool:
+                best = max(best, len(photos) / _time_pool(pool, codec_catalogue, photos))
+        old = self._pipeline_once("thread", tag="8_default_unscored", score_every=0)
+        new = self._pipeline_once("thread", tag="8_default_scored")
+        cat = self._pipeline_once("thread", tag="8_catalogue", profile=catalogue.canonical_json())
+        self.record(
+            "8_profiles",
+            catalogue_limit_img_s=best,
+            catalogue_img_s=cat,
+            catalogue_x_limit=cat / best,
+            default_img_s=new,
+            old_path_img_s=old,
+            default_x_old_path=new / old,
+        )
+
+    def _pipeline_once(
+        self, pool: str, tag: str | None = None, score_every: int | None = None, profile: str | None = None
+    ) -> float:
         from image_pipeline.domain.catalog.csv_input import CsvLimits
         from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
         from image_pipeline.domain.db.requests import create_request
@@ -198,10 +240,11 @@ class Bench:
         from image_pipeline.domain.settings import Settings, parse_allow
 
         defaults = Settings(_env_file=None)
-        db = f"sqlite:///{self.tmp / f'pipeline-{pool}.db'}"
+        name = (tag or f"pipeline-{pool}").replace("_", "-")
+        db = f"sqlite:///{self.tmp / f'{name}.db'}"
         upgrade(db)
         engine = make_engine(db)
-        bucket = self.bucket(f"pipeline-{pool}")
+        bucket = self.bucket(name)
         host = self.image_base().removeprefix("http://")
         ctx = RequestContext(
             sessions=session_factory(engine),
@@ -214,6 +257,7 @@ class Bench:
                 per_host=defaults.per_host_concurrency,
                 encode_pool=pool,
                 encode_workers=defaults.encode_workers,
+                score_every=defaults.score_every if score_every is None else score_every,
             ),
             limits=CsvLimits(),
             api_base_url="http://api.example",
@@ -225,7 +269,7 @@ class Bench:
         with ctx.sessions() as s:
             create_request(
                 s, request_id=rid, owner="bench", input_key=input_key(rid), webhook_url=None, filename="b.csv",
-                row_count=len(urls), url_count=len(urls),
+                row_count=len(urls), url_count=len(urls), profile=profile,
             )  # fmt: skip
         validate_request(ctx, rid)
         cpu0 = self._cpu()
@@ -248,7 +292,7 @@ class Bench:
         done, bytes_in, bytes_out = (sum(getattr(c, f) for c in chunks) for f in ("done", "bytes_in", "bytes_out"))
         assert done == len(urls), chunks
         self.record(
-            f"3_pipeline_{pool}",
+            tag or f"3_pipeline_{pool}",
             images=len(urls),
             seconds=dt,
             img_s=len(urls) / dt,
@@ -256,6 +300,7 @@ class Bench:
             ratio_out_in=bytes_out / bytes_in,
             cpu_s=cpu,  # where the 2 cores went: our process (+ its pool), the image server, moto S3
         )
+        return len(urls) / dt
 
     def _cpu(self) -> dict[str, float]:
         """CPU seconds used so far by this process (+ reaped children) and by each server we started."""
@@ -288,7 +333,7 @@ class Bench:
             IMGPIPE_API_KEYS=KEY,
             IMGPIPE_FETCH_ALLOW=f"{host},{hook.allow}",
             # Parts 4 and 5 upload the same images again and again: they measure processing, not the
-            # sync memory's reuse (part 7).
+            # sync memory's reuse (part 9).
             IMGPIPE_SYNC_MEMORY="false",
         )
         for k in ("IMGPIPE_DATABASE_URL", "IMGPIPE_S3_BUCKET", "IMGPIPE_REDIS_URL", "DAGSTER_HOME"):
@@ -465,7 +510,7 @@ class Bench:
         per_host = self.args.sync_per_host
         for mode in self.args.sync_modes.split(","):
             r = sync_pair(self.args.sync_urls, self.args.sync_delay, mode, HERE / ".cache", self.tmp, per_host=per_host)
-            name = f"7_sync_{mode}" + (f"_per_host_{per_host}" if per_host else "")
+            name = f"9_sync_{mode}" + (f"_per_host_{per_host}" if per_host else "")
             self.record(name, **r, delay_s=self.args.sync_delay)
             print("  " + describe(self.results["parts"][name]), flush=True)
 
@@ -623,7 +668,18 @@ def table(results: dict) -> str:
             f"6 API: {a['uploads_s']:.0f} uploads/s accepted ({a['accepted']} in {a['seconds']:.1f} s, "
             f"{a['lost']} lost, {a['refused_or_errors']} refused) (load {a['load']})"
         )
-    for key in sorted(k for k in p if k.startswith("7_sync")):
+    if "8_profiles" in p:
+        q = p["8_profiles"]
+        lines.append(
+            f"8 catalogue profile (3 renditions): {q['catalogue_img_s']:.1f} img/s = {q['catalogue_x_limit']:.2f} x "
+            f"its codec limit {q['catalogue_limit_img_s']:.1f}; default profile {q['default_img_s']:.1f} img/s = "
+            f"{q['default_x_old_path']:.2f} x the unscored old path {q['old_path_img_s']:.1f} (load {q['load']})"
+        )
+    if "7_formats" in p:
+        from bench.formats import report
+
+        lines.append("7 " + report(p["7_formats"]))
+    for key in sorted(k for k in p if k.startswith("9_sync")):
         from bench.sync import describe
 
         lines.append(describe(p[key]))
@@ -663,7 +719,7 @@ def chart(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated parts to run (1-7)")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7,8,9", help="comma-separated parts to run (1-9)")
     ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
     ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
@@ -671,10 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-urls", default="10000", help="request sizes for part 5, e.g. 10000,100000")
     ap.add_argument("--api-seconds", type=float, default=10.0)
     ap.add_argument("--api-concurrency", type=int, default=16)
-    ap.add_argument("--sync-urls", type=int, default=10_000, help="catalogue size for part 7 (sync)")
-    ap.add_argument("--sync-delay", type=float, default=0.01, help="part 7 origin latency per request (200 or 304), s")
-    ap.add_argument("--sync-per-host", type=int, default=None, help="part 7 per-host limit (default: the setting's)")
-    ap.add_argument("--sync-modes", default="validators,none", help="part 7 origins: validators (304s), none (hash)")
+    ap.add_argument("--sync-urls", type=int, default=10_000, help="catalogue size for part 9 (sync)")
+    ap.add_argument("--sync-delay", type=float, default=0.01, help="part 9 origin latency per request (200 or 304), s")
+    ap.add_argument("--sync-per-host", type=int, default=None, help="part 9 per-host limit (default: the setting's)")
+    ap.add_argument("--sync-modes", default="validators,none", help="part 9 origins: validators (304s), none (hash)")
     ap.add_argument("--profile", action="store_true", help="pyinstrument profile of part 3 -> bench/profile-*.txt")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args(argv)
@@ -689,7 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         4: bench.part_e2e,
         5: bench.part_memory,
         6: bench.part_api,
-        7: bench.part_sync,
+        7: bench.part_formats,
+        8: bench.part_profiles,
+        9: bench.part_sync,
     }
     try:
         for k in sorted(parts):

@@ -1,8 +1,8 @@
-"""`make bench` part 7: incremental catalogue sync. A catalogue of N distinct photos is processed twice,
+"""`make bench` part 9: incremental catalogue sync. A catalogue of N distinct photos is processed twice,
 with 1 % of its images changed at the origin in between; once from an origin that honours validators
 (ETag + Last-Modified, 304) and once from one that sends none (the content-hash path).
 
-    python -m bench.run --parts 7 --sync-urls 10000              # through bench.run (results.json)
+    python -m bench.run --parts 9 --sync-urls 10000              # through bench.run (results.json)
     python -m bench.sync origin PORT DELAY MODE CACHE            # the origin process it starts
 
 The pipeline runs in this process as part 3 does (`compress_request`, then the output CSV), on the
@@ -227,7 +227,7 @@ def sync_pair(
 
 def describe(r: dict) -> str:
     return (
-        f"7 sync, {r['mode']} (per host {r.get('per_host')}): {r['urls']} URLs, {r['changed']} changed; "
+        f"9 sync, {r['mode']} (per host {r.get('per_host')}): {r['urls']} URLs, {r['changed']} changed; "
         f"second run fetched {r['second_bodies']} bodies ({r['second_bodies_share']:.1%}), "
         f"{r['second_not_modified']} x 304, "
         f"re-encoded {r['second_encoded']}, "

@@ -180,3 +180,22 @@ def test_submit_with_force(api, image_server, tmp_path, capsys) -> None:
         assert get_request(s, rid).force is True and get_request(s, plain).force is False
         assert get_request(s, rid).status == "completed"
     engine.dispose()
+def test_cancel(api, image_server, tmp_path, capsys) -> None:
+    """`imgpipe cancel`: a pending request is canceled (again: the same, exit 0); a finished one is 409."""
+    base, settings = api
+    good = tmp_path / "good.csv"
+    good.write_bytes(csv_bytes([("1", "A", [image_server.add("/cli/c.jpg", make_image(seed=5))])]))
+    assert main(["submit", str(good)]) == 0
+    rid = capsys.readouterr().out.split()[0]
+    assert main(["cancel", rid]) == 0
+    assert f"{rid}  canceled  0 done, 0 failed of 1  (canceled by its owner)" in capsys.readouterr().out
+    assert main(["cancel", rid, "--json"]) == 0
+    assert '"status": "canceled"' in capsys.readouterr().out
+
+    assert main(["submit", str(good)]) == 0
+    done = capsys.readouterr().out.split()[0]
+    process(settings, done)
+    assert main(["cancel", done]) == 1
+    assert "request is completed; only a pending or processing request can be canceled (HTTP 409)" in (
+        capsys.readouterr().err
+    )

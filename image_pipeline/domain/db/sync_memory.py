@@ -92,6 +92,7 @@ def outputs_of(r: UrlResult) -> dict:
         "bytes_out": r.bytes_out,
         "kept_original": r.kept_original,
         "renditions": r.renditions,
+        "score": r.score,
     }
 
 

@@ -160,6 +160,7 @@ def reused(
         output_key=outputs["output_key"],
         kept_original=outputs["kept_original"],
         renditions=outputs["renditions"],
+        score=outputs.get("score"),
         sync_status=status,
         sync_via=via,
         content_hash=digest,

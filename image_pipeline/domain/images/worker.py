@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images import sync
 from image_pipeline.domain.images.codec import ImageError
-from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in
+from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in, score_in
+from image_pipeline.domain.images.failures import classify_failure
 from image_pipeline.domain.images.fetch import fetch, make_client
+from image_pipeline.domain.images.fetch_retry import FetchRetry, HttpStatusError, fetch_with_retries
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.domain.images.renditions import Rendition
 from image_pipeline.domain.images.sync import SyncMemory
@@ -59,6 +61,9 @@ class ProcessOptions:
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
     max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
+    score_every: int = 100  # SSIMULACRA2 of one URL in this many (idx 0 always); 0 = none
+    score_crop: int = 256  # side of the centre crop scored
+    fetch_retry: FetchRetry = FetchRetry()  # transient download failures tried again within the run
     sync_memory: bool = True  # the tenant's memory of sources and outputs (docs/sync.md)
 
     @classmethod
@@ -79,8 +84,15 @@ class ProcessOptions:
             max_scans=s.max_jpeg_scans,
             max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
+            score_every=s.score_every,
+            score_crop=s.score_crop,
+            fetch_retry=FetchRetry.from_settings(s),
             sync_memory=s.sync_memory,
         )
+
+    def scores(self, idx: int) -> bool:
+        """Whether URL `idx` of a request is in its scored sample."""
+        return self.score_every > 0 and idx % self.score_every == 0
 
 
 def work_items(rows: Iterable, skip: set[int] | frozenset[int] = frozenset()) -> Iterator[WorkItem]:
@@ -135,6 +147,20 @@ async def _process_one(
     return result
 
 
+def _failed(item: WorkItem, request_id: str, exc: Exception) -> UrlResult:
+    """A URL's failure in words and as a class; an unexpected error's text stays in the log."""
+    if isinstance(exc, (FetchError, ImageError)):
+        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc), failure_class=classify_failure(exc))
+    if isinstance(exc, _StoreFailed):  # botocore's text names endpoints, buckets and keys: the log has it
+        return UrlResult(
+            item.idx, item.row, item.url, "failed", error="could not store the output image", failure_class="internal"
+        )
+    log.error("request %s, URL %d: unexpected error", request_id, item.idx, exc_info=exc)
+    return UrlResult(
+        item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})", failure_class="internal"
+    )
+
+
 async def _process_plain(
     item: WorkItem,
     *,
@@ -149,14 +175,6 @@ async def _process_plain(
     renditions: tuple[Rendition, ...],
 ) -> UrlResult:
     """Without the memory: outputs under the request's own keys."""
-    try:
-        fetched = await _fetch_image(client, item.url, policy, host_limits)
-        outs = await _encode(codec_pool, fetched.body, renditions, opts)
-    except (FetchError, ImageError) as exc:
-        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
-        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
 
     def key_of(n: int, out) -> str:  # the first unnamed (it fills `Output Image Urls`), the others by name
         if renditions:
@@ -164,10 +182,11 @@ async def _process_plain(
         return image_key(request_id, item.idx)
 
     try:
-        made = await _store_outputs(io_pool, store, outs, key_of, bool(renditions), opts)
-    except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
-        log.exception("request %s, URL %d: storing its outputs failed", request_id, item.idx)
-        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+        fetched = await _fetch_image(client, item, request_id, policy, opts, host_limits)
+        outs, score = await _encode(codec_pool, fetched.body, renditions, opts, item.idx)
+        made = await _store_outputs(io_pool, store, outs, key_of, renditions, opts, score)
+    except Exception as exc:  # one URL's failure stays its own
+        return _failed(item, request_id, exc)
     return UrlResult(item.idx, item.row, item.url, "done", bytes_in=len(fetched.body), **made)
 
 
@@ -189,7 +208,7 @@ async def _process_synced(
     the same bytes reuse them; new bytes are encoded once per chunk under content-addressed keys."""
     try:
         asked = memory.validators(item.url)
-        fetched = await _fetch_image(client, item.url, policy, host_limits, asked)
+        fetched = await _fetch_image(client, item, request_id, policy, opts, host_limits, asked)
         known = memory.sources.get(item.url)
         if fetched.status == 304:
             assert known is not None  # validators are only sent for a known URL
@@ -208,14 +227,11 @@ async def _process_synced(
                 item.url, item.idx, item.row, outputs, digest, status, via, len(fetched.body),
                 fetched.etag, fetched.last_modified,
             )  # fmt: skip
-        made, encoded = await _encode_once(digest, fetched.body, store, codec_pool, io_pool, renditions, opts, memory)
-    except (FetchError, ImageError) as exc:
-        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
-    except _StoreFailed:
-        return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
-    except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
-        log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+        made, encoded = await _encode_once(
+            digest, fetched.body, item.idx, store, codec_pool, io_pool, renditions, opts, memory
+        )
+    except Exception as exc:  # one URL's failure stays its own
+        return _failed(item, request_id, exc)
     return UrlResult(
         item.idx, item.row, item.url, "done", bytes_in=len(fetched.body), **made, sync_status=status,
         sync_via=sync.ENCODED if encoded else sync.SAME_BYTES, content_hash=digest,
@@ -230,6 +246,7 @@ class _StoreFailed(Exception):
 async def _encode_once(
     digest: str,
     body: bytes,
+    idx: int,
     store: ObjectStore,
     codec_pool: CodecPool,
     io_pool: Executor,
@@ -246,14 +263,10 @@ async def _encode_once(
     mine: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
     memory.encodes[digest] = mine
     try:
-        outs = await _encode(codec_pool, body, renditions, opts)
-        try:
-            made = await _store_outputs(
-                io_pool, store, outs, lambda n, out: memory.key(digest, n, _extension(out)), bool(renditions), opts
-            )
-        except Exception as exc:
-            log.exception("storing the outputs of content %s failed", digest)
-            raise _StoreFailed() from exc
+        outs, score = await _encode(codec_pool, body, renditions, opts, idx)
+        made = await _store_outputs(
+            io_pool, store, outs, lambda n, out: memory.key(digest, n, _extension(out)), renditions, opts, score
+        )
     except BaseException as exc:
         del memory.encodes[digest]  # a later URL with these bytes tries again
         if isinstance(exc, Exception):
@@ -271,38 +284,68 @@ def _extension(out) -> str:
     return getattr(out, "extension", "jpg")
 
 
-async def _fetch_image(client, url: str, policy: FetchPolicy, host_limits: HostLimiter, validators=None):
+async def _fetch_image(
+    client,
+    item: WorkItem,
+    request_id: str,
+    policy: FetchPolicy,
+    opts: ProcessOptions,
+    host_limits: HostLimiter,
+    validators: dict[str, str] | None = None,
+):
+    """The URL's body (a 200), or a 304 when `validators` asked for one; transient failures tried again."""
     # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
-    # server share that server's slots.
-    fetched = await fetch(client, url, policy, headers=validators or None, hold=host_limits.hold)
+    # server share that server's slots. A slot is held for one try, never across the wait between tries.
+    fetched = await fetch_with_retries(
+        lambda: fetch(client, item.url, policy, headers=validators or None, hold=host_limits.hold),
+        opts.fetch_retry,
+        host_limits,
+        what=f"request {request_id}, URL {item.idx}",
+    )
     if fetched.status == 304 and validators:
         return fetched
     if fetched.status != 200:
-        raise FetchError(f"HTTP {fetched.status} from image server")
+        raise HttpStatusError(fetched.status)
     return fetched
 
 
-async def _encode(codec_pool: CodecPool, body: bytes, renditions: tuple[Rendition, ...], opts: ProcessOptions):
+async def _encode(
+    codec_pool: CodecPool, body: bytes, renditions: tuple[Rendition, ...], opts: ProcessOptions, idx: int
+):
+    """The outputs of one decode, and the seed output's score when URL `idx` is in the scored sample."""
+    crop = opts.score_crop if opts.scores(idx) else None
     if renditions:
-        return await render_in(codec_pool, body, renditions, opts)
-    return [await recompress_in(codec_pool, body, opts)]
+        return await render_in(codec_pool, body, renditions, opts, crop), None
+    outs = [await recompress_in(codec_pool, body, opts)]
+    scored = crop and not outs[0].kept_original  # a kept original is the source itself, not our encode
+    return outs, (await score_in(codec_pool, body, outs[0].data, opts, crop) if scored else None)
 
 
 async def _store_outputs(
-    io_pool: Executor, store: ObjectStore, outs, key_of: Callable, named: bool, opts: ProcessOptions
+    io_pool: Executor,
+    store: ObjectStore,
+    outs,
+    key_of: Callable,
+    renditions: tuple[Rendition, ...],
+    opts: ProcessOptions,
+    score: float | None,
 ) -> dict:
-    """Store each output under `key_of(n, out)`; the result's fields describing them."""
+    """Store each output under `key_of(n, out)`; the result's fields describing them. Raises _StoreFailed."""
     keys: list[str] = []
     for n, out in enumerate(outs):
         key = key_of(n, out)
-        await _store(io_pool, store, key, out.data, out.content_type if named else "image/jpeg", opts)
+        try:
+            await _store(io_pool, store, key, out.data, out.content_type if renditions else "image/jpeg", opts)
+        except Exception as exc:
+            log.exception("storing %s failed", key)
+            raise _StoreFailed() from exc
         keys.append(key)
     made = [
         {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
          "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
-         "source_width": out.source_size[0], "source_height": out.source_size[1]}
+         "source_width": out.source_size[0], "source_height": out.source_size[1], "score": out.score}
         for out, key in zip(outs, keys, strict=True)
-    ] if named else None  # fmt: skip
+    ] if renditions else None  # fmt: skip
     first = outs[0]
     return {
         "bytes_out": sum(len(out.data) for out in outs),
@@ -311,6 +354,7 @@ async def _store_outputs(
         "output_key": keys[0],
         "kept_original": first.kept_original,
         "renditions": made,
+        "score": outs[0].score if renditions else score,
     }
 
 
@@ -347,6 +391,7 @@ async def process_items(
     expected: int | None = None,
     isolate: bool = False,
     renditions: tuple[Rendition, ...] = (),
+    stop: Callable[[], bool] = lambda: False,
     memory: SyncMemory | None = None,
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
@@ -354,8 +399,9 @@ async def process_items(
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool;
     `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`);
-    `renditions` (a profile's) replace the seed's one JPEG per URL; `memory` (the tenant's sync memory
-    of these URLs) makes outputs content-addressed and reuses what was made before.
+    `renditions` (a profile's) replace the seed's one JPEG per URL; once `stop()` is true (the request
+    was canceled) no worker takes another item, and the items not taken get no result; `memory` (the
+    tenant's sync memory of these URLs) makes outputs content-addressed and reuses what was made before.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
@@ -368,6 +414,8 @@ async def process_items(
 
             async def worker() -> None:
                 for item in iterator:  # shared iterator: each item goes to exactly one worker
+                    if stop():
+                        return
                     on_result(
                         await _process_one(
                             item,

@@ -11,6 +11,7 @@ from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.db.sync_memory import remember
 from image_pipeline.domain.images.sync import SyncMemory
 from image_pipeline.domain.request.context import RequestContext
+from image_pipeline.domain.status import CANCELED
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class ProgressRecorder:
         self.done = self.failed = self.bytes_in = self.bytes_out = self.kept = 0
         self._lock = threading.Lock()
         self._inflight: Future | None = None
+        # Set when a write finds the request canceled by its owner: the chunk takes no further URL.
+        self.canceled = threading.Event()
 
     def __call__(self, result: repo.UrlResult) -> None:
         with self._lock:
@@ -83,7 +86,9 @@ class ProgressRecorder:
                 repo.record_results(s, self.request_id, batch)
                 if self.memory is not None:
                     remember(s, self.memory.owner, self.memory.settings_hash, batch)
-                self.ctx.publish_status(s, self.request_id)
+                doc = self.ctx.publish_status(s, self.request_id)
+            if doc is not None and doc["status"] == CANCELED:
+                self.canceled.set()
         except OperationalError:
             # The database is away (restart, failover): keep the batch and try again with the next
             # result instead of losing the images already fetched and stored.
