@@ -180,6 +180,8 @@ def test_submit_with_force(api, image_server, tmp_path, capsys) -> None:
         assert get_request(s, rid).force is True and get_request(s, plain).force is False
         assert get_request(s, rid).status == "completed"
     engine.dispose()
+
+
 def test_cancel(api, image_server, tmp_path, capsys) -> None:
     """`imgpipe cancel`: a pending request is canceled (again: the same, exit 0); a finished one is 409."""
     base, settings = api

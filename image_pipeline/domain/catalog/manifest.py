@@ -40,7 +40,6 @@ class ManifestWriter:
         """`r` is a chunk manifest line (a `UrlResult` as a dict)."""
         item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"],
                 "failure_class": r.get("failure_class")}  # fmt: skip
-        item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"]}
         if r.get("sync_status"):  # the sync memory: new | changed | unchanged, and how its outputs came
             item["sync_status"], item["sync_via"] = r["sync_status"], r.get("sync_via")
         item["renditions"] = self._renditions(r)

@@ -288,8 +288,8 @@ def _upsert_results(dialect: str):  # an Insert construct
 
 
 class OrderedOutcomes:
-    """idx -> (idx, status, output_key, error, failure_class, sync_status) of a request's results, read in index order in batches: a
-    cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
+    """idx -> (idx, status, output_key, error, failure_class, sync_status) of a request's results, read in
+    index order in batches: a cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
 
     def __init__(self, session: Session, request_id: str, batch: int = 5000) -> None:
         q = (

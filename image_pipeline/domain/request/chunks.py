@@ -242,6 +242,7 @@ def _process(
                     renditions=renditions,
                     stop=recorder.canceled.is_set,
                     memory=memory,
+                )
             )
         except BaseException:
             # Interrupted (the run terminated: a cancel) or failed: the results that landed are still
