@@ -16,6 +16,7 @@ JPEG comment naming the URL and its version, so every URL has its own bytes and 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import threading
 import time
@@ -196,7 +197,9 @@ def sync_pair(
             )
 
         first = one_request()
-        changed = list(range(0, n, round(1 / changed_share)))
+        # A seeded random 1 %: every 100th URL would be exactly the scored sample (IMGPIPE_SCORE_EVERY=100
+        # scores idx 0, 100, ...), making every re-encode also a score, which a real day's changes are not.
+        changed = sorted(random.Random(19).sample(range(n), max(1, round(n * changed_share))))
         httpx.post(base + "/_change?ids=" + ",".join(map(str, changed)))
         second = one_request()
         engine.dispose()
