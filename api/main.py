@@ -10,18 +10,23 @@ from fastapi import FastAPI
 
 from api import errors, middleware, openapi
 from api.routes import api_router, files_router
+from api.routes.metrics import router as metrics_router
 from api.routes.pages import router as page_router
 from api.routes.pages import static_files
 from api.webhook_dns import TenantResolver
 from image_pipeline.domain.db.engine import upgrade
 from image_pipeline.domain.services import build_context
 from image_pipeline.domain.settings import Settings
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.db_gauges import DatabaseGauges
+from image_pipeline.domain.telemetry.logs import configure_logging
 
 log = logging.getLogger("imgpipe.api")
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -31,6 +36,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         engine = ctx.sessions.kw["bind"]
         app.state.context, app.state.engine = ctx, engine
         app.state.sessions, app.state.store, app.state.cache = ctx.sessions, ctx.store, ctx.cache
+        app.state.db_gauges = DatabaseGauges(ctx.sessions)
         app.state.launcher = None
         if settings.dagster_url:  # fast path: launch runs at once (the upload sensor stays the safety net)
             from image_pipeline.domain.request.fast_launch import FastLauncher
@@ -62,6 +68,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(api_router)
     app.include_router(files_router)
     app.include_router(page_router)
+    app.include_router(metrics_router)
     app.mount("/static", static_files, name="static")
     middleware.install(app, settings)
+    provider = tracing.setup_from_env("image-pipeline-api")
+    if provider is not None:  # off unless OTEL_* configures an exporter (docs/observability.md)
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/metrics")
     return app

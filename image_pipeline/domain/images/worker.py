@@ -24,6 +24,7 @@ from image_pipeline.domain.images.renditions import Rendition
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.keys import image_key
 from image_pipeline.domain.objects import ObjectStore
+from image_pipeline.domain.telemetry.metrics import timed
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
@@ -105,7 +106,8 @@ async def _process_one(
     try:
         # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
         # server share that server's slots.
-        fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
+        with timed("fetch"):  # including the wait for a slot of its host
+            fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
         if fetched.status != 200:
             raise FetchError(f"HTTP {fetched.status} from image server")
         if renditions:
@@ -125,7 +127,8 @@ async def _process_one(
         else:
             key, content_type = image_key(request_id, item.idx), "image/jpeg"
         try:
-            await _store(io_pool, store, key, out.data, content_type, opts)
+            with timed("store"):  # with its retries
+                await _store(io_pool, store, key, out.data, content_type, opts)
         except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
             log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
             return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
