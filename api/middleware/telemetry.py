@@ -32,11 +32,20 @@ def upload_outcome(status: int) -> str:
     return _UPLOAD_OUTCOMES.get(status, "error" if status >= 500 else str(status))
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (`/api/status/{request_id}`): a bounded label, unlike the path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+def route_template(scope: Scope, path: str, root_path: str = "") -> str:
+    """The matched route's path template (`/api/status/{request_id}`): a bounded label, unlike `path`.
+
+    Rebuilt from the path and the parameters the router matched in it (each value put back as its
+    `{name}`), because the route object's own `path` lacks the prefixes of the routers it is in."""
+    if scope.get("route") is None:
+        if scope.get("endpoint") is None:
+            return "unmatched"  # a 404, or refused by a middleware before routing
+        return scope.get("root_path", "")[len(root_path) :] + "/{path}"  # a mounted app (/static)
+    for name, value in (scope.get("path_params") or {}).items():
+        head, sep, tail = path.rpartition(f"/{str(value).lstrip('/')}")
+        if sep and (not tail or tail.startswith("/")):
+            path = f"{head}/{{{name}}}{tail}"
+    return path
 
 
 class RequestTelemetry:
@@ -57,11 +66,12 @@ class RequestTelemetry:
                 status = message["status"]
             await send(message)
 
-        start = perf_counter()
+        # Before a mount moves its prefix into root_path.
+        start, path, root = perf_counter(), route_path(scope), scope.get("root_path", "")
         with log_context():
             try:
                 await self.app(scope, receive, sending)
             finally:
-                record_http(scope["method"], route_template(scope), status, perf_counter() - start)
-                if scope["method"] == "POST" and route_path(scope).rstrip("/") == UPLOAD_PATH:
+                record_http(scope["method"], route_template(scope, path, root), status, perf_counter() - start)
+                if scope["method"] == "POST" and path.rstrip("/") == UPLOAD_PATH:
                     record_upload(upload_outcome(status))

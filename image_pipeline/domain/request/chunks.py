@@ -133,7 +133,15 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     ) as span:
         summary = _process_chunk(ctx, chunk)
         span.set_attributes({"done": summary.done, "failed": summary.failed, "skipped": summary.skipped})
-        return summary
+    log.info(
+        "chunk %d: %d URLs, %d done, %d failed, %d already stored",
+        chunk.number,
+        summary.total,
+        summary.done,
+        summary.failed,
+        summary.skipped,
+    )
+    return summary
 
 
 def _process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from image_pipeline.domain.catalog.csv_output import write_output_csv
 from image_pipeline.domain.catalog.manifest import ManifestWriter
 from image_pipeline.domain.clock import as_utc, utcnow
@@ -15,6 +17,8 @@ from image_pipeline.domain.status import COMPLETED, final_status, is_final
 from image_pipeline.domain.telemetry.metrics import record_request_end
 from image_pipeline.domain.webhooks.delivery import SentAttempt, send_deliveries
 from image_pipeline.domain.webhooks.outbox import enqueue_final_event
+
+log = logging.getLogger(__name__)
 
 
 def request_counts(ctx: RequestContext, request_id: str) -> ImageRequest:
@@ -75,6 +79,7 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
         ctx.publish_status(s, request_id)
     if not is_final(before.status):  # its first end; a re-run of a finished request is not timed again
         _record_duration(before, status)
+    log.info("request %s: %s, %d of %d images done", request_id, status, done, total)
     return key, status
 
 

@@ -75,11 +75,12 @@ def make_provider(service: str, exporter: SpanExporter, *, batch: bool = True) -
     return provider
 
 
-def install(provider: TracerProvider) -> None:
-    """Make `provider` the one this process's spans go to (also OpenTelemetry's global, if still unset)."""
+def install(provider: TracerProvider | None, *, set_global: bool = True) -> None:
+    """Make `provider` the one this process's spans go to (and OpenTelemetry's global, if still unset);
+    None turns tracing off again (a test's in-memory provider, removed after the test)."""
     global _provider
     _provider = provider
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+    if provider is not None and set_global and not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(provider)
 
 
@@ -109,7 +110,7 @@ def provider() -> TracerProvider | None:
 
 
 def tracer() -> trace.Tracer:
-    return (_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME)
+    return (_provider or trace.NoOpTracerProvider()).get_tracer(TRACER_NAME)
 
 
 def flush() -> None:
