@@ -58,20 +58,30 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # the answer if none is sent (the app raised past every handler)
+        # Before a mount moves its prefix into root_path.
+        start, path, root = perf_counter(), route_path(scope), scope.get("root_path", "")
+        status, recorded = 500, False  # 500: the answer if none is sent (the app raised past every handler)
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                record_http(scope["method"], route_template(scope, path, root), status, perf_counter() - start)
+                if scope["method"] == "POST" and path.rstrip("/") == UPLOAD_PATH:
+                    record_upload(upload_outcome(status))
 
         async def sending(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            # Timed to the last byte of the answer: background tasks (the upload's run launch) run after
+            # it, inside the app call, and are no part of the caller's wait.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
 
-        # Before a mount moves its prefix into root_path.
-        start, path, root = perf_counter(), route_path(scope), scope.get("root_path", "")
         with log_context():
             try:
                 await self.app(scope, receive, sending)
             finally:
-                record_http(scope["method"], route_template(scope, path, root), status, perf_counter() - start)
-                if scope["method"] == "POST" and path.rstrip("/") == UPLOAD_PATH:
-                    record_upload(upload_outcome(status))
+                record()
