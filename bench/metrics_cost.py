@@ -1,7 +1,8 @@
-"""What recording one image's metrics costs: the four stage timings (fetch, decode, encode, store) and
-its outcome (status, failure class, bytes), as the pipeline records them, timed with timeit in a
-process whose prometheus_client counts in memory, and in one in multiprocess mode (PROMETHEUS_MULTIPROC_DIR:
-every sample written to a memory-mapped file under a lock), as under `make up`.
+"""What metrics cost. Recording one image: the four stage timings (fetch, decode, encode, store) and its
+outcome (status, failure class, bytes), as the pipeline records them, timed with timeit in a process whose
+prometheus_client counts in memory, and in one in multiprocess mode (PROMETHEUS_MULTIPROC_DIR: every
+sample written to a memory-mapped file under a lock), as under `make up`. Scraping: /metrics's exposition
+with the files of 10, 100 and 1,000 processes (runs) in the directory, each as full as a run leaves it.
 
     python -m bench.metrics_cost
 """
@@ -34,7 +35,36 @@ def measure() -> None:
         print(f"  {name}: {best * 1e6:.2f} us")
 
 
+def scrape_cost() -> None:
+    """In multiprocess mode: fill this process's files as a run does, copy them as N processes', time a scrape."""
+    import shutil
+    from pathlib import Path
+
+    from image_pipeline.domain.telemetry import metrics
+
+    for cls in metrics.FAILURE_CLASSES:
+        metrics.IMAGES.labels("failed", cls).inc()
+    exec(SETUP + "\none_image(done)", {})
+    metrics.record_request_end("completed", 12.0)
+    metrics.record_webhook_attempt("delivered")
+    metrics.record_http("POST", "/api/upload", 202, 0.05)
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    mine = list(directory.glob(f"*_{os.getpid()}.db"))
+    have = 1
+    for n in (10, 100, 1000):
+        for pid in range(have, n):
+            for f in mine:
+                shutil.copyfile(f, directory / f.name.replace(str(os.getpid()), f"9{pid:06d}"))
+        have = n
+        best = min(timeit.repeat(metrics.exposition, number=1, repeat=3))
+        size = sum(f.stat().st_size for f in directory.glob("*.db")) / 2**20
+        print(f"  scrape with {n:>5,} processes' files ({size:,.0f} MiB apparent): {best * 1000:,.1f} ms")
+
+
 def main() -> None:
+    if "--scrape" in sys.argv:
+        scrape_cost()
+        return
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or "--child" in sys.argv:
         measure()
         return
@@ -44,6 +74,10 @@ def main() -> None:
         print(f"multiprocess mode, PROMETHEUS_MULTIPROC_DIR on {d} (best of 5 x {N:,}):")
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=d)
         subprocess.run([sys.executable, "-m", "bench.metrics_cost", "--child"], env=env, check=True)
+    with tempfile.TemporaryDirectory() as d:
+        print("scraping /metrics in multiprocess mode (best of 3):")
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=d)
+        subprocess.run([sys.executable, "-m", "bench.metrics_cost", "--scrape"], env=env, check=True)
 
 
 if __name__ == "__main__":

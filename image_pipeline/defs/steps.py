@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from dagster._core.errors import DagsterInvalidPropertyError
 
 from image_pipeline.domain.request.context import RequestContext, RequestFailed
 from image_pipeline.domain.runs import OWNER_TAG, REQUEST_ID_TAG, TRACEPARENT_TAG
@@ -71,7 +72,7 @@ def _step_telemetry(context, pipeline) -> Iterator[None]:
     settings = pipeline.settings if pipeline is not None else get_settings()
     configure_logging(settings.log_format)
     tracing.setup_from_env("image-pipeline-run")
-    tags = context.run.tags
+    tags = _run_tags(context)
     request_id = context.partition_key if context.has_partition_key else tags.get(REQUEST_ID_TAG, "")
     step = context.op_def.name
     with (
@@ -83,6 +84,13 @@ def _step_telemetry(context, pipeline) -> Iterator[None]:
         _end_run(context, "success")
 
 
+def _run_tags(context) -> dict[str, str]:
+    try:
+        return dict(context.run.tags)
+    except DagsterInvalidPropertyError:  # an op invoked directly (tests): no run
+        return {}
+
+
 def _end_run(context, status: str) -> None:
     """The run's span, from the run's start to now (its steps are its children: domain.telemetry.tracing)."""
     if tracing.provider() is None:
@@ -91,6 +99,6 @@ def _end_run(context, status: str) -> None:
         started = context.instance.get_run_stats(context.run_id).start_time
     except Exception:  # a step invoked outside a stored run
         started = None
-    tags = context.run.tags
+    tags = _run_tags(context)
     request_id = context.partition_key if context.has_partition_key else tags.get(REQUEST_ID_TAG, "")
     tracing.end_run(request_id, context.run_id, tags.get(TRACEPARENT_TAG), started, status)

@@ -152,3 +152,4 @@ def test_metrics_traces_and_logs_of_one_request(stack, image_server, webhook_rec
     chunk_line = next(x for x in run_lines if x["message"].startswith("chunk 0:"))
     assert chunk_line["run_id"] == run_id and chunk_line["tenant"] == accepted["tenant"]
     assert any(x["message"].startswith(f"request {rid}: partially_failed") for x in run_lines)
+    print("\nJSON log lines:\n" + "\n".join(json.dumps(x) for x in (accepted, chunk_line)))
