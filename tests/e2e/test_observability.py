@@ -145,7 +145,13 @@ def test_metrics_traces_and_logs_of_one_request(stack, image_server, webhook_rec
     assert all(s.attributes["request_id"] == rid and s.attributes["run_id"] == run_id for s in steps)
 
     # JSON logs: one object per line, with what is known where the line is written.
-    api_lines = json_lines(stack.log_tail("api", 200_000))
+    api_log = stack.log_tail("api", 200_000)
+    assert all(line.startswith("{") for line in api_log.splitlines() if line), api_log[-2000:]  # uvicorn's too
+    api_lines = json_lines(api_log)
+    [access] = [
+        x for x in api_lines if x["logger"] == "uvicorn.access" and 'POST /api/upload HTTP/1.1" 202' in x["message"]
+    ]
+    assert access["request_id"] == rid and "color_message" not in access
     [accepted] = [x for x in api_lines if x["message"].startswith("upload accepted")]
     assert accepted["request_id"] == rid and accepted["tenant"].startswith("key_") and accepted["level"] == "INFO"
     run_lines = [x for x in json_lines(stack.log_tail("daemon", 500_000)) if x.get("request_id") == rid]

@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import IO, Literal
 
-from pythonjsonlogger.json import JsonFormatter
-
 CONTEXT_FIELDS = ("request_id", "run_id", "tenant")
 # Our own loggers; uvicorn's are re-pointed at the JSON handler too (its access and error lines).
 OUR_LOGGERS = ("image_pipeline", "imgpipe", "api")
@@ -62,6 +60,9 @@ class ContextFilter(logging.Filter):
 
 
 def json_handler(stream: IO[str] | None = None) -> logging.Handler:
+    from pythonjsonlogger.core import RESERVED_ATTRS
+    from pythonjsonlogger.json import JsonFormatter  # only where JSON is asked for
+
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         JsonFormatter(
@@ -69,6 +70,7 @@ def json_handler(stream: IO[str] | None = None) -> logging.Handler:
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             datefmt="%Y-%m-%dT%H:%M:%S%z",
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI-coloured copy of the message
         )
     )
     handler.addFilter(ContextFilter())

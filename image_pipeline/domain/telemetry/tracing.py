@@ -27,31 +27,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on (about 0.1 s per process otherwise)
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACER_NAME = "image_pipeline"
 # (trace id, span id) the next span must take: a run's span, whose ids its steps already used.
 _forced_ids: ContextVar[tuple[int, int] | None] = ContextVar("imgpipe_forced_ids", default=None)
 _provider: TracerProvider | None = None
-
-
-class _RunSpanIds(RandomIdGenerator):
-    """Random ids, except for a run's span, whose id its steps already used as their parent."""
-
-    def generate_span_id(self) -> int:
-        forced = _forced_ids.get()
-        return forced[1] if forced is not None else super().generate_span_id()
-
-    def generate_trace_id(self) -> int:  # asked only for a span without a parent
-        forced = _forced_ids.get()
-        return forced[0] if forced is not None else super().generate_trace_id()
 
 
 def exporter_from_env(env: dict[str, str] | os._Environ = os.environ) -> str | None:
@@ -69,8 +58,24 @@ def exporter_from_env(env: dict[str, str] | os._Environ = os.environ) -> str | N
 
 
 def make_provider(service: str, exporter: SpanExporter, *, batch: bool = True) -> TracerProvider:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class RunSpanIds(RandomIdGenerator):
+        """Random ids, except for a run's span, whose id its steps already used as their parent."""
+
+        def generate_span_id(self) -> int:
+            forced = _forced_ids.get()
+            return forced[1] if forced is not None else super().generate_span_id()
+
+        def generate_trace_id(self) -> int:  # asked only for a span without a parent
+            forced = _forced_ids.get()
+            return forced[0] if forced is not None else super().generate_trace_id()
+
     name = os.environ.get("OTEL_SERVICE_NAME") or service
-    provider = TracerProvider(resource=Resource.create({"service.name": name}), id_generator=_RunSpanIds())
+    provider = TracerProvider(resource=Resource.create({"service.name": name}), id_generator=RunSpanIds())
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     return provider
 
@@ -80,8 +85,8 @@ def install(provider: TracerProvider | None, *, set_global: bool = True) -> None
     None turns tracing off again (a test's in-memory provider, removed after the test)."""
     global _provider
     _provider = provider
-    if provider is not None and set_global and not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(provider)
+    if provider is not None and set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)  # only while nobody has set one
 
 
 def setup_from_env(service: str) -> TracerProvider | None:
