@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("fetch", "decode", "encode", "store")
+# What `failure_class_of_error` derives; a class the pipeline records itself (e.g. `timeout`) is used as it is.
 FAILURE_CLASSES = ("transient", "permanent", "refused", "invalid_image", "internal")
 
 # Per-image stages: a cached local fetch takes about a millisecond, a large decode tens of seconds.
