@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STAMP := $(VENV)/.installed
+# The uv the bootstrap installs when none is on PATH; the Dockerfile's UV_VERSION is the same.
+UV_VERSION := 0.13.9
 
 .PHONY: install up test check lint format bench bench-scale clean lock chromium
 
@@ -13,7 +15,7 @@ STAMP := $(VENV)/.installed
 # files (uv writes none by default, and PYTHONDONTWRITEBYTECODE forbids writing them later) each
 # start compiles Dagster's modules from source, seconds per process.
 $(STAMP): requirements-dev.lock pyproject.toml Makefile
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv || $(PY) -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PY) -m pip install --user --quiet uv==$(UV_VERSION) || $(PY) -m pip install --quiet uv==$(UV_VERSION)
 	@UV=$$(command -v uv || echo $(HOME)/.local/bin/uv); \
 	  [ -x $(BIN)/python ] || $$UV venv --quiet --python $(PY) $(VENV); \
 	  $$UV pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements-dev.lock && \
@@ -36,10 +38,11 @@ up: $(STAMP)
 	@exec $(BIN)/python -m image_pipeline.cli.devstack
 
 # Tests run on TEST_WORKERS pytest-xdist workers: most end-to-end tests wait on daemons and sensors,
-# not on the CPU, so three workers on two cores cut the wall time nearly in half.
+# not on the CPU, so three workers on two cores cut the wall time nearly in half. `--dist loadgroup` keeps
+# a module whose stack is module-scoped (marked xdist_group) on one worker instead of one stack per worker.
 TEST_WORKERS ?= 3
 test: $(STAMP) chromium check
-	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The fast checks: lint, the layer contracts (import-linter, pyproject [tool.importlinter]) and the Dagster
 # definitions as dg loads them (on a throwaway DAGSTER_HOME: the repo's dagster.yaml wants PostgreSQL).
@@ -67,10 +70,20 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	@$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
-# Re-pin after editing pyproject.toml (hashes, no download addresses).
+# Re-pin after editing pyproject.toml (hashes, no download addresses). requirements.lock: the API image
+# (and an in_process code location); requirements-<extra>.lock: an image that runs that executor
+# (Dockerfile --build-arg LOCK=...); requirements-dev.lock: everything, for tests and benchmarks. A new
+# extra's lock starts from requirements.lock (uv keeps the versions an output file already pins), so the
+# packages every lock shares stay at one version.
+EXTRAS := aws celery k8s
 lock:
 	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
-	$(UV) pip compile pyproject.toml --python-version 3.11 --group dev --generate-hashes -o requirements-dev.lock
+	for extra in $(EXTRAS); do \
+	  [ -f requirements-$$extra.lock ] || cp requirements.lock requirements-$$extra.lock; \
+	  $(UV) pip compile pyproject.toml --python-version 3.11 --extra $$extra --generate-hashes -o requirements-$$extra.lock || exit 1; \
+	done
+	$(UV) pip compile pyproject.toml --python-version 3.11 $(EXTRAS:%=--extra %) --group dev --group bench \
+	  --generate-hashes -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .imgpipe .pytest_cache

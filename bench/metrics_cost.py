@@ -20,7 +20,7 @@ SETUP = """
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.telemetry.metrics import record_result, timed
 done = UrlResult(0, 1, "https://x.example/a.jpg", "done", bytes_in=200_000, bytes_out=60_000)
-failed = UrlResult(1, 1, "https://x.example/b.jpg", "failed", error="HTTP 404 from image server")
+failed = UrlResult(1, 1, "https://x.example/b.jpg", "failed", error="HTTP 404", failure_class="permanent")
 def one_image(result):
     for stage in ("fetch", "decode", "encode", "store"):
         with timed(stage):
@@ -40,9 +40,10 @@ def scrape_cost() -> None:
     import shutil
     from pathlib import Path
 
+    from image_pipeline.domain.images.failures import FAILURE_CLASSES
     from image_pipeline.domain.telemetry import metrics
 
-    for cls in metrics.FAILURE_CLASSES:
+    for cls in FAILURE_CLASSES:
         metrics.IMAGES.labels("failed", cls).inc()
     exec(SETUP + "\none_image(done)", {})
     metrics.record_request_end("completed", 12.0)

@@ -1,5 +1,6 @@
 """Encode time and size per output format on two 1600x1200 samples (a noisy photo-like image, the worst
-case for every encoder, and a smooth gradient): what docs/renditions.md quotes.
+case for every encoder, and a smooth gradient), then the cost of a target score per format: what
+docs/renditions.md quotes.
 
     .venv/bin/python -m bench.renditions_cost
 """
@@ -38,6 +39,27 @@ def main() -> None:
                 img.save(out, fmt, **kw)
                 times.append(time.perf_counter() - start)
             print(f"{name:6} {label:24} {len(out.getvalue()):>9,} B  {min(times):7.3f} s (best of 3)")
+    targets()
+
+
+def targets() -> None:
+    """A target score per format (the quality searched on the centre crop), through `render_all` with the
+    output's own crop scored, on a bench photo made at 1600x1200 and rendered within 1000x750 (as
+    `bench.formats` compares); a fixed q80 JPEG beside it. The first line carries SciPy's import."""
+    from bench.photos import make_photo
+    from image_pipeline.domain.images.renditions import Rendition, render_all
+
+    photo = make_photo(1, (1600, 1200), quality=95)
+    box = {"width": 1000, "height": 750}
+    cases = [Rendition("fixed", "jpeg", 80, **box)]
+    cases += [Rendition(f, f, target=70, **box) for f in ("jpeg", "jpeg", "webp", "avif", "auto")]
+    for r in cases:
+        start = time.perf_counter()
+        [out] = render_all(photo, [r], score_crop=256)
+        dt = time.perf_counter() - start
+        what = f"q{r.quality} fixed" if r.target is None else f"target {r.target:g}"
+        print(f"photo  {r.format:5} {what:12} -> {out.format} q{out.quality:<3} {len(out.data):>9,} B  "
+              f"score {out.score}  {dt:6.3f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -70,6 +70,14 @@ def codec_ours(data: bytes) -> int:
     return len(recompress(data, 50).data)
 
 
+def codec_catalogue(data: bytes) -> int:
+    """The catalogue profile's three renditions from one decode: the codec-only work of part 8."""
+    from image_pipeline.domain.images.renditions import render_source
+    from image_pipeline.domain.profiles import BUILTIN
+
+    return sum(len(r.data) for r in render_source(data, BUILTIN["catalogue"].renditions_tuple()))
+
+
 def _time_pool(pool: Executor, fn, photos: list[bytes]) -> float:
     list(pool.map(fn, photos[: CORES * 2]))  # warm: workers started, modules imported
     t0 = time.perf_counter()
@@ -160,6 +168,13 @@ class Bench:
         dt = time.perf_counter() - t0
         self.record("1_baseline", images=len(urls), seconds=dt, img_s=len(urls) / dt, mb_s=mb(bytes_in) / dt)
 
+    # -- 7. bytes at equal perceptual score per format (bench/formats.py)
+    def part_formats(self) -> None:
+        from bench.formats import measure
+
+        r = measure(photo_set(HERE / ".cache", 4), (1000, 750))
+        self.record("7_formats", **r)
+
     # -- 2. codec limit
     def part_codec(self) -> None:
         photos = self.photos()
@@ -182,7 +197,34 @@ class Bench:
         for pool in self.args.pools.split(","):
             self._pipeline_once(pool)
 
-    def _pipeline_once(self, pool: str) -> None:
+    # -- 8. profiles (issue 16): the default profile against the old path, and the three-rendition catalogue
+    # profile against its own codec limit, in one run
+    def part_profiles(self) -> None:
+        from image_pipeline.domain.profiles import BUILTIN
+
+        catalogue = BUILTIN["catalogue"]
+        photos = self.photos()
+        best = 0.0
+        for kind in ("thread", "process"):
+            pool = ProcessPoolExecutor(CORES) if kind == "process" else ThreadPoolExecutor(CORES)
+            with pool:
+                best = max(best, len(photos) / _time_pool(pool, codec_catalogue, photos))
+        old = self._pipeline_once("thread", tag="8_default_unscored", score_every=0)
+        new = self._pipeline_once("thread", tag="8_default_scored")
+        cat = self._pipeline_once("thread", tag="8_catalogue", profile=catalogue.canonical_json())
+        self.record(
+            "8_profiles",
+            catalogue_limit_img_s=best,
+            catalogue_img_s=cat,
+            catalogue_x_limit=cat / best,
+            default_img_s=new,
+            old_path_img_s=old,
+            default_x_old_path=new / old,
+        )
+
+    def _pipeline_once(
+        self, pool: str, tag: str | None = None, score_every: int | None = None, profile: str | None = None
+    ) -> float:
         from image_pipeline.domain.catalog.csv_input import CsvLimits
         from image_pipeline.domain.db.engine import make_engine, session_factory, upgrade
         from image_pipeline.domain.db.requests import create_request
@@ -197,10 +239,11 @@ class Bench:
         from image_pipeline.domain.settings import Settings, parse_allow
 
         defaults = Settings(_env_file=None)
-        db = f"sqlite:///{self.tmp / f'pipeline-{pool}.db'}"
+        name = (tag or f"pipeline-{pool}").replace("_", "-")
+        db = f"sqlite:///{self.tmp / f'{name}.db'}"
         upgrade(db)
         engine = make_engine(db)
-        bucket = self.bucket(f"pipeline-{pool}")
+        bucket = self.bucket(name)
         host = self.image_base().removeprefix("http://")
         ctx = RequestContext(
             sessions=session_factory(engine),
@@ -213,6 +256,7 @@ class Bench:
                 per_host=defaults.per_host_concurrency,
                 encode_pool=pool,
                 encode_workers=defaults.encode_workers,
+                score_every=defaults.score_every if score_every is None else score_every,
             ),
             limits=CsvLimits(),
             api_base_url="http://api.example",
@@ -224,7 +268,7 @@ class Bench:
         with ctx.sessions() as s:
             create_request(
                 s, request_id=rid, owner="bench", input_key=input_key(rid), webhook_url=None, filename="b.csv",
-                row_count=len(urls), url_count=len(urls),
+                row_count=len(urls), url_count=len(urls), profile=profile,
             )  # fmt: skip
         validate_request(ctx, rid)
         cpu0 = self._cpu()
@@ -247,7 +291,7 @@ class Bench:
         done, bytes_in, bytes_out = (sum(getattr(c, f) for c in chunks) for f in ("done", "bytes_in", "bytes_out"))
         assert done == len(urls), chunks
         self.record(
-            f"3_pipeline_{pool}",
+            tag or f"3_pipeline_{pool}",
             images=len(urls),
             seconds=dt,
             img_s=len(urls) / dt,
@@ -255,6 +299,7 @@ class Bench:
             ratio_out_in=bytes_out / bytes_in,
             cpu_s=cpu,  # where the 2 cores went: our process (+ its pool), the image server, moto S3
         )
+        return len(urls) / dt
 
     def _cpu(self) -> dict[str, float]:
         """CPU seconds used so far by this process (+ reaped children) and by each server we started."""
@@ -608,6 +653,17 @@ def table(results: dict) -> str:
             f"6 API: {a['uploads_s']:.0f} uploads/s accepted ({a['accepted']} in {a['seconds']:.1f} s, "
             f"{a['lost']} lost, {a['refused_or_errors']} refused) (load {a['load']})"
         )
+    if "8_profiles" in p:
+        q = p["8_profiles"]
+        lines.append(
+            f"8 catalogue profile (3 renditions): {q['catalogue_img_s']:.1f} img/s = {q['catalogue_x_limit']:.2f} x "
+            f"its codec limit {q['catalogue_limit_img_s']:.1f}; default profile {q['default_img_s']:.1f} img/s = "
+            f"{q['default_x_old_path']:.2f} x the unscored old path {q['old_path_img_s']:.1f} (load {q['load']})"
+        )
+    if "7_formats" in p:
+        from bench.formats import report
+
+        lines.append("7 " + report(p["7_formats"]))
     return "\n".join(lines)
 
 
@@ -644,7 +700,7 @@ def chart(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated parts to run (1-6)")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7,8", help="comma-separated parts to run (1-8)")
     ap.add_argument("-n", type=int, default=200, help="photos (1600x1200) for parts 1-4")
     ap.add_argument("--delay", type=float, default=0.05, help="image server delay per request, seconds")
     ap.add_argument("--pools", default="thread,process", help="codec pools for part 3 (thread, process, auto)")
@@ -666,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
         4: bench.part_e2e,
         5: bench.part_memory,
         6: bench.part_api,
+        7: bench.part_formats,
+        8: bench.part_profiles,
     }
     try:
         for k in sorted(parts):

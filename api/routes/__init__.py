@@ -11,3 +11,4 @@ api_router.include_router(webhooks.router)
 api_router.include_router(profiles.router)
 
 files_router = files.router
+probes_router = health.probes  # /healthz and /readyz, at the root

@@ -1,7 +1,7 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 from fastapi.responses import StreamingResponse
 
-from api.deps import CacheDep, OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
+from api.deps import CacheDep, LauncherDep, OwnedRequestDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from api.errors import OWNED_REQUEST_ERRORS, ApiError, request_not_found
 from api.schemas.errors import ErrorResponse
 from api.schemas.profiles import Manifest
@@ -9,7 +9,9 @@ from api.schemas.requests import StatusResponse
 from api.streaming import stream_object
 from image_pipeline.domain.db.requests import get_request
 from image_pipeline.domain.keys import manifest_key
+from image_pipeline.domain.request.cancel import CancelRefused, cancel_request, terminate_runs
 from image_pipeline.domain.status import status_document
+from image_pipeline.domain.webhooks.events import EventLimits
 
 router = APIRouter(tags=["requests"])
 
@@ -70,3 +72,39 @@ def get_manifest(req: OwnedRequestDep, store: StoreDep) -> StreamingResponse:
     if not req.output_csv_key:
         raise ApiError(409, f"manifest not ready: request is {req.status}")
     return stream_object(store, manifest_key(req.id), "application/json", {}, missing="manifest is not stored")
+
+
+@router.post(
+    "/requests/{request_id}/cancel",
+    response_model=StatusResponse,
+    responses={
+        **OWNED_REQUEST_ERRORS,
+        409: {
+            "model": ErrorResponse,
+            "description": "the request already finished (completed, partially or wholly failed)",
+        },
+    },
+)
+def cancel(
+    req: OwnedRequestDep,
+    session: SessionDep,
+    store: StoreDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    launcher: LauncherDep,
+    background: BackgroundTasks,
+) -> dict:
+    """Stop a pending or processing request: it becomes `canceled` at once, its run is terminated within
+    seconds, the outputs already stored stay listed in its results, and its webhook receives one
+    `request.canceled` event. Canceling a canceled request again answers the same; a finished one is 409."""
+    try:
+        done = cancel_request(
+            session, store, req.id, settings.resolved_api_base_url, EventLimits.from_settings(settings)
+        )
+    except CancelRefused as exc:
+        raise ApiError(409, str(exc)) from exc
+    doc = status_document(done.request, settings.resolved_api_base_url)
+    cache.set(req.id, doc)
+    if launcher is not None:  # without a webserver the run stops at its own next check of the request
+        background.add_task(terminate_runs, launcher, req.id)
+    return doc

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from image_pipeline.domain.images.failures import FailureClass
+
 _THUMB = {"name": "thumb", "format": "webp", "quality": 80, "width": 300, "height": 300, "fit": "inside"}
 
 
@@ -40,6 +42,7 @@ class ManifestRendition(BaseModel):
     bytes: int | None = None
     quality: int | None = None
     kept_original: bool | None = None
+    score: float | None = Field(None, description="SSIMULACRA2 of the output's centre crop, on the scored sample")
 
 
 class ManifestUrl(BaseModel):
@@ -48,6 +51,7 @@ class ManifestUrl(BaseModel):
     url: str
     status: Literal["done", "failed"]
     error: str | None
+    failure_class: FailureClass | None = Field(None, description="Why it failed, as a class (see the results)")
     renditions: list[ManifestRendition]
 
 
@@ -64,8 +68,10 @@ class Manifest(BaseModel):
                     "profile": {"name": "shop", "renditions": [_THUMB]},
                     "urls": [
                         {"idx": 0, "row": 2, "url": "https://example.com/a.jpg", "status": "done", "error": None,
+                         "failure_class": None,
                          "renditions": [{"name": "thumb", "status": "done", "format": "webp", "width": 300,
                                          "height": 225, "bytes": 9120, "quality": 80, "kept_original": False,
+                                         "score": 74.2,
                                          "url": "http://127.0.0.1:8000/files/requests/3f6c.../images/0000000.webp"}]}
                     ],
                 }

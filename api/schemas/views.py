@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.requests import StatusResponse
+from image_pipeline.domain.images.failures import FailureClass
 
 _RID = "3f6c2b1e-5d0a-4c1b-9a43-2e8f0c7d9b11"
 
@@ -51,8 +52,9 @@ class RenditionOutcome(BaseModel):
     width: int
     height: int
     bytes: int
-    quality: int
+    quality: int = Field(description="The encoder's quality number used (searched per image for a target)")
     kept_original: bool = False
+    score: float | None = Field(None, description="SSIMULACRA2 of the centre crop, on the scored sample")
 
 
 class ImageOutcome(BaseModel):
@@ -60,10 +62,17 @@ class ImageOutcome(BaseModel):
     url: str = Field(description="The input image URL")
     status: Literal["pending", "done", "failed"]
     error: str | None = Field(None, description="Why the URL failed, in words")
+    failure_class: FailureClass | None = Field(
+        None,
+        description="Why the URL failed, as a class: transient (the host kept failing after the in-run retries), "
+        "timeout (too slow on every try), permanent (an HTTP answer that retrying cannot change, e.g. 404, 410), "
+        "refused (the URL policy or a size limit), invalid_image (not decodable, or an image bomb), internal",
+    )
     bytes_in: int | None = None
     bytes_out: int | None = None
     kept_original: bool = Field(False, description="The original was already smaller and was stored as it was")
     output_url: str | None = Field(None, description="Public URL of the output (a profile's first rendition)")
+    score: float | None = Field(None, description="SSIMULACRA2 of the first output, on the scored sample")
     renditions: list[RenditionOutcome] | None = Field(None, description="A profile's renditions, in profile order")
 
 
@@ -108,6 +117,7 @@ class RequestResults(RequestSummary):
                                     "url": "https://example.com/a.jpg",
                                     "status": "done",
                                     "error": None,
+                                    "failure_class": None,
                                     "bytes_in": 304115,
                                     "bytes_out": 98110,
                                     "kept_original": False,
@@ -117,7 +127,8 @@ class RequestResults(RequestSummary):
                                     "index": 1,
                                     "url": "https://example.com/b.jpg",
                                     "status": "failed",
-                                    "error": "HTTP 404 from example.com",
+                                    "error": "HTTP 404 from image server",
+                                    "failure_class": "permanent",
                                     "bytes_in": None,
                                     "bytes_out": None,
                                     "kept_original": False,

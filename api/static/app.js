@@ -185,6 +185,8 @@
     $("live").hidden = false;
     $("live-id").textContent = id;
     $("download").hidden = true;
+    $("cancel-request").hidden = true;
+    $("cancel-message").textContent = "";
     $("products-body").replaceChildren();
     poll(current);
   }
@@ -223,12 +225,37 @@
     const pct = p.total ? Math.floor((finished * 100) / p.total) : FINAL.includes(doc.status) ? 100 : 0;
     $("live-status").textContent = doc.status.replace("_", " ");
     $("live-status").dataset.status = doc.status;
+    // Only a request that has not finished can be stopped (the API answers 409 otherwise).
+    $("cancel-request").hidden = FINAL.includes(doc.status);
     $("live-error").textContent = doc.error || "";
     $("live-progress").max = Math.max(p.total, 1);
     $("live-progress").value = finished;
     $("live-progress").setAttribute("aria-valuetext", pct + " %");
     $("live-progress-text").textContent =
       pct + " % — " + p.done + " done, " + p.failed + " failed, of " + p.total + " images";
+  }
+
+  async function cancelRequest() {
+    const state = current;
+    if (!state) return;
+    $("cancel-request").disabled = true;
+    $("cancel-message").textContent = "Canceling…";
+    try {
+      const { res, body } = await api("/api/requests/" + encodeURIComponent(state.id) + "/cancel", { method: "POST" });
+      if (current !== state) return;
+      if (res.status === 200 && body) {
+        $("cancel-message").textContent = "Canceled: images already done stay stored.";
+        renderStatus(body);
+        if (state.timer) clearTimeout(state.timer);
+        poll(state);
+      } else {
+        $("cancel-message").textContent = problemText(body, res);
+      }
+    } catch (err) {
+      $("cancel-message").textContent = "Could not reach the API (" + err + ").";
+    } finally {
+      $("cancel-request").disabled = false;
+    }
   }
 
   function thumb(url, alt) {
@@ -259,6 +286,7 @@
     } else if (image.status === "failed") {
       td.append(el("span", "failed", "bad"));
       td.append(el("div", image.error || "failed"));
+      if (image.failure_class) td.append(el("div", image.failure_class.replace("_", " "), "muted"));
     } else {
       td.append(el("span", "pending", "muted"));
     }
@@ -393,6 +421,7 @@
     initKey();
     initUpload();
     $("refresh-recent").addEventListener("click", loadRecent);
+    $("cancel-request").addEventListener("click", cancelRequest);
     loadRecent();
     loadProfiles();
     const m = /^#request=([0-9a-f-]{36})$/.exec(location.hash);

@@ -53,6 +53,10 @@ class ApiClient:
     def status(self, request_id: str) -> dict:
         return self._check(self.http.get(f"/api/status/{request_id}")).json()
 
+    def cancel(self, request_id: str) -> dict:
+        """Stop a pending or processing request; its status document (ApiFailure 409 once finished)."""
+        return self._check(self.http.post(f"/api/requests/{request_id}/cancel")).json()
+
     def results(self, request_id: str, offset: int = 0, limit: int = 100) -> dict:
         params = {"offset": offset, "limit": limit}
         return self._check(self.http.get(f"/api/requests/{request_id}/results", params=params)).json()

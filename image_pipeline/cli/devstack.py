@@ -65,6 +65,7 @@ def main() -> int:
     create_dagster_storage(dagster_home, env)
 
     upgrade(Settings(data_dir=data_dir, database_url=settings.database_url).resolved_database_url)
+    env["IMGPIPE_MIGRATE_ON_START"] = "false"  # migrated just above, once: the API need not do it again
 
     bin_dir = Path(sys.executable).parent
     api = f"http://{settings.api_host}:{settings.api_port}"

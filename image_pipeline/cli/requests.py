@@ -1,4 +1,4 @@
-"""`imgpipe submit | status | download`: the REST API from a terminal (IMGPIPE_API_URL, IMGPIPE_API_KEY)."""
+"""`imgpipe submit | status | download | cancel`: the REST API from a terminal (IMGPIPE_API_URL, IMGPIPE_API_KEY)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from image_pipeline.domain.status import COMPLETED, FAILED, PARTIALLY_FAILED
+from image_pipeline.domain.status import CANCELED, COMPLETED, FAILED, PARTIALLY_FAILED
 
-# Exit codes: 0 done (completed), 1 refused/error/failed, 2 partially failed.
-EXIT_FOR_STATUS = {COMPLETED: 0, PARTIALLY_FAILED: 2, FAILED: 1}
+# Exit codes: 0 done (completed), 1 refused/error/failed, 2 partially failed, 3 canceled.
+EXIT_FOR_STATUS = {COMPLETED: 0, PARTIALLY_FAILED: 2, FAILED: 1, CANCELED: 3}
 
 
 def _connection_args() -> argparse.ArgumentParser:
@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("request_id")
     p.add_argument("-o", "--output", help="file to write (default <request_id>-output.csv; '-' = stdout)")
     p.set_defaults(func=_download)
+
+    p = sub.add_parser("cancel", parents=[common], help="stop a pending or processing request")
+    p.add_argument("request_id")
+    p.add_argument("--json", action="store_true", help="print the API's JSON document")
+    p.set_defaults(func=_cancel)
 
 
 def _client(args: argparse.Namespace):
@@ -148,4 +153,20 @@ def _download(args: argparse.Namespace) -> int:
     except (ApiFailure, httpx.HTTPError) as exc:
         return _fail(exc)
     print(f"wrote {target} ({n:,} bytes)")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """Exit 0 when the request is canceled (now or before), 1 when it had already finished (409) or the
+    call failed."""
+    import httpx
+
+    from image_pipeline.cli.client import ApiFailure
+
+    try:
+        with _client(args) as api:
+            doc = api.cancel(args.request_id)
+    except (ApiFailure, httpx.HTTPError) as exc:
+        return _fail(exc)
+    print(json.dumps(doc, indent=2) if args.json else _describe(doc))
     return 0

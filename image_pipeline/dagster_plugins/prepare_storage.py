@@ -7,8 +7,9 @@
   do it at once on PostgreSQL one of them crashes (Dagster 1.13 retries an INSERT as an UPDATE inside
   the transaction the failed INSERT aborted). Initialising the chunk pool here avoids that.
 
-Launchers call this first (`make up`, the e2e test stack); docker compose runs it as a one-shot
-service: `python -m image_pipeline.dagster_plugins.prepare_storage` (uses $DAGSTER_HOME and the environment).
+Launchers call this first (`make up`, the e2e test stack); docker compose and the Helm hook Job run it
+as part of the one-shot `imgpipe migrate --dagster` (uses $DAGSTER_HOME and the environment); it can
+also run alone: `python -m image_pipeline.dagster_plugins.prepare_storage`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ def prepare(instance) -> None:  # dagster.DagsterInstance
     from image_pipeline.domain.runs import CHUNK_POOL
 
     instance.upgrade()
-    instance.event_log_storage.initialize_concurrency_limit_to_default(CHUNK_POOL)
+    storage = instance.event_log_storage
+    # Only a pool that has no limit yet: on PostgreSQL, Dagster 1.13 re-initialising an existing one fails the
+    # same way as the race above, so a second run of this one-shot (`docker compose up` again) would crash.
+    # A later change of pools.default_limit is applied with `dagster instance concurrency set image_chunks N`.
+    if CHUNK_POOL not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(CHUNK_POOL)
 
 
 @contextmanager

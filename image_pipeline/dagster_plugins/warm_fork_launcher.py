@@ -56,6 +56,8 @@ PRELOAD = [
     "PIL.Image",
     "PIL.JpegImagePlugin",
     "simplejpeg",
+    # SciPy's import (ssimulacra2, the scored first URL of every request) costs ~0.2 s per process.
+    "ssimulacra2",
     "boto3",
     "botocore.client",
     "httpx",

@@ -14,6 +14,7 @@ from image_pipeline.domain.request.chunks import (
     load_summary,
     plan_chunks,
     process_chunk,
+    score_table,
     store_summary,
 )
 from image_pipeline.domain.request.context import RequestContext
@@ -98,8 +99,10 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     ctx = pipeline.context()
     chunks = skipped = kept_original = 0
     errors: list[list[str]] = []  # the first few, for the table
+    scores: list[dict[str, list[float]]] = []
     for summary in _chunk_summaries(context, ctx):
         chunks += 1
+        scores.append(summary.get("scores") or {})
         skipped += summary["skipped"]
         kept_original += summary["kept_original"]
         errors.extend(list(e) for e in summary["errors"][: MAX_ERRORS_SHOWN - len(errors)])
@@ -117,6 +120,12 @@ def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     }
     if req.bytes_in:
         meta["ratio"] = dg.MetadataValue.float(round(req.bytes_out / req.bytes_in, 4))
+    table = score_table(scores)
+    if table:  # SSIMULACRA2 of the scored sample (IMGPIPE_SCORE_EVERY), per rendition
+        meta["score_mean"] = dg.MetadataValue.float(table[0][2])  # the first rendition: plotted across requests
+        meta["score_min"] = dg.MetadataValue.float(table[0][3])
+        rows = [[n, str(c), f"{m:.2f}", f"{lo:.2f}"] for n, c, m, lo in table]
+        meta["scores"] = dg.MetadataValue.md(md_table(["rendition", "scored", "mean", "min"], rows))
     if errors:
         meta["errors"] = dg.MetadataValue.md(md_table(["URL", "error"], errors))
     yield dg.Output(None, output_name="result", metadata=meta)

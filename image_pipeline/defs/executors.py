@@ -8,6 +8,7 @@ start otherwise rather than fail half-way through a request. Integrations are im
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import dagster as dg
@@ -32,6 +33,8 @@ def scale_out_problems(s: Settings) -> list[str]:
         problems.append("IMGPIPE_DATABASE_URL must be a PostgreSQL URL (SQLite is local to one machine)")
     if not s.dagster_pg_url:
         problems.append("IMGPIPE_DAGSTER_PG_URL must be set (Dagster run/event storage on PostgreSQL)")
+    if importlib.util.find_spec("dagster_aws") is None:  # S3PickleIOManager: an extra since the API image lost it
+        problems.append("dagster-aws must be installed (step outputs go through S3): the image's lock needs an extra")
     return problems
 
 

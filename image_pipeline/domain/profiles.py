@@ -24,6 +24,8 @@ from image_pipeline.domain.images.renditions import Rendition
 DEFAULT = "default"
 MAX_RENDITIONS = 8
 MAX_SIDE = 8192
+# `auto` compares formats at one perceived quality, so it always has a target: 70 is SSIMULACRA2's "high".
+AUTO_TARGET = 70.0
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
@@ -34,7 +36,14 @@ class RenditionSpec(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN, description="lower-case letters, digits, _ and -; 1-32 characters")
     format: Literal["jpeg", "webp", "avif", "png", "auto"] = "jpeg"
-    quality: int = Field(80, ge=1, le=100)
+    quality: int = Field(80, ge=1, le=100, description="the encoder's quality number (ignored with a target)")
+    target: float | None = Field(
+        None,
+        ge=30,
+        le=95,
+        description="SSIMULACRA2 score to reach (90 visually lossless, 80 very high, 70 high, 50 medium): "
+        f"the lowest quality that reaches it is searched per image; format auto defaults to {AUTO_TARGET:g}",
+    )
     width: int | None = Field(None, ge=1, le=MAX_SIDE)
     height: int | None = Field(None, ge=1, le=MAX_SIDE)
     fit: Literal["inside", "cover", "pad", "trim_pad"] = "inside"
@@ -51,6 +60,8 @@ class RenditionSpec(BaseModel):
             raise ValueError(f"fit {self.fit!r} needs both width and height")
         if self.fit == "trim_pad" and 2 * self.margin >= min(self.width or 0, self.height or 0):
             raise ValueError("margin must leave room for the image inside width and height")
+        if self.format == "auto" and self.target is None:
+            self.target = AUTO_TARGET
         return self
 
     def to_rendition(self) -> Rendition:
@@ -68,6 +79,7 @@ class RenditionSpec(BaseModel):
             upscale=self.upscale,
             progressive=self.progressive,
             keep_copyright=self.keep_copyright,
+            target=self.target,
         )
 
 
@@ -112,8 +124,8 @@ BUILTIN: dict[str, Profile] = {
         ),
         _builtin(
             "web",
-            {"name": "large", "format": "auto", "quality": 75, "width": 1600, "height": 1600},
-            {"name": "thumb", "format": "auto", "quality": 70, "width": 400, "height": 400, "fit": "cover"},
+            {"name": "large", "format": "auto", "target": 75, "width": 1600, "height": 1600},
+            {"name": "thumb", "format": "auto", "target": 70, "width": 400, "height": 400, "fit": "cover"},
         ),
         _builtin(
             "square",

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty = CORS off.")
     hsts_seconds: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age on https; 0 = off.")
     idempotency_window_hours: float = Field(24.0, gt=0, description="How long an Idempotency-Key is remembered.")
+    migrate_on_start: bool = Field(
+        True,
+        description="The API applies the app database migrations when it starts. Set false where a one-shot "
+        "`imgpipe migrate` runs first (compose's migrate service, the Helm hook Job), so replicas never race.",
+    )
+    ready_timeout: float = Field(
+        3.0, gt=0, le=60, description="Seconds /readyz and /api/check_db_connection wait for each dependency."
+    )
     dagster_url: str | None = Field(
         None, description="Dagster webserver URL; set = the API launches runs at once (unset = upload sensor only)."
     )
@@ -127,6 +135,25 @@ class Settings(BaseSettings):
     host_slot_wait: float = Field(
         120.0, gt=0, description="Seconds a URL may wait for a download slot of its host before it fails (transient)."
     )
+    fetch_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Tries after the first for a download that failed transiently (429, 502, 503, 504, a "
+        "timeout, a dropped connection), within the run; 0 = no retry.",
+    )
+    fetch_retry_backoff: float = Field(
+        0.5, ge=0, le=60, description="Seconds: the first retry waits up to this (full jitter), doubled each try."
+    )
+    fetch_retry_backoff_max: float = Field(
+        10.0, ge=0, le=300, description="Seconds: the longest jittered wait between two tries."
+    )
+    fetch_retry_after_max: float = Field(
+        30.0,
+        ge=0,
+        le=600,
+        description="Seconds: the longest Retry-After honoured between two tries (a longer one is cut to this).",
+    )
 
     # --- the codec -----------------------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)
@@ -140,6 +167,13 @@ class Settings(BaseSettings):
     )
     decode_timeout: float = Field(30.0, gt=0, description="Seconds one image may take to decode and encode.")
     fast_jpeg: bool = Field(True, description="JPEG->JPEG with simplejpeg (libjpeg-turbo); false = Pillow only.")
+    score_every: int = Field(
+        100,
+        ge=0,
+        description="Score one URL in this many (the first always) with SSIMULACRA2 against its unencoded "
+        "pixels, for the request's evidence; 0 = never. A score costs about 5 encodes of a photo.",
+    )
+    score_crop: int = Field(256, ge=16, le=2048, description="Side of the centre crop a score looks at (pixels).")
     encode_workers: int = Field(0, ge=0, description="Decode/encode workers per run; 0 = one per CPU core.")
     encode_pool: str = Field(
         "thread", pattern="^(auto|thread|process)$", description="Codec pool: auto = processes for 500+ URLs."

@@ -114,6 +114,7 @@ def test_a_page_of_a_large_pending_request_reads_only_its_rows(client) -> None:
         "url": "https://img.example/9998/a.jpg",
         "status": "pending",
         "error": None,
+        "failure_class": None,
         "bytes_in": None,
         "bytes_out": None,
         "kept_original": False,

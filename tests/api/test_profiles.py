@@ -11,12 +11,13 @@ import json
 import pytest
 from PIL import Image
 
+from bench.photos import make_photo
 from image_pipeline.defs.resources import build_resources
 from image_pipeline.domain.request.chunks import compress_request
 from image_pipeline.domain.request.finish import write_output
 from image_pipeline.domain.request.validate import validate_request
 from tests.support.api import AUTH, OTHER
-from tests.support.inputs import csv_bytes, make_image
+from tests.support.inputs import csv_bytes
 
 
 def _upload(client, csv_data: bytes, headers=AUTH, **form) -> object:
@@ -39,7 +40,8 @@ def _fetch(client, url: str) -> tuple[str, Image.Image]:
 
 @pytest.fixture
 def photos(image_server) -> list[str]:
-    return [image_server.add(f"/pr{i}.jpg", make_image(size=(1600, 1200), seed=i)) for i in range(2)]
+    # Photo-like (smooth shapes, light noise): pure noise reaches no perceptual target at any quality.
+    return [image_server.add(f"/pr{i}.jpg", make_photo(i, (1600, 1200))) for i in range(2)]
 
 
 def test_a_builtin_profile_makes_every_rendition(client, settings, photos) -> None:
@@ -93,6 +95,7 @@ def test_no_profile_is_the_seed_output(client, settings, photos) -> None:
     assert manifest["profile"] == {"name": "default"}
     [m] = manifest["urls"][0]["renditions"]
     assert (m["name"], m["format"], m["quality"]) == ("image", "jpeg", settings.jpeg_quality)
+    assert 0 < m["score"] < 100  # the first URL is always in the scored sample (SSIMULACRA2)
 
 
 def test_options_override_a_profile(client, settings, photos) -> None:
@@ -106,7 +109,8 @@ def test_options_override_a_profile(client, settings, photos) -> None:
     made = {m["name"]: m for m in manifest["urls"][0]["renditions"]}
     assert list(made) == ["large", "thumb", "extra"]
     assert (made["thumb"]["format"], made["thumb"]["width"], made["thumb"]["height"]) == ("avif", 120, 120)
-    assert made["thumb"]["quality"] == 70  # the profile's, where the override is silent
+    # The profile's target (70), where the override is silent: AVIF's quality searched to reach it.
+    assert made["thumb"]["score"] >= 70 - 5 and 20 <= made["thumb"]["quality"] <= 95
     assert (made["extra"]["format"], made["extra"]["width"]) == ("png", 64)
     assert made["large"]["format"] in ("avif", "webp", "jpeg")  # auto: the smallest
 
@@ -122,6 +126,7 @@ def test_options_override_a_profile(client, settings, photos) -> None:
             "options.renditions[1]",
         ),
         ({"options": json.dumps({"renditions": [{"name": "x", "format": "gif"}]})}, "options.renditions[1].format"),
+        ({"options": json.dumps({"renditions": [{"name": "x", "target": 99}]})}, "options.renditions[1].target"),
         ({"options": json.dumps({"sizes": []})}, "options"),
     ],
 )

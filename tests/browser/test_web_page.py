@@ -224,3 +224,41 @@ def test_a_typed_key_and_a_profile_are_used_without_saving(stack, image_server, 
         expect(page.locator("#products-body")).to_contain_text("square: jpeg 1000×1000")
         expect(page.locator("#products-body")).to_contain_text("thumb: webp 300×225")
         browser.close()
+
+
+def test_cancel_button_stops_a_running_request(stack, image_server, tmp_path) -> None:
+    """Issue 17: the cancel button of a running request: the page shows it canceled, the button goes,
+    the run stops (its chunk takes no further URL) and the images done before stay listed as done."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, settings, instance = stack
+    urls = []
+    for i in range(8):
+        path = f"/cancel/{i}.jpg"
+        image_server.routes[path] = delayed_route(make_image("JPEG", (320, 240), seed=i), IMAGE_DELAY_S)
+        urls.append(image_server.url(path))
+    good_csv = tmp_path / "cancel.csv"
+    good_csv.write_bytes(csv_bytes([(str(i + 1), f"P{i}", [u]) for i, u in enumerate(urls)]))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(base + "/")
+        page.get_by_label("Bearer API key").fill(KEY)
+        page.locator("#csv-file").set_input_files(str(good_csv))
+        page.get_by_role("button", name="Upload and process").click()
+        expect(page.locator("#live")).to_be_visible()
+        rid = page.locator("#live-id").inner_text()
+        cancel = page.get_by_role("button", name="Cancel this request")
+        expect(cancel).to_be_visible()  # pending: it can be canceled already
+        thread, outcome = process_in_background(rid, settings, instance)
+        expect(page.locator('#products-body tr[data-status="done"]').first).to_be_visible(timeout=120_000)
+        cancel.click()
+        expect(page.locator("#live-status")).to_have_text("canceled", timeout=30_000)
+        expect(page.locator("#cancel-message")).to_contain_text("Canceled")
+        expect(cancel).to_be_hidden()
+        thread.join(120)
+        assert not thread.is_alive() and outcome and outcome != [True], outcome  # the run stopped, unfinished
+        done = page.locator('#products-body tr[data-status="done"]').count()
+        assert 1 <= done < len(urls), done
+        expect(page.locator("#download")).to_be_hidden()  # no output CSV for a canceled request
+        browser.close()

@@ -160,3 +160,24 @@ def test_submit_with_a_profile_and_options(api, image_server, tmp_path, capsys) 
     assert main(["submit", str(csv_path), "--profile", "catalogue", "--options", bad]) == 1
     err = capsys.readouterr().err
     assert "profile refused" in err and "options.renditions[2].quality" in err
+
+
+def test_cancel(api, image_server, tmp_path, capsys) -> None:
+    """`imgpipe cancel`: a pending request is canceled (again: the same, exit 0); a finished one is 409."""
+    base, settings = api
+    good = tmp_path / "good.csv"
+    good.write_bytes(csv_bytes([("1", "A", [image_server.add("/cli/c.jpg", make_image(seed=5))])]))
+    assert main(["submit", str(good)]) == 0
+    rid = capsys.readouterr().out.split()[0]
+    assert main(["cancel", rid]) == 0
+    assert f"{rid}  canceled  0 done, 0 failed of 1  (canceled by its owner)" in capsys.readouterr().out
+    assert main(["cancel", rid, "--json"]) == 0
+    assert '"status": "canceled"' in capsys.readouterr().out
+
+    assert main(["submit", str(good)]) == 0
+    done = capsys.readouterr().out.split()[0]
+    process(settings, done)
+    assert main(["cancel", done]) == 1
+    assert "request is completed; only a pending or processing request can be canceled (HTTP 409)" in (
+        capsys.readouterr().err
+    )

@@ -53,8 +53,15 @@ def test_scale_out_without_shared_storage_is_refused_with_every_problem() -> Non
 
 
 def test_missing_integration_package_is_named() -> None:
-    with pytest.raises(ScaleOutConfigError, match="dagster-k8s"):
-        build_executor(settings(executor="k8s", **SCALE_OUT))
+    """dagster-docker is in no extra and so in no lock, the dev lock included: the refusal names it."""
+    with pytest.raises(ScaleOutConfigError, match="dagster-docker"):
+        build_executor(settings(executor="docker", **SCALE_OUT))
+
+
+@pytest.mark.parametrize("executor", ["k8s", "celery", "ecs"])
+def test_each_scale_out_executor_builds_with_its_extra_installed(executor: str) -> None:
+    """The dev lock holds every extra (tests/defs/test_dependency_locks.py checks each image lock has its own)."""
+    assert build_executor(settings(executor=executor, **SCALE_OUT)).name == executor
 
 
 def test_code_location_refuses_to_load_with_a_clear_message(tmp_path) -> None:
@@ -68,3 +75,21 @@ def test_code_location_refuses_to_load_with_a_clear_message(tmp_path) -> None:
     )
     assert proc.returncode != 0
     assert "IMGPIPE_EXECUTOR=multiprocess cannot start" in proc.stderr and "IMGPIPE_S3_BUCKET" in proc.stderr
+
+
+def test_scale_out_without_dagster_aws_is_refused_naming_it(tmp_path) -> None:
+    """The API image's lock has no dagster-aws; a code location built from it with a scale-out executor
+    is refused at load with the reason, not an ImportError half-way into a run. `sys.modules[name] = None`
+    is Python's own way to make a package unimportable (find_spec answers None, import raises)."""
+    probe = (
+        "import sys; sys.modules['dagster_aws'] = None\n"
+        "from image_pipeline.defs.executors import scale_out_problems\n"
+        "from image_pipeline.domain.settings import Settings\n"
+        "print(scale_out_problems(Settings(_env_file=None, executor='multiprocess', "
+        "s3_bucket='b', database_url='postgresql+psycopg2://u@h/db', dagster_pg_url='postgresql://u@h/d')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dagster-aws must be installed" in proc.stdout

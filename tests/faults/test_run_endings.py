@@ -44,7 +44,9 @@ from tests.support.services import WEBHOOK_SECRET, create_pg_database, drop_pg_d
 # The first test also carries the module stack's start-up (API, daemon, code location: 25 s alone,
 # 75 s on two loaded cores), and a crash test waits for two code-location starts: more than the
 # suite's 300 s default on a loaded machine. The polling deadlines inside still fail with a message.
-pytestmark = pytest.mark.timeout(480)
+# One xdist worker runs the whole module (`--dist loadgroup` in the Makefile): spread over workers, each
+# would start its own copy of the module's stack.
+pytestmark = [pytest.mark.timeout(480), pytest.mark.xdist_group("run_endings")]
 
 GRACE_S, SILENCE_S = 3, 10  # a live run below records progress about every second
 CANCEL_TIMEOUT_S = 5  # run monitoring marks a run CANCELED that is still CANCELING after this

@@ -240,6 +240,38 @@ def delayed_route(body: bytes, delay_s: float, content_type: str = "image/jpeg")
     return route
 
 
+class FlakyRoute:
+    """An ImageServer route answering each of `answers` in turn (a status code, or (code, headers)),
+    then `body` with 200 for ever; `at` holds the time.monotonic() of every request it got, `wall` its time.time()."""
+
+    def __init__(self, answers: list[int | tuple[int, dict[str, str]]], body: bytes, delay_s: float = 0.0) -> None:
+        self.answers, self.body, self.delay_s = list(answers), body, delay_s
+        self.at: list[float] = []
+        self.wall: list[float] = []  # time.time() of the same requests (for a report)
+        self._lock = threading.Lock()
+
+    def __call__(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.at.append(time.monotonic())
+            self.wall.append(time.time())
+            answer = self.answers.pop(0) if self.answers else None
+        time.sleep(self.delay_s)
+        if answer is None:
+            send_body(h, self.body)
+            return
+        code, headers = answer if isinstance(answer, tuple) else (answer, {})
+        h.send_response(code)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    @property
+    def gaps(self) -> list[float]:
+        """Seconds between one request and the next."""
+        return [b - a for a, b in zip(self.at, self.at[1:], strict=False)]
+
+
 def redirect_to(location: str, code: int = 302) -> Route:
     def route(h: BaseHTTPRequestHandler) -> None:
         h.send_response(code)

@@ -1,6 +1,5 @@
 """GET /metrics of an API in this process (no PROMETHEUS_MULTIPROC_DIR: the process's own registry):
-upload outcomes by reason, request durations by route template, the database gauges; and the failure
-classes read from the pipeline's error texts."""
+upload outcomes by reason, request durations by route template, the database gauges."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from image_pipeline.domain.telemetry.metrics import failure_class_of_error
 from tests.support.api import AUTH, GOOD
 from tests.support.services import create_pg_database, drop_pg_database
 
@@ -71,27 +69,3 @@ def test_upload_outcomes_routes_and_queue_gauges(make_settings, bucket, own_db) 
     # Read from the database at the scrape: the accepted request waits (no daemon here).
     assert after[("imgpipe_requests_queued", (("status", "pending"),))] == 1
     assert after[("imgpipe_webhook_outbox_pending", ())] == 0 and after[("imgpipe_db_up", ())] == 1
-
-
-@pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        ("HTTP 404 from image server", "permanent"),
-        ("HTTP 503 from image server", "transient"),
-        ("HTTP 429 from image server", "transient"),
-        ("timed out after 60 s", "transient"),
-        ("network error: ConnectError: [Errno 111] Connection refused", "transient"),
-        ("no download slot for img.example came free within 120 s (the host is busy)", "transient"),
-        ("could not store the output image", "transient"),
-        ("refused: 10.0.0.1 is not a public address", "refused"),
-        ("scheme 'ftp' is not allowed (http/https only)", "refused"),
-        ("response exceeds the limit of 26,214,400 bytes", "permanent"),
-        ("too many redirects (more than 5)", "permanent"),
-        ("decompression bomb refused: Image size (1 pixels) exceeds limit", "invalid_image"),
-        ("the URL returned an HTML page, not an image", "invalid_image"),
-        ("corrupt or truncated JPEG image: broken data stream", "invalid_image"),
-        ("internal error (KeyError)", "internal"),
-    ],
-)
-def test_failure_class_of_each_error_kind(error: str, expected: str) -> None:
-    assert failure_class_of_error(error) == expected

@@ -1,6 +1,6 @@
 """The request's JSON manifest: per URL and rendition, what was made (URL, format, size, bytes, quality,
-status). Written beside the output CSV, streamed like it (one URL in memory at a time), and served at
-`GET /api/requests/{id}/manifest.json`."""
+score: SSIMULACRA2 on the scored sample, else null; status). Written beside the output CSV, streamed
+like it (one URL in memory at a time), and served at `GET /api/requests/{id}/manifest.json`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class ManifestWriter:
 
     def add(self, r: dict) -> None:
         """`r` is a chunk manifest line (a `UrlResult` as a dict)."""
-        item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"]}
+        item = {"idx": r["idx"], "row": r["row"], "url": r["url"], "status": r["status"], "error": r["error"],
+                "failure_class": r.get("failure_class")}  # fmt: skip
         item["renditions"] = self._renditions(r)
         self._emit(("" if self._first else ",") + json.dumps(item))
         self._first = False
@@ -52,7 +53,7 @@ class ManifestWriter:
             return [
                 {"name": "image", "url": self.public_url(r["output_key"]), "format": "jpeg", "width": r["width"],
                  "height": r["height"], "bytes": r["bytes_out"], "quality": self.seed_quality,
-                 "kept_original": r["kept_original"], "status": "done"}
+                 "kept_original": r["kept_original"], "score": r.get("score"), "status": "done"}
             ]  # fmt: skip
         return [{"name": name, "url": None, "status": "failed"} for name in self.names]
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -90,6 +91,10 @@ class ImageResult(Base):
     # Every rendition made (JSON list: name, key, format, width, height, bytes, quality, kept_original);
     # NULL for the seed's one JPEG, which the columns above describe whole.
     renditions: Mapped[str | None] = mapped_column(Text)
+    # SSIMULACRA2 of the first output against its unencoded pixels, on the URLs a request samples.
+    score: Mapped[float | None] = mapped_column(Float)
+    # Why it failed, as a class (domain.images.failures): NULL for a URL that is done.
+    failure_class: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 

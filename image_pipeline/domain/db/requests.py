@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from image_pipeline.domain.clock import as_utc, utcnow
 from image_pipeline.domain.db.models import ImageRequest, ImageResult
-from image_pipeline.domain.status import FAILED, FINAL_STATUSES, PENDING, PROCESSING
+from image_pipeline.domain.status import CANCELABLE_STATUSES, CANCELED, FAILED, FINAL_STATUSES, PENDING, PROCESSING
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class UrlResult:
     kept_original: bool = False
     # Every rendition made, in profile order (a profile's request); None for the seed's one JPEG.
     renditions: list[dict] | None = None
+    score: float | None = None  # SSIMULACRA2 of the first output, on sampled URLs (IMGPIPE_SCORE_EVERY)
+    # A failed URL's class (domain.images.failures.FAILURE_CLASSES); None when done.
+    failure_class: str | None = None
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -277,12 +280,18 @@ def _upsert_results(dialect: str):  # an Insert construct
 
 
 class OrderedOutcomes:
-    """idx -> (idx, status, output_key, error) of a request's results, read in index order in batches: a
+    """idx -> (idx, status, output_key, error, failure_class) of a request's results, read in index order in batches: a
     cursor, not a dict of the whole request, so `get` must be asked for ascending indices."""
 
     def __init__(self, session: Session, request_id: str, batch: int = 5000) -> None:
         q = (
-            select(ImageResult.idx, ImageResult.status, ImageResult.output_key, ImageResult.error)
+            select(
+                ImageResult.idx,
+                ImageResult.status,
+                ImageResult.output_key,
+                ImageResult.error,
+                ImageResult.failure_class,
+            )
             .where(ImageResult.request_id == request_id)
             .order_by(ImageResult.idx)
         )
@@ -326,13 +335,36 @@ def count_done(session: Session, request_id: str) -> int:
 
 def finish(
     session: Session, request_id: str, status: str, *, output_csv_key: str | None = None, error: str | None = None
-) -> None:
+) -> bool:
+    """Set the request's final status, unless its owner canceled it (a cancel is the last word: a run
+    that got to its end before it stopped does not turn it back); True if this call set it."""
     assert status in FINAL_STATUSES
     values: dict = {"status": status, "updated_at": utcnow(), "error": error}
     if output_csv_key:
         values["output_csv_key"] = output_csv_key
-    session.execute(update(ImageRequest).where(ImageRequest.id == request_id).values(**values))
+    res = session.execute(
+        update(ImageRequest).where(ImageRequest.id == request_id, ImageRequest.status != CANCELED).values(**values)
+    )
     session.commit()
+    return bool(res.rowcount)
+
+
+def cancel(session: Session, request_id: str, reason: str) -> bool:
+    """Mark a pending or processing request canceled, without committing (the caller queues its event in
+    the same transaction); True if this call changed it."""
+    res = session.execute(
+        update(ImageRequest)
+        .where(ImageRequest.id == request_id, ImageRequest.status.in_(CANCELABLE_STATUSES))
+        .values(status=CANCELED, error=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(res.rowcount)
+
+
+def is_canceled(session: Session, request_id: str) -> bool:
+    """Whether the request's owner canceled it (a run checks before and while it works)."""
+    q = select(ImageRequest.status).where(ImageRequest.id == request_id)
+    return session.execute(q).scalar_one_or_none() == CANCELED
 
 
 def fail_unless_final(session: Session, request_id: str, reason: str) -> bool:

@@ -123,12 +123,23 @@ async def recompress_in(pool: CodecPool, body: bytes, opts: ProcessOptions):  # 
     return await run_in(pool, recompress, args, opts.decode_timeout)
 
 
-async def render_in(pool: CodecPool, body: bytes, renditions: tuple, opts: ProcessOptions):  # -> list[Rendered]
-    """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit."""
+async def render_in(
+    pool: CodecPool, body: bytes, renditions: tuple, opts: ProcessOptions, score_crop: int | None = None
+):  # -> list[Rendered]
+    """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit;
+    each scored on its centre crop of `score_crop` pixels when given."""
     from image_pipeline.domain.images.renditions import render_source
 
-    args = (body, renditions, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
+    args = (body, renditions, opts.max_pixels, opts.max_scans, opts.max_icc_bytes, score_crop)
     return await run_in(pool, render_source, args, opts.decode_timeout)
+
+
+async def score_in(pool: CodecPool, body: bytes, output: bytes, opts: ProcessOptions, crop: int) -> float | None:
+    """The seed output's score (`renditions.score_output`): a second decode, on sampled URLs only."""
+    from image_pipeline.domain.images.renditions import score_output
+
+    args = (body, output, crop, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
+    return await run_in(pool, score_output, args, opts.decode_timeout)
 
 
 async def run_in(pool: CodecPool, fn, args: tuple, timeout: float):

@@ -30,8 +30,11 @@ import httpx
 from image_pipeline.domain.images.url_policy import (
     REDIRECTS,
     FetchError,
+    FetchNetworkError,
     FetchPolicy,
     FetchRefused,
+    FetchTimeout,
+    FetchTooLarge,
     Resolver,
     Target,
     check_url,
@@ -50,6 +53,8 @@ class Fetched:
     content_type: str | None
     body: bytes
     elapsed: float
+    host: str = ""  # the checked host name of the last hop (the key of its per-host limit)
+    retry_after: str | None = None  # the answer's Retry-After header, as sent
 
 
 def _certifi_context() -> ssl.SSLContext:
@@ -165,13 +170,13 @@ class _BoundedDecoder:
     def _count(self, data: bytes) -> bytes:
         self.total += len(data)
         if self.total > self.limit:
-            raise FetchError(f"response exceeds the limit of {self.limit:,} bytes")
+            raise FetchTooLarge(f"response exceeds the limit of {self.limit:,} bytes")
         return data
 
     def feed(self, raw: bytes) -> bytes:
         self.raw_total += len(raw)
         if self.raw_total > self.limit:
-            raise FetchError(f"response exceeds the limit of {self.limit:,} bytes (as sent)")
+            raise FetchTooLarge(f"response exceeds the limit of {self.limit:,} bytes (as sent)")
         if self.coding is None:
             return self._count(raw)
         if self._deflate_first:  # "deflate" is zlib-wrapped by the spec, raw deflate in practice: try both
@@ -256,7 +261,7 @@ async def _send(
                 return resp, b"".join(kept)
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-                raise FetchError(f"response is {int(declared):,} bytes, over the limit of {policy.max_bytes:,}")
+                raise FetchTooLarge(f"response is {int(declared):,} bytes, over the limit of {policy.max_bytes:,}")
             decoder = _BoundedDecoder(resp.headers.get("content-encoding", ""), policy.max_bytes)
             chunks = []
             async for raw in resp.aiter_raw():  # raw bytes: counted (and decoded) here, not by httpx
@@ -315,13 +320,21 @@ async def fetch(
                 if resp.status_code == 303:
                     method, content = "GET", None
                 continue
-            return Fetched(current, resp.status_code, resp.headers.get("content-type"), body, time.monotonic() - start)
+            return Fetched(
+                current,
+                resp.status_code,
+                resp.headers.get("content-type"),
+                body,
+                time.monotonic() - start,
+                host=target.host,
+                retry_after=resp.headers.get("retry-after"),
+            )
         raise FetchError(f"too many redirects (more than {policy.max_redirects})")
     except TimeoutError as exc:
-        raise FetchError(f"timed out after {policy.total_timeout:g} s") from exc
+        raise FetchTimeout(f"timed out after {policy.total_timeout:g} s") from exc
     except httpx.TimeoutException as exc:
-        raise FetchError(f"timed out ({type(exc).__name__})") from exc
+        raise FetchTimeout(f"timed out ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:
-        raise FetchError(f"network error: {type(exc).__name__}: {exc}") from exc
+        raise FetchNetworkError(f"network error: {type(exc).__name__}: {exc}") from exc
     except (httpx.InvalidURL, UnicodeError) as exc:  # a URL or header the client cannot encode
         raise FetchRefused(f"malformed URL: {type(exc).__name__}") from exc

@@ -12,6 +12,11 @@ the waiters for a host queue in order and only the first of them asks Redis, so 
 for a host gets about the same share of its slots: a run with 30 URLs waiting on a host no longer
 wins 30 times as often as a run with one (requests are per tenant, so this is fairness between
 tenants too, within the coordinator's per-tenant run limit).
+
+A host that pushes back (429 or 503, with or without `Retry-After`) is paused: `pause(host, s)` makes
+every download of that host wait that long before taking a slot, not only the URL that was told, so
+a run does not keep hammering a host that asked it to slow down. With Redis the pause is a key with
+that expiry, seen by every process; waiting out a pause counts against the slot wait deadline.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class SlotWaitTimeout(FetchError):
 class HostLimiter(Protocol):
     def hold(self, host: str) -> AbstractAsyncContextManager[None]: ...
 
+    async def pause(self, host: str, seconds: float) -> None:
+        """No new download of `host` starts for `seconds` (a longer pause already set stays)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -48,14 +57,31 @@ class LocalHostLimiter:
 
     def __init__(self, per_host: int, wait: float = DEFAULT_SLOT_WAIT_S) -> None:
         self._sems: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
+        self._paused_until: dict[str, float] = {}  # host -> loop time before which nothing starts
         self.wait = wait
+
+    async def pause(self, host: str, seconds: float) -> None:
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._paused_until.get(host, 0.0):
+            self._paused_until[host] = until
+
+    async def wait_pause(self, host: str) -> None:
+        """Until `host` is no longer paused (a pause set meanwhile is waited out too)."""
+        loop = asyncio.get_running_loop()
+        while (left := self._paused_until.get(host, 0.0) - loop.time()) > 0:
+            await asyncio.sleep(left)
 
     @asynccontextmanager
     async def hold(self, host: str) -> AsyncIterator[None]:
         sem = self._sems[host]
         try:
             async with asyncio.timeout(self.wait):
-                await sem.acquire()
+                while True:
+                    await self.wait_pause(host)
+                    await sem.acquire()
+                    if self._paused_until.get(host, 0.0) <= asyncio.get_running_loop().time():
+                        break
+                    sem.release()  # paused while this one waited for its slot: wait the pause out first
         except TimeoutError:
             raise SlotWaitTimeout(host, self.wait) from None
         try:
@@ -93,6 +119,8 @@ class RedisHostLimiter:
         try:
             async with asyncio.timeout(self.wait):
                 async with self._heads[host]:
+                    await self.local.wait_pause(host)
+                    await self._wait_shared_pause(host)
                     lock = await self._take_slot(host)
         except TimeoutError:
             raise SlotWaitTimeout(host, self.wait) from None
@@ -108,6 +136,31 @@ class RedisHostLimiter:
         finally:
             renew.cancel()
             await self._release(lock)
+
+    async def pause(self, host: str, seconds: float) -> None:
+        """Paused here at once, and for every process through a key that expires with the pause."""
+        from redis.exceptions import RedisError
+
+        await self.local.pause(host, seconds)
+        ms = max(1, int(seconds * 1000))
+        try:
+            if await self.client.pttl(_pause_key(host)) < ms:  # a longer pause already set stays
+                await self.client.set(_pause_key(host), "1", px=ms)
+        except RedisError:
+            pass  # Redis is away: this process still pauses
+
+    async def _wait_shared_pause(self, host: str) -> None:
+        """Until the pause another process set for `host` has expired."""
+        from redis.exceptions import RedisError
+
+        while True:
+            try:
+                left_ms = await self.client.pttl(_pause_key(host))
+            except RedisError:
+                return
+            if left_ms <= 0:
+                return
+            await asyncio.sleep(left_ms / 1000)
 
     async def _take_slot(self, host: str):  # -> redis.asyncio.lock.Lock
         """A free slot of `host`, polled with jitter (waiters in other processes don't march in step)."""
@@ -140,6 +193,10 @@ class RedisHostLimiter:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _pause_key(host: str) -> str:
+    return f"imgpipe:host-pause:{host}"
 
 
 def make_host_limiter(

@@ -10,11 +10,11 @@ Nothing is upscaled unless `upscale` is set (a padded square of a small photo is
 
 The source is decoded once, at the size the largest rendition needs (JPEG's DCT scaling decodes fewer
 pixels when every rendition is smaller than half the source), then each rendition is cut from it.
-Formats: `jpeg` (baseline through simplejpeg, progressive through Pillow), `webp`, `avif` (Pillow's
-libwebp and libavif), `png`, and `auto`: the smallest of AVIF, WebP and JPEG at the rendition's quality
-number. The three quality scales are not calibrated against each other (a perceptual target per
-format is not built yet: docs/renditions.md), so `auto` picks by size at one nominal quality. Metadata is stripped;
-`keep_copyright` keeps EXIF Copyright and Artist only.
+Formats (encoders.py): `jpeg`, `webp`, `avif`, `png`, and `auto`: the smallest of AVIF, WebP and JPEG,
+each at the lowest quality that reaches the rendition's `target` (an SSIMULACRA2 score, quality.py: one
+scale for every format, which the encoders' quality numbers are not). A rendition of one format takes
+either a `quality` number or a `target`. Metadata is stripped; `keep_copyright` keeps EXIF Copyright
+and Artist only.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+from image_pipeline.domain.images import quality as perceptual
 from image_pipeline.domain.images.codec import (
     DEFAULT_MAX_ICC_BYTES,
     DEFAULT_MAX_SCANS,
@@ -34,6 +35,7 @@ from image_pipeline.domain.images.codec import (
     sniff_format,
 )
 from image_pipeline.domain.images.colour import to_srgb
+from image_pipeline.domain.images.encoders import encode_rendition
 from image_pipeline.domain.telemetry.metrics import timed
 
 FORMATS = ("jpeg", "webp", "avif", "png", "auto")
@@ -41,9 +43,6 @@ FITS = ("inside", "cover", "pad", "trim_pad")
 CONTENT_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png"}
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
 _COPYRIGHT, _ARTIST = 0x8298, 0x013B
-# libavif's encoder speed (0 slowest/best .. 10): 8 took a fifth to under half of the default 6's time
-# for files within 3 % of its size (docs/renditions.md); a catalogue encodes many renditions.
-_AVIF_SPEED = 8
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,7 @@ class Rendition:
     upscale: bool = False
     progressive: bool = False  # jpeg
     keep_copyright: bool = False
+    target: float | None = None  # an SSIMULACRA2 score: quality is searched per image to reach it
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -71,6 +71,8 @@ class Rendition:
             raise ValueError(f"fit {self.fit!r} needs both width and height")
         if self.fit == "trim_pad" and 2 * self.margin >= min(self.width or 0, self.height or 0):
             raise ValueError("margin must leave room for the image")
+        if self.format == "auto" and self.target is None:
+            raise ValueError("format auto needs a target score")
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -97,6 +99,7 @@ class Rendered:
     quality: int
     kept_original: bool = False
     source_size: tuple[int, int] = (0, 0)  # the source as decoded (orientation applied)
+    score: float | None = None  # SSIMULACRA2 of the centre crop against the unencoded rendition
 
     @property
     def content_type(self) -> str:
@@ -121,8 +124,10 @@ def render_all(
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+    score_crop: int | None = None,
 ) -> list[Rendered]:
-    """Every rendition of `data`, from one decode. Raises ImageError with a reason."""
+    """Every rendition of `data`, from one decode. Raises ImageError with a reason. With `score_crop`,
+    each output is scored (SSIMULACRA2 on its centre crop of that side) against the image it encodes."""
     if not renditions:
         raise ValueError("no renditions")
     needs = [r.longest for r in renditions]
@@ -130,8 +135,8 @@ def render_all(
     with timed("decode"):
         decoded = decode(data, max_pixels, max_scans, draft, max_icc_bytes)
     try:
-        with timed("encode"):  # every rendition: its resize, crop or pad, and its encoding
-            return [_render(decoded, r) for r in renditions]
+        with timed("encode"):  # every rendition: its resize, crop or pad, its encoding (and score)
+            return [_render(decoded, r, score_crop) for r in renditions]
     except (OSError, ValueError) as exc:
         raise ImageError(f"could not encode the image: {exc}") from exc
 
@@ -198,7 +203,18 @@ def _trim(img, tolerance: int):  # PIL.Image -> PIL.Image
     return img.crop(box) if box else img
 
 
-def _render(decoded: Decoded, r: Rendition) -> Rendered:
+def _render(decoded: Decoded, r: Rendition, score_crop: int | None) -> Rendered:
+    img = prepare(decoded, r)
+    exif = _exif_bytes(decoded.exif) if r.keep_copyright else None
+    enc = encode_rendition(img, r.format, r.quality, r.target, r.progressive, exif)
+    # The search's score is of its crop encoded alone; the evidence is the stored output's own.
+    score = perceptual.score_encoded(img, enc.data, score_crop) if score_crop else None
+    w, h = img.size
+    return Rendered(r.name, enc.data, enc.format, w, h, enc.quality, False, decoded.image.size, score)
+
+
+def prepare(decoded: Decoded, r: Rendition):  # -> PIL.Image
+    """The rendition's pixels before encoding: trimmed, scaled, cropped or padded, alpha flattened or kept."""
     from PIL import Image
 
     img = decoded.image
@@ -220,9 +236,7 @@ def _render(decoded: Decoded, r: Rendition) -> Rendered:
         flat = Image.new("RGB", img.size, r.background)
         flat.paste(img, mask=img.getchannel("A"))
         img = flat
-    exif = _exif_bytes(decoded.exif) if r.keep_copyright else None
-    fmt, data = _encode(img, r, exif)
-    return Rendered(r.name, data, fmt, img.size[0], img.size[1], r.quality, source_size=decoded.image.size)
+    return img
 
 
 def _exif_bytes(tags: dict[int, str]) -> bytes | None:
@@ -236,50 +250,20 @@ def _exif_bytes(tags: dict[int, str]) -> bytes | None:
     return exif.tobytes()
 
 
-def _encode(img, r: Rendition, exif: bytes | None) -> tuple[str, bytes]:
-    if r.format != "auto":
-        return r.format, encode(img, r.format, r.quality, r.progressive, exif)
-    candidates = [(f, encode(img, f, r.quality, r.progressive, exif)) for f in ("avif", "webp", "jpeg")]
-    return min(candidates, key=lambda c: len(c[1]))
-
-
-def encode(img, fmt: str, quality: int, progressive: bool = False, exif: bytes | None = None) -> bytes:
-    """`img` (RGB, or RGBA for formats with alpha) as `fmt`, metadata-free but for `exif`."""
-    img.info = {}  # Pillow re-writes comments and profiles it finds in `info`
-    out = io.BytesIO()
-    extra = {"exif": exif} if exif else {}
-    if fmt == "jpeg":
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        if not progressive and not exif:
-            import numpy as np
-            import simplejpeg
-
-            return simplejpeg.encode_jpeg(np.asarray(img), quality=quality, colorspace="RGB", colorsubsampling="420")
-        img.save(out, "JPEG", quality=quality, progressive=progressive, optimize=progressive, **extra)
-    elif fmt == "webp":
-        img.save(out, "WEBP", quality=quality, method=4, **extra)
-    elif fmt == "avif":
-        img.save(out, "AVIF", quality=quality, speed=_AVIF_SPEED, **extra)
-    elif fmt == "png":
-        img.save(out, "PNG", compress_level=6, **extra)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    return out.getvalue()
-
-
 def render_source(
     data: bytes,
     renditions: list[Rendition] | tuple[Rendition, ...],
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+    score_crop: int | None = None,
 ) -> list[Rendered]:
     """`render_all`, then the never-larger rule where it makes sense: same format (JPEG), same size,
-    no metadata kept, and the source's own coded image smaller than ours."""
+    no metadata kept, and the source's own coded image smaller than ours. A kept original has no score:
+    it is the source's own coded image, not an encode of ours."""
     from image_pipeline.domain.images.codec import _is_plain_jpeg, kept_jpeg
 
-    rendered = render_all(data, renditions, max_pixels, max_scans, max_icc_bytes)
+    rendered = render_all(data, renditions, max_pixels, max_scans, max_icc_bytes, score_crop)
     if sniff_format(data) != "JPEG":
         return rendered
     out: list[Rendered] = []
@@ -299,3 +283,25 @@ def _same_size_as_source(data: bytes, r: Rendered) -> bool:
 
     with Image.open(io.BytesIO(data)) as img:
         return img.size == (r.width, r.height)
+
+
+def score_output(
+    data: bytes,
+    output: bytes,
+    crop: int,
+    max_pixels: int = 50_000_000,
+    max_scans: int = DEFAULT_MAX_SCANS,
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+) -> float | None:
+    """SSIMULACRA2 of the seed path's `output` (one JPEG, the source's size or scaled inside a box)
+    against the source decoded again (sRGB, flattened on white, scaled to the output's size)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(output)) as out:
+        size = out.size
+    spec = Rendition("score", "jpeg", width=size[0], height=size[1], upscale=True)
+    decoded = decode(data, max_pixels, max_scans, max(size), max_icc_bytes)
+    img = prepare(decoded, spec)
+    if img.size != size:  # rounding of an odd aspect: the output's own size is the truth
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return perceptual.score_encoded(img, output, crop)

@@ -74,6 +74,18 @@ class FetchRefused(FetchError):
     """The URL breaks the fetch policy (scheme, credentials, port, private address): retrying cannot help."""
 
 
+class FetchTooLarge(FetchError):
+    """The response is over the byte limit (as sent or decoded): retrying cannot help."""
+
+
+class FetchTimeout(FetchError):
+    """The download took too long (connect, read or the total deadline): worth another try."""
+
+
+class FetchNetworkError(FetchError):
+    """The connection failed or broke (refused, reset, closed mid-answer): worth another try."""
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     allow: frozenset[tuple[str, int]] = frozenset()

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from image_pipeline.domain.db.requests import UrlResult
 from image_pipeline.domain.images.codec import ImageError
-from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in
+from image_pipeline.domain.images.codec_pool import CodecPool, recompress_in, render_in, score_in
+from image_pipeline.domain.images.failures import classify_failure
 from image_pipeline.domain.images.fetch import fetch, make_client
+from image_pipeline.domain.images.fetch_retry import FetchRetry, HttpStatusError, fetch_with_retries
 from image_pipeline.domain.images.host_limits import HostLimiter, make_host_limiter
 from image_pipeline.domain.images.renditions import Rendition
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
@@ -57,6 +59,9 @@ class ProcessOptions:
     max_scans: int = 32  # JPEGs with more scans are refused before decoding (progressive scan bombs)
     max_icc_bytes: int = 4 * 1024 * 1024  # larger embedded ICC profiles are ignored (read as sRGB)
     decode_timeout: float = 30.0  # seconds one image may take in the codec before its URL fails
+    score_every: int = 100  # SSIMULACRA2 of one URL in this many (idx 0 always); 0 = none
+    score_crop: int = 256  # side of the centre crop scored
+    fetch_retry: FetchRetry = FetchRetry()  # transient download failures tried again within the run
 
     @classmethod
     def from_settings(cls, s: Settings) -> ProcessOptions:
@@ -76,7 +81,14 @@ class ProcessOptions:
             max_scans=s.max_jpeg_scans,
             max_icc_bytes=s.max_icc_bytes,
             decode_timeout=s.decode_timeout,
+            score_every=s.score_every,
+            score_crop=s.score_crop,
+            fetch_retry=FetchRetry.from_settings(s),
         )
+
+    def scores(self, idx: int) -> bool:
+        """Whether URL `idx` of a request is in its scored sample."""
+        return self.score_every > 0 and idx % self.score_every == 0
 
 
 def work_items(rows: Iterable, skip: set[int] | frozenset[int] = frozenset()) -> Iterator[WorkItem]:
@@ -105,20 +117,35 @@ async def _process_one(
     """One URL: one fetch, one decode, then the seed's one JPEG or a profile's `renditions`, stored."""
     try:
         # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
-        # server share that server's slots.
-        with timed("fetch"):  # including the wait for a slot of its host
-            fetched = await fetch(client, item.url, policy, hold=host_limits.hold)
+        # server share that server's slots. A slot is held for one try, never across the wait between tries.
+        with timed("fetch"):  # with the wait for a slot of its host, and its in-run retries
+            fetched = await fetch_with_retries(
+                lambda: fetch(client, item.url, policy, hold=host_limits.hold),
+                opts.fetch_retry,
+                host_limits,
+                what=f"request {request_id}, URL {item.idx}",
+            )
         if fetched.status != 200:
-            raise FetchError(f"HTTP {fetched.status} from image server")
+            raise HttpStatusError(fetched.status)
+        crop = opts.score_crop if opts.scores(item.idx) else None
         if renditions:
-            outs = await render_in(codec_pool, fetched.body, renditions, opts)
+            outs = await render_in(codec_pool, fetched.body, renditions, opts, crop)
         else:
             outs = [await recompress_in(codec_pool, fetched.body, opts)]
+            scored = crop and not outs[0].kept_original  # a kept original is the source itself, not our encode
+            score = await score_in(codec_pool, fetched.body, outs[0].data, opts, crop) if scored else None
     except (FetchError, ImageError) as exc:
-        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc))
+        return UrlResult(item.idx, item.row, item.url, "failed", error=str(exc), failure_class=classify_failure(exc))
     except Exception as exc:  # an unexpected error still belongs to this URL only; its text stays in the log
         log.exception("request %s, URL %d: unexpected error", request_id, item.idx)
-        return UrlResult(item.idx, item.row, item.url, "failed", error=f"internal error ({type(exc).__name__})")
+        return UrlResult(
+            item.idx,
+            item.row,
+            item.url,
+            "failed",
+            error=f"internal error ({type(exc).__name__})",
+            failure_class="internal",
+        )
     keys: list[str] = []
     for n, out in enumerate(outs):
         if renditions:  # the first unnamed (it fills `Output Image Urls`), the others by name
@@ -131,12 +158,19 @@ async def _process_one(
                 await _store(io_pool, store, key, out.data, content_type, opts)
         except Exception:  # botocore's text names endpoints, buckets and keys: the log has it, the caller not
             log.exception("request %s, URL %d: storing %s failed", request_id, item.idx, key)
-            return UrlResult(item.idx, item.row, item.url, "failed", error="could not store the output image")
+            return UrlResult(
+                item.idx,
+                item.row,
+                item.url,
+                "failed",
+                error="could not store the output image",
+                failure_class="internal",
+            )
         keys.append(key)
     made = [
         {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
          "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
-         "source_width": out.source_size[0], "source_height": out.source_size[1]}
+         "source_width": out.source_size[0], "source_height": out.source_size[1], "score": out.score}
         for out, key in zip(outs, keys, strict=True)
     ] if renditions else None  # fmt: skip
     first = outs[0]
@@ -152,6 +186,7 @@ async def _process_one(
         output_key=keys[0],
         kept_original=first.kept_original,
         renditions=made,
+        score=outs[0].score if renditions else score,
     )
 
 
@@ -188,13 +223,15 @@ async def process_items(
     expected: int | None = None,
     isolate: bool = False,
     renditions: tuple[Rendition, ...] = (),
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Process `items` with at most `opts.concurrency` in flight; `on_result` sees each outcome as it lands.
 
     Items are pulled lazily by a fixed set of workers, so a 100,000-URL request never has 100,000
     tasks or images in memory at once. `expected` (how many items, if known) picks the codec pool;
     `isolate` decodes in processes (the last attempt at these items died: see `codec_pool`);
-    `renditions` (a profile's) replace the seed's one JPEG per URL.
+    `renditions` (a profile's) replace the seed's one JPEG per URL; once `stop()` is true (the request
+    was canceled) no worker takes another item, and the items not taken get no result.
     """
     # A slot is held for one download at most, which the fetch deadline bounds.
     host_limits = make_host_limiter(opts.per_host, opts.per_host_redis_url, wait=opts.host_slot_wait)
@@ -207,6 +244,8 @@ async def process_items(
 
             async def worker() -> None:
                 for item in iterator:  # shared iterator: each item goes to exactly one worker
+                    if stop():
+                        return
                     on_result(
                         await _process_one(
                             item,

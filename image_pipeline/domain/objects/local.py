@@ -70,6 +70,11 @@ class LocalStore:
             while chunk := f.read(chunk_size):
                 yield chunk
 
+    def ping(self) -> None:
+        """The objects directory is there and this process may write into it."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"objects directory {self.root} is missing or not writable")
+
     def public_url(self, key: str) -> str:
         return f"{self.public_base_url}/{check_key(key)}"
 

@@ -180,15 +180,42 @@ class S3Store:
     def public_url(self, key: str) -> str:
         return f"{self.public_base_url}/{check_key(key)}"
 
+    def ping(self) -> None:
+        """The bucket answers HEAD with these credentials (a wrong key or a missing bucket raises too)."""
+        self.client.head_bucket(Bucket=self.bucket)
 
-def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64, checksum: S3Checksum = "when_supported"):
+    def create_bucket_if_missing(self) -> bool:
+        """Make the bucket unless it is there (True when it was made): for a store the deployment runs
+        itself (compose's); a cloud bucket is made with its owner's tooling, with its policies."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.ping()
+            return False
+        except ClientError as exc:  # a 403 (no access) is no reason to make one: it stays an error
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        self.client.create_bucket(Bucket=self.bucket)
+        return True
+
+
+def make_s3_client(
+    endpoint_url: str | None,
+    region: str,
+    max_pool: int = 64,
+    checksum: S3Checksum = "when_supported",
+    *,
+    max_attempts: int = 5,
+    timeout: float | None = None,
+):
     """One boto3 S3 client with a connection pool big enough for concurrent uploads.
 
     No `Expect: 100-continue` on small bodies (botocore sends it on every PutObject: a round trip per
     object, headers first, then wait for `100 Continue`, then the body). `checksum` (IMGPIPE_S3_CHECKSUM)
     keeps botocore's default CRC32 unless a store refuses it: turning it off saved no measurable CPU
     (docs/performance.md; zlib's CRC32 is C) and drops S3's end-to-end integrity check
-    (docs/storage.md).
+    (docs/storage.md). `max_attempts` and `timeout` (connect and read, seconds; None = botocore's 60)
+    are for a probe that must answer quickly rather than ride out an outage.
     """
     import boto3
     from botocore.config import Config
@@ -199,7 +226,8 @@ def make_s3_client(endpoint_url: str | None, region: str, max_pool: int = 64, ch
         region_name=region,
         config=Config(
             max_pool_connections=max_pool,
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            **({"connect_timeout": timeout, "read_timeout": timeout} if timeout is not None else {}),
             s3={"addressing_style": "path"} if endpoint_url else None,
             request_checksum_calculation=checksum,
             response_checksum_validation=checksum,
@@ -216,6 +244,20 @@ def _new_shared_s3_client(endpoint_url: str | None, region: str, checksum: S3Che
 # One client per (endpoint, region, checksum) per process, reused by every run a long-lived process
 # executes: building a client (and more so a boto3 Session) parses botocore's models (domain.process_cache).
 _S3_CLIENTS = ProcessCache(_new_shared_s3_client, close=lambda c: c.close())
+
+
+def _new_probe_s3_client(endpoint_url: str | None, region: str, checksum: S3Checksum, timeout: float):
+    return make_s3_client(endpoint_url, region, max_pool=2, checksum=checksum, max_attempts=1, timeout=timeout)
+
+
+# The readiness probe's client: one try, short timeouts. The shared client retries a refused connection
+# with backoff for up to ~15 s, longer than a probe may take, and its threads would pile up behind it.
+_PROBE_S3_CLIENTS = ProcessCache(_new_probe_s3_client, close=lambda c: c.close())
+
+
+def probe_s3_client(endpoint_url: str | None, region: str, checksum: S3Checksum, timeout: float):  # botocore S3 client
+    """This process's client for readiness probes of `endpoint_url` (one attempt, `timeout` s to connect and read)."""
+    return _PROBE_S3_CLIENTS.get(endpoint_url, region, checksum, timeout)
 
 
 def shared_s3_client(

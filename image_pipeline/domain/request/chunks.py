@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.images.renditions import Rendition
@@ -35,7 +35,7 @@ from image_pipeline.domain.keys import (
 )
 from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.profiles import profile_from_json
-from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
+from image_pipeline.domain.request.context import RequestCanceled, RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.request.progress import ProgressRecorder
 from image_pipeline.domain.telemetry import tracing
 from image_pipeline.domain.telemetry.metrics import record_result
@@ -79,6 +79,8 @@ class ChunkSummary:
     bytes_out: int
     kept_original: int
     errors: list[tuple[str, str]]
+    # rendition name ("image" for the seed's one JPEG) -> SSIMULACRA2 of this chunk's scored sample
+    scores: dict[str, list[float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +121,27 @@ def _summary_of(number: int, results: list[dict], skipped: int) -> ChunkSummary:
         bytes_out=sum(r["bytes_out"] or 0 for r in done),
         kept_original=sum(bool(r["kept_original"]) for r in done),
         errors=[(r["url"], r["error"] or "") for r in results if r["status"] != "done"][:20],
+        scores=_scores_of(done),
     )
+
+
+def _scores_of(done: list[dict]) -> dict[str, list[float]]:
+    scores: dict[str, list[float]] = {}
+    for r in done:
+        made = r.get("renditions") or [{"name": "image", "score": r.get("score")}]
+        for m in made:
+            if m.get("score") is not None:
+                scores.setdefault(m["name"], []).append(m["score"])
+    return scores
+
+
+def score_table(summaries_scores: list[dict[str, list[float]]]) -> list[tuple[str, int, float, float]]:
+    """(rendition, scored outputs, mean, min) over a request's chunks, in first-seen order."""
+    merged: dict[str, list[float]] = {}
+    for scores in summaries_scores:
+        for name, values in scores.items():
+            merged.setdefault(name, []).extend(values)
+    return [(n, len(v), round(sum(v) / len(v), 2), min(v)) for n, v in merged.items() if v]
 
 
 def read_manifest(ctx: RequestContext, chunk: Chunk) -> list[dict]:
@@ -145,6 +167,7 @@ def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
 
 
 def _process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
+    ctx.stop_if_canceled(chunk.request_id)
     if ctx.store.exists(chunk.manifest_key):
         earlier = read_manifest(ctx, chunk)
         if all(r["status"] == "done" for r in earlier):
@@ -200,20 +223,32 @@ def _process(
             recorder(r)
             record_result(r)
 
-        asyncio.run(
-            process_items(
-                (i for i in items if i.idx not in results),
-                request_id=rid,
-                store=ctx.store,
-                policy=ctx.policy,
-                opts=ctx.options,
-                on_result=on_result,
-                expected=chunk.count - skipped,
-                isolate=isolate,
-                renditions=renditions,
+        try:
+            asyncio.run(
+                process_items(
+                    (i for i in items if i.idx not in results),
+                    request_id=rid,
+                    store=ctx.store,
+                    policy=ctx.policy,
+                    opts=ctx.options,
+                    on_result=on_result,
+                    expected=chunk.count - skipped,
+                    isolate=isolate,
+                    renditions=renditions,
+                    stop=recorder.canceled.is_set,
+                )
             )
-        )
+        except BaseException:
+            # Interrupted (the run terminated: a cancel) or failed: the results that landed are still
+            # recorded, so what was stored stays listed (and a retry skips it).
+            try:
+                recorder.flush()
+            except Exception:
+                log.exception("request %s: results of chunk %d not recorded", rid, chunk.number)
+            raise
         recorder.flush()
+    if recorder.canceled.is_set():  # the URLs not reached stay unrecorded; what was stored is kept
+        raise RequestCanceled(rid)
     lines = [results[i.idx].as_dict() for i in items]
     ctx.store.put(chunk.manifest_key, "\n".join(json.dumps(r) for r in lines).encode(), "application/x-ndjson")
     return lines

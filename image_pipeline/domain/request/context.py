@@ -24,6 +24,14 @@ class RequestFailed(Exception):
     """The request as a whole cannot be processed (e.g. its input vanished); the reason is user-facing."""
 
 
+class RequestCanceled(RequestFailed):
+    """Its owner canceled the request: the run stops here. The request is already final (`canceled`,
+    its event queued by the cancel), so failing it changes nothing and sends nothing."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request {request_id} was canceled by its owner")
+
+
 @dataclass
 class RequestContext:
     """Everything a step needs; built from Dagster resources or directly in tests."""
@@ -46,6 +54,12 @@ class RequestContext:
         doc = status_document(req, self.api_base_url)
         self.cache.set(request_id, doc)
         return doc
+
+    def stop_if_canceled(self, request_id: str) -> None:
+        """Raise RequestCanceled when the request's owner canceled it (each step asks before it works)."""
+        with self.sessions() as s:
+            if repo.is_canceled(s, request_id):
+                raise RequestCanceled(request_id)
 
 
 def iter_rows(ctx: RequestContext, request_id: str) -> Iterator[ProductRow]:

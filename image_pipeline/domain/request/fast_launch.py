@@ -151,6 +151,10 @@ class FastLauncher:
             raise LaunchError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
+    async def graphql(self, query: str, variables: dict | None = None, *, idempotent: bool = True) -> dict:
+        """One GraphQL document to the webserver (other callers of its API, e.g. `request.cancel`)."""
+        return await self._graphql(query, variables, idempotent=idempotent)
+
     async def repository(self) -> RepoSelector:
         """The code location and repository that hold the request job (looked up once, then kept)."""
         async with self._repo_lock:

@@ -35,6 +35,7 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     """Write the output CSV from the parsed rows and the chunk manifests, streamed to storage in input
     order: one row and one manifest in memory at a time, uploaded in parts as it is produced (written
     last, so its presence means the request is complete); set the final status."""
+    ctx.stop_if_canceled(request_id)
     rows = iter_rows(ctx, request_id)
     results = iter_manifest_results(ctx, load_plan(ctx, request_id))
     before = request_counts(ctx, request_id)

@@ -102,10 +102,12 @@ def results_document(
                     "url": url,
                     "status": r.status if r else "pending",
                     "error": r.error if r else None,
+                    "failure_class": r.failure_class if r else None,
                     "bytes_in": r.bytes_in if r else None,
                     "bytes_out": r.bytes_out if r else None,
                     "kept_original": bool(r.kept_original) if r else False,
                     "output_url": to_url(r.output_key) if r and r.status == "done" and r.output_key else None,
+                    "score": r.score if r else None,
                     "renditions": _renditions(r, to_url),
                 }
             )

@@ -9,6 +9,7 @@ from concurrent.futures import Executor, Future
 
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.request.context import RequestContext
+from image_pipeline.domain.status import CANCELED
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class ProgressRecorder:
         self.done = self.failed = self.bytes_in = self.bytes_out = self.kept = 0
         self._lock = threading.Lock()
         self._inflight: Future | None = None
+        # Set when a write finds the request canceled by its owner: the chunk takes no further URL.
+        self.canceled = threading.Event()
 
     def __call__(self, result: repo.UrlResult) -> None:
         with self._lock:
@@ -76,7 +79,9 @@ class ProgressRecorder:
         try:
             with self.ctx.sessions() as s:
                 repo.record_results(s, self.request_id, batch)
-                self.ctx.publish_status(s, self.request_id)
+                doc = self.ctx.publish_status(s, self.request_id)
+            if doc is not None and doc["status"] == CANCELED:
+                self.canceled.set()
         except OperationalError:
             # The database is away (restart, failover): keep the batch and try again with the next
             # result instead of losing the images already fetched and stored.

@@ -61,6 +61,11 @@ class StatusCache:
         except Exception:  # stale entries expire by TTL
             pass
 
+    def ping(self) -> None:
+        """Raises when Redis does not answer (the readiness probe; every other method swallows errors)."""
+        if self._redis is not None:
+            self._redis.ping()
+
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()

@@ -28,6 +28,7 @@ def validate_request(ctx: RequestContext, request_id: str) -> Validated:
     """Parse the stored input CSV with the API's own rules, store the rows (JSON lines, streamed to storage
     as they are parsed: a refused file leaves none), mark the request processing (a request that already
     has a final status keeps it: this run is a re-run, opened first, whose end sends `request.updated`)."""
+    ctx.stop_if_canceled(request_id)  # canceled while its run was queued: nothing to do
     with ctx.sessions() as s:
         repo.open_rerun(s, request_id)
     try:

@@ -13,7 +13,6 @@ series stays bounded whatever the traffic.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("fetch", "decode", "encode", "store")
-# What `failure_class_of_error` derives; a class the pipeline records itself (e.g. `timeout`) is used as it is.
-FAILURE_CLASSES = ("transient", "permanent", "refused", "invalid_image", "internal")
 
 # Per-image stages: a cached local fetch takes about a millisecond, a large decode tens of seconds.
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -74,35 +71,9 @@ def timed(stage: str) -> Iterator[None]:
         _STAGE[stage].observe(perf_counter() - start)
 
 
-# --- failure classes ---------------------------------------------------------------------------------
-_HTTP_STATUS = re.compile(r"^HTTP (\d{3}) ")
-_TRANSIENT = ("timed out", "network error", "cannot resolve host", "no download slot", "could not store")
-_REFUSED = ("refused: ", "malformed ", "scheme ", "credentials in URLs", "port ", "URL has no host", "webhook URLs")
-_PERMANENT = ("too many redirects", "response ", "unsupported Content-Encoding", "corrupt gzip", "corrupt deflate")
-
-
 def failure_class(result: UrlResult) -> str:
-    """The failure class of a failed URL: the result's own `failure_class` when the pipeline records one,
-    else read from its error text (the words `worker`, `fetch`, `url_policy` and `codec` use)."""
-    recorded = getattr(result, "failure_class", None)
-    if recorded:
-        return recorded
-    return failure_class_of_error(result.error or "")
-
-
-def failure_class_of_error(error: str) -> str:
-    if error.startswith("internal error"):
-        return "internal"
-    if m := _HTTP_STATUS.match(error):
-        code = int(m.group(1))
-        return "transient" if code in (408, 429) or code >= 500 else "permanent"
-    if error.startswith(_TRANSIENT):
-        return "transient"
-    if error.startswith(_REFUSED):
-        return "refused"
-    if error.startswith(_PERMANENT) or error.startswith("host "):  # "host 'x' has no addresses"
-        return "permanent"
-    return "invalid_image"  # every ImageError: format, size, bombs, corrupt data, decode time
+    """A failed URL's class as the pipeline recorded it (`images.failures.classify_failure`)."""
+    return result.failure_class or "internal"
 
 
 def record_result(result: UrlResult) -> None:

@@ -78,7 +78,13 @@ def products_of(rows: Iterable[ProductRow], results: Mapping[int, Any] | Ordered
                 outputs.append(public_url(r.output_key))
             else:
                 outputs.append(None)
-                errors.append({"url": url, "error": r.error if r else "not processed"})
+                errors.append(
+                    {
+                        "url": url,
+                        "error": r.error if r else "not processed",
+                        "failure_class": getattr(r, "failure_class", None) if r else None,
+                    }
+                )
             idx += 1
         out.append(
             {

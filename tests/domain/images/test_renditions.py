@@ -99,14 +99,6 @@ def test_alpha_is_flattened_unless_kept_by_a_format_that_carries_it() -> None:
     assert _open(jpeg.data).mode == "RGB"
 
 
-def test_auto_takes_the_smallest_format() -> None:
-    src = make_image("JPEG", (800, 600), seed=5)
-    [auto] = render_all(src, [Rendition("a", "auto", 75)])
-    sizes = {f: len(render_all(src, [Rendition("a", f, 75)])[0].data) for f in ("jpeg", "webp", "avif")}
-    assert auto.format == min(sizes, key=sizes.__getitem__)
-    assert len(auto.data) == min(sizes.values())
-
-
 def test_metadata_is_stripped_but_copyright_can_be_kept() -> None:
     img = Image.new("RGB", (64, 48), (10, 200, 30))
     exif = Image.Exif()
