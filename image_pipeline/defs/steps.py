@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import dagster as dg
 from dagster._core.errors import DagsterInvalidPropertyError
 
-from image_pipeline.domain.request.context import RequestContext, RequestFailed
+from image_pipeline.domain.request.context import RequestCanceled, RequestContext, RequestFailed
 from image_pipeline.domain.runs import OWNER_TAG, REQUEST_ID_TAG, TRACEPARENT_TAG
 from image_pipeline.domain.settings import get_settings
 from image_pipeline.domain.telemetry import tracing
@@ -43,7 +43,7 @@ def run_step(context: dg.OpExecutionContext, ctx: RequestContext, fn, *args):
         return fn(ctx, context.partition_key, *args)
     except RequestFailed as exc:
         fail_request(ctx, context.partition_key, str(exc))
-        _end_run(context, "failed")
+        _end_run(context, "canceled" if isinstance(exc, RequestCanceled) else "failed")
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
