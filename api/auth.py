@@ -13,6 +13,7 @@ import hmac
 from fastapi import HTTPException, Request, status
 
 from image_pipeline.domain.db.api_keys import find_active_key, is_revoked, key_hash, owner_for_hash
+from image_pipeline.domain.telemetry.logs import bind
 
 MAX_KEY_CHARS = 256
 
@@ -29,6 +30,12 @@ def _unauthorized(message: str) -> HTTPException:
 def authenticate(request: Request) -> str:
     """The caller's owner id; 401 when the bearer key is missing, unknown or revoked (a key revoked with
     `imgpipe keys revoke` is refused even while it is still listed in `IMGPIPE_API_KEYS`)."""
+    owner = _authenticate(request)
+    bind(tenant=owner)  # the request's log lines carry it from here on
+    return owner
+
+
+def _authenticate(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()

@@ -17,6 +17,8 @@ from image_pipeline.domain.objects import ObjectStore
 from image_pipeline.domain.request.fast_launch import FastLauncher
 from image_pipeline.domain.request.status_cache import StatusCache
 from image_pipeline.domain.settings import Settings
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.logs import bind
 
 
 def get_settings(request: Request) -> Settings:
@@ -53,6 +55,8 @@ def get_owned_request(request_id: str, owner: OwnerDep, session: SessionDep) -> 
     req = get_request(session, request_id, owner)
     if req is None:
         raise request_not_found(request_id)
+    bind(request_id=request_id)
+    tracing.tag_current(request_id=request_id)
     return req
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api import errors, middleware, openapi
 from api.routes import api_router, files_router, probes_router
+from api.routes.metrics import router as metrics_router
 from api.routes.pages import router as page_router
 from api.routes.pages import static_files
 from api.webhook_dns import TenantResolver
@@ -17,6 +18,9 @@ from image_pipeline.domain.db.engine import upgrade
 from image_pipeline.domain.readiness import dependency_checks
 from image_pipeline.domain.services import build_context
 from image_pipeline.domain.settings import Settings
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.db_gauges import DatabaseGauges
+from image_pipeline.domain.telemetry.logs import configure_logging
 
 log = logging.getLogger("imgpipe.api")
 
@@ -24,6 +28,7 @@ log = logging.getLogger("imgpipe.api")
 def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
     """The app; `migrate` (default IMGPIPE_MIGRATE_ON_START) applies the database migrations at start-up."""
     settings = settings or Settings()
+    configure_logging(settings.log_format)
     migrate = settings.migrate_on_start if migrate is None else migrate
 
     @asynccontextmanager
@@ -34,6 +39,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         engine = ctx.sessions.kw["bind"]
         app.state.context, app.state.engine = ctx, engine
         app.state.sessions, app.state.store, app.state.cache = ctx.sessions, ctx.store, ctx.cache
+        app.state.db_gauges = DatabaseGauges(ctx.sessions)
         app.state.readiness_checks = dependency_checks(settings, engine, ctx.cache)
         app.state.launcher = None
         if settings.dagster_url:  # fast path: launch runs at once (the upload sensor stays the safety net)
@@ -67,6 +73,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.include_router(files_router)
     app.include_router(probes_router)
     app.include_router(page_router)
+    app.include_router(metrics_router)
     app.mount("/static", static_files, name="static")
     middleware.install(app, settings)
+    provider = tracing.setup_from_env("image-pipeline-api")
+    if provider is not None:  # off unless OTEL_* configures an exporter (docs/observability.md)
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/metrics")
     return app

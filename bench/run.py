@@ -37,7 +37,7 @@ from tests.support.servers import WebhookReceiver, free_port, start_image_server
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CORES = os.cpu_count() or 1
-KEY = "bench-key"
+KEY = "bench-key-0123456789abcdef"  # IMGPIPE_API_KEY_MIN_CHARS (16)
 
 
 def load() -> str:

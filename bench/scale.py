@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 CORES = os.cpu_count() or 1
-KEY = "bench-scale-key"
+KEY = "bench-scale-key-0123456789"  # IMGPIPE_API_KEY_MIN_CHARS (16)
 SECRET = "whsec_x1sV65BgB+pP5FcFEQEu5eNrIfSPrsGDwm0xp0AyAEs="
 PG_ADMIN = os.environ.get("IMGPIPE_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("IMGPIPE_BENCH_BROKER_URL", "pyamqp://guest:guest@127.0.0.1:5672//")

@@ -1,5 +1,6 @@
 """Output profiles: the built-in ones and this key's own (`GET/PUT/DELETE /api/profiles/{name}`)."""
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response, status
@@ -13,6 +14,7 @@ from image_pipeline.domain.db.profiles import delete_profile
 from image_pipeline.domain.profiles import (
     BUILTIN,
     DEFAULT,
+    NAME_PATTERN,
     ProfileError,
     get_tenant_profile,
     parse_profile,
@@ -39,6 +41,12 @@ def list_profiles(owner: OwnerDep, session: SessionDep) -> dict[str, Any]:
     return {"profiles": shown}
 
 
+def _nameable(name: str) -> bool:
+    """Whether a profile can have this name: any other (a NUL byte, 300 characters) names none, and is
+    answered without a database round trip (PostgreSQL refuses NUL in text outright)."""
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
 @router.get(
     "/profiles/{name}",
     response_model=ProfileDocument,
@@ -46,6 +54,8 @@ def list_profiles(owner: OwnerDep, session: SessionDep) -> dict[str, Any]:
 )
 def read_profile(name: str, owner: OwnerDep, session: SessionDep) -> dict[str, Any]:
     """A profile this key can name: its own, else a built-in one."""
+    if not _nameable(name):
+        raise ApiError(404, "no such profile")
     own = get_tenant_profile(session, owner, name)
     if own is not None:
         return _shown(own, "tenant")
@@ -89,6 +99,6 @@ async def write_profile(
 )
 def remove_profile(name: str, owner: OwnerDep, session: SessionDep) -> Response:
     """Delete this key's profile `name` (requests accepted with it keep the copy they froze)."""
-    if not delete_profile(session, owner, name):
+    if not _nameable(name) or not delete_profile(session, owner, name):
         raise ApiError(404, "no such profile of this key")
     return Response(status_code=204)

@@ -1,4 +1,5 @@
 import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, Response, UploadFile, status
@@ -16,8 +17,11 @@ from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy, Res
 from image_pipeline.domain.profiles import Profile, ProfileError, profile_error_items, resolve, tenant_profiles
 from image_pipeline.domain.request.accept import Upload, accept, discard, new_request_id
 from image_pipeline.domain.runs import uses_fanout
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.logs import bind
 
 router = APIRouter(tags=["requests"])
+log = logging.getLogger("imgpipe.api.upload")
 
 _STATUS_FOR_KIND = {"encoding": 400, "invalid": 422, "too_many_rows": 422}
 
@@ -141,6 +145,8 @@ async def upload(
             raise ApiError(422, "webhook_url refused", [{"row": 0, "column": "webhook_url", "message": problem}])
 
     request_id = new_request_id()
+    bind(request_id=request_id)
+    tracing.tag_current(request_id=request_id)
     accepted = Upload(
         owner=owner,
         data=data,
@@ -168,6 +174,7 @@ async def upload(
         return previous
     # After the 202 is sent; a failure here only means the sensor launches it. Large requests on a
     # scale-out executor are left to the sensor, which sends them to the fan-out job.
+    log.info("upload accepted: %d products, %d images", len(parsed.rows), parsed.url_count)
     if launcher is not None and not uses_fanout(settings, parsed.url_count):
         background.add_task(launcher.claim_and_launch, request_id, owner, len(parsed.rows), parsed.url_count)
     return UploadAccepted(

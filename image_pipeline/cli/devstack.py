@@ -57,6 +57,7 @@ def main() -> int:
     dagster_home.mkdir(exist_ok=True)
     shutil.copyfile(ROOT / "deploy" / "embedded" / "dagster.yaml", dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(data_dir))
 
     from image_pipeline.dagster_plugins.prepare_storage import create_dagster_storage
     from image_pipeline.domain.db.engine import upgrade
@@ -134,6 +135,17 @@ def main() -> int:
         stop_all(procs.values(), grace=10.0)
 
 
+def _metrics_dir(data_dir: Path) -> Path:
+    """Where every process of the stack writes its metrics, which the API's /metrics adds up
+    (docs/observability.md). Emptied at each start, as prometheus_client's multiprocess mode requires:
+    files of processes gone since would otherwise keep adding old counts to the new ones."""
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    return path
+
+
 def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     """In our process group (a terminal's Ctrl-C reaches every child), dying with us."""
     return spawn(cmd, env=env, cwd=ROOT, new_group=False, die_with_parent=True)
@@ -144,6 +156,7 @@ def _banner(api: str, ui: str, key: str, data_dir: Path) -> None:
     _say("image-pipeline is up")
     _say(f"  Web page   {api}/")
     _say(f"  API        {api}   (OpenAPI docs: {api}/docs)")
+    _say(f"  Metrics    {api}/metrics")
     _say(f"  Dagster UI {ui}")
     _say(f"  API key    {key}")
     _say(f"  data dir   {data_dir}")

@@ -11,7 +11,7 @@ from image_pipeline.defs import checks
 from image_pipeline.defs.chunk_ops import CHECK_OUTS, compress_chunk, plan_image_chunks, summarize_chunks
 from image_pipeline.defs.partitions import request_partitions_def
 from image_pipeline.defs.resources import PipelineParam
-from image_pipeline.defs.steps import GROUP, OWNERS, STEP_RETRY, md_table, run_step
+from image_pipeline.defs.steps import GROUP, OWNERS, STEP_RETRY, md_table, run_step, traced
 from image_pipeline.domain.request.finish import notify, write_output
 from image_pipeline.domain.request.validate import validate_request
 
@@ -24,6 +24,7 @@ from image_pipeline.domain.request.validate import validate_request
     code_version="1",
     retry_policy=STEP_RETRY,
 )
+@traced
 def validated_csv(context: dg.AssetExecutionContext, pipeline: PipelineParam) -> dg.MaterializeResult:
     """The request's uploaded CSV, parsed with the API's rules: one row per product with its image URLs."""
     ctx = pipeline.context()
@@ -65,6 +66,7 @@ def compressed_images(validated_csv):
     code_version="1",
     retry_policy=STEP_RETRY,
 )
+@traced
 def output_csv(context: dg.AssetExecutionContext, pipeline: PipelineParam) -> dg.MaterializeResult:
     """The input columns plus `Output Image Urls`; written last, so its presence means the request is done."""
     ctx = pipeline.context()
@@ -89,6 +91,7 @@ def output_csv(context: dg.AssetExecutionContext, pipeline: PipelineParam) -> dg
     code_version="1",
     retry_policy=STEP_RETRY,
 )
+@traced
 def request_notification(context: dg.AssetExecutionContext, pipeline: PipelineParam) -> dg.MaterializeResult:
     """The caller's webhook: the final, signed event, queued once and tried now (retries: webhook_retry_sensor)."""
     ctx = pipeline.context()

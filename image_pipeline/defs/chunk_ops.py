@@ -7,7 +7,7 @@ import dagster as dg
 
 from image_pipeline.defs import checks
 from image_pipeline.defs.resources import PipelineParam
-from image_pipeline.defs.steps import MAX_ERRORS_SHOWN, SYNC_COUNTS, md_table, run_step, sync_metadata
+from image_pipeline.defs.steps import MAX_ERRORS_SHOWN, SYNC_COUNTS, md_table, run_step, sync_metadata, traced
 from image_pipeline.domain.request.chunks import (
     Chunk,
     load_plan,
@@ -23,6 +23,7 @@ from image_pipeline.domain.runs import CHUNK_POOL
 
 
 @dg.op(ins={"start": dg.In(dg.Nothing)}, out=dg.DynamicOut(dict))
+@traced
 def plan_image_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     """Cut the request into chunks (stored in object storage); one dynamic output per chunk: its key only."""
     ctx = pipeline.context()
@@ -37,6 +38,7 @@ def plan_image_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     out=dg.Out(dg.Nothing),
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
 )
+@traced
 def compress_chunk(context: dg.OpExecutionContext, pipeline: PipelineParam, chunk: dict) -> None:
     """Fetch and recompress one chunk; per-URL results go to the app DB and the chunk's manifest, not to
     Dagster's event log (which grows with chunks, not URLs). A retry skips what is already stored.
@@ -92,6 +94,7 @@ def _chunk_summaries(context: dg.OpExecutionContext, ctx: RequestContext) -> Ite
 
 
 @dg.op(ins={"chunks_done": dg.In(dg.Nothing)}, out={"result": dg.Out(dg.Nothing), **CHECK_OUTS})
+@traced
 def summarize_chunks(context: dg.OpExecutionContext, pipeline: PipelineParam):
     """Request-level counts (from the app DB, the source of truth) as the asset's metadata, then the
     asset checks of this partition.

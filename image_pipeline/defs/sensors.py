@@ -213,8 +213,10 @@ def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: Pipeline
     """
     from image_pipeline.domain.images.url_policy import FetchPolicy
     from image_pipeline.domain.services import make_sessions
+    from image_pipeline.domain.telemetry import tracing
     from image_pipeline.domain.webhooks.delivery import RetryPolicy, send_due
 
+    tracing.setup_from_env("image-pipeline-daemon")  # each retry is a `webhook.delivery` span with its request_id
     # Only the database is needed (no object store or cache clients): this runs every 2 s, on this
     # process's shared engine rather than a connection opened and closed per tick.
     settings = pipeline.settings
@@ -227,6 +229,7 @@ def webhook_retry_sensor(context: dg.SensorEvaluationContext, pipeline: Pipeline
     )
     if not sent:
         return dg.SkipReason("no webhook deliveries due")
+    tracing.flush()
     for s in sent:
         context.log.info(
             f"delivery {s.delivery_id}: {s.attempt.status_code or s.attempt.error} -> {s.state}"

@@ -1,8 +1,21 @@
-"""What every request step shares: how a domain step runs inside Dagster, the retry policy, the metadata table."""
+"""What every request step shares: how a domain step runs inside Dagster, its telemetry (a span and a
+logging context per step), the retry policy, the metadata table."""
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
+from dagster._core.errors import DagsterInvalidPropertyError
 
-from image_pipeline.domain.request.context import RequestContext, RequestFailed
+from image_pipeline.domain.request.context import RequestCanceled, RequestContext, RequestFailed
+from image_pipeline.domain.runs import OWNER_TAG, REQUEST_ID_TAG, TRACEPARENT_TAG
+from image_pipeline.domain.settings import get_settings
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.logs import configure_logging, log_context
+
+LAST_STEP = "request_notification"  # the step whose end is the end of the run's span
 
 OWNERS = ["team:image-pipeline"]
 GROUP = "requests"
@@ -30,7 +43,65 @@ def run_step(context: dg.OpExecutionContext, ctx: RequestContext, fn, *args):
         return fn(ctx, context.partition_key, *args)
     except RequestFailed as exc:
         fail_request(ctx, context.partition_key, str(exc))
+        _end_run(context, "canceled" if isinstance(exc, RequestCanceled) else "failed")
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def traced(fn: Callable) -> Callable:
+    """Decorate an op or asset body (under its Dagster decorator): it runs in a span `step <name>` of its
+    run's trace and in a logging context with its request, run and tenant (see domain.telemetry)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(context, *args, **kwargs):
+            with _step_telemetry(context, kwargs.get("pipeline")):
+                yield from fn(context, *args, **kwargs)
+
+        return generator
+
+    @functools.wraps(fn)
+    def plain(context, *args, **kwargs):
+        with _step_telemetry(context, kwargs.get("pipeline")):
+            return fn(context, *args, **kwargs)
+
+    return plain
+
+
+@contextmanager
+def _step_telemetry(context, pipeline) -> Iterator[None]:
+    settings = pipeline.settings if pipeline is not None else get_settings()
+    configure_logging(settings.log_format)
+    tracing.setup_from_env("image-pipeline-run")
+    tags = _run_tags(context)
+    request_id = context.partition_key if context.has_partition_key else tags.get(REQUEST_ID_TAG, "")
+    step = context.op_def.name
+    with (
+        log_context(request_id=request_id, run_id=context.run_id, tenant=tags.get(OWNER_TAG)),
+        tracing.step_span(step, request_id, context.run_id, tags.get(TRACEPARENT_TAG), tenant=tags.get(OWNER_TAG)),
+    ):
+        yield
+    if step == LAST_STEP:
+        _end_run(context, "success")
+
+
+def _run_tags(context) -> dict[str, str]:
+    try:
+        return dict(context.run.tags)
+    except DagsterInvalidPropertyError:  # an op invoked directly (tests): no run
+        return {}
+
+
+def _end_run(context, status: str) -> None:
+    """The run's span, from the run's start to now (its steps are its children: domain.telemetry.tracing)."""
+    if tracing.provider() is None:
+        return
+    try:
+        started = context.instance.get_run_stats(context.run_id).start_time
+    except Exception:  # a step invoked outside a stored run
+        started = None
+    tags = _run_tags(context)
+    request_id = context.partition_key if context.has_partition_key else tags.get(REQUEST_ID_TAG, "")
+    tracing.end_run(request_id, context.run_id, tags.get(TRACEPARENT_TAG), started, status)
 
 
 # The sync memory's per-request counts (docs/sync.md), summed over the chunk summaries.

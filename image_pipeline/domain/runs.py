@@ -25,6 +25,8 @@ URLS_TAG = "imgpipe/urls"
 TRIGGER_TAG = "imgpipe/trigger"  # "retry", "retention" (schedules) or "reconcile" (reconciliation sensor)
 RETRY_TAG = "imgpipe/retry_attempt"
 LAUNCHED_BY_TAG = "imgpipe/launched_by"
+# The W3C traceparent of the upload's span (API fast path): the run's spans join the upload's trace.
+TRACEPARENT_TAG = "imgpipe/traceparent"
 # Set by the reconciliation sensor on a failed run whose promised retry never came (with
 # dagster/will_retry=false, so Dagster's retry daemon leaves it alone): when it took the retry over.
 RETRY_WITHDRAWN_TAG = "imgpipe/retry_withdrawn_at"

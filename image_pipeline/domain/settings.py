@@ -238,6 +238,15 @@ class Settings(BaseSettings):
     retention_schedule_cron: str = Field("30 3 * * *", description="When the retention schedule runs.")
     check_decode_sample: int = Field(200, gt=0, description="Outputs decoded by the JPEG asset check per request.")
 
+    # --- observability (docs/observability.md) ---------------------------------------------------------
+    # Metrics need no setting of ours: prometheus_client reads PROMETHEUS_MULTIPROC_DIR, and tracing is
+    # the standard OTEL_* variables, read by the OpenTelemetry SDK (image_pipeline/domain/telemetry).
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="'json': one JSON object per log line with request_id, run_id and tenant where known "
+        "(the API and runs); 'text': Python's and uvicorn's plain lines, as today.",
+    )
+
     # --- the imgpipe CLI -------------------------------------------------------------------------------
     api_url: str | None = Field(None, description="API the imgpipe CLI talks to; default the API's own base URL.")
     api_key: str | None = Field(None, description="Bearer key the imgpipe CLI sends.")

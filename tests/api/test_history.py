@@ -120,4 +120,5 @@ def test_a_page_of_a_large_pending_request_reads_only_its_rows(client) -> None:
         "kept_original": False,
         "renditions": None,
         "output_url": None,
+        "score": None,
     }

@@ -24,6 +24,9 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
         IMGPIPE_UI_PORT=str(ui_port),
         IMGPIPE_API_KEYS="serve-key-0000000000000000000000000",  # at least IMGPIPE_API_KEY_MIN_CHARS (16)
     )
+    stale = tmp_path / "data" / "metrics" / "counter_999999.db"  # a previous start's, of a process long gone
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old counts")
     log = tmp_path / "serve.log"
     proc = spawn([IMGPIPE, "serve"], env=env, cwd=ROOT, output=log)  # its own group, the stack's children in it
     try:
@@ -46,6 +49,11 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
             f"{api}/api/requests", headers={"Authorization": "Bearer serve-key-0000000000000000000000000"}
         )
         assert listing.status_code == 200 and listing.json() == {"requests": []}
+        # /metrics adds up every process's files in <data dir>/metrics (PROMETHEUS_MULTIPROC_DIR), emptied at start.
+        metrics = httpx.get(f"{api}/metrics")
+        assert metrics.status_code == 200 and "imgpipe_db_up 1.0" in metrics.text
+        assert 'imgpipe_stage_seconds_count{stage="fetch"} 0.0' in metrics.text and not stale.exists()
+        assert list(stale.parent.glob("counter_*.db")), "the stack's processes write their metrics there"
         while "Web page" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
@@ -56,4 +64,4 @@ def test_serve_runs_api_page_and_dagster_then_stops(tmp_path) -> None:
         finally:
             signal_group(proc, signal.SIGKILL)  # whatever it left behind
     assert code == 0, log.read_text()[-3000:]
-    assert f"Web page   {api}/" in log.read_text()
+    assert f"Web page   {api}/" in log.read_text() and f"Metrics    {api}/metrics" in log.read_text()

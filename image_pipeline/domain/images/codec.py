@@ -31,6 +31,7 @@ from image_pipeline.domain.images.colour import (
     transform_for,
 )
 from image_pipeline.domain.images.jpeg_markers import jpeg_exif, jpeg_icc, jpeg_scan_count, kept_jpeg
+from image_pipeline.domain.telemetry.metrics import timed
 
 DEFAULT_MAX_SCANS = 32
 
@@ -167,10 +168,12 @@ def recompress_fast_jpeg(
     if icc is not None and colorspace == "Gray" and transform_for(icc, "L") is not None:
         return None  # grey with a grey profile that is not sRGB's curve: Pillow's path converts it
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")  # strict: corrupt input goes to Pillow
-        if icc is not None and colorspace == "YCbCr":
-            pixels = convert_rgb_array(pixels, icc)  # Display P3, Adobe RGB...: to sRGB after decoding
-        encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
+        with timed("decode"):
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")  # strict: corrupt input goes to Pillow
+            if icc is not None and colorspace == "YCbCr":
+                pixels = convert_rgb_array(pixels, icc)  # Display P3, Adobe RGB...: to sRGB after decoding
+        with timed("encode"):
+            encoded = simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
     except ValueError:
         return None
     kept = _keep(data, encoded, max_dimension)
@@ -218,19 +221,21 @@ def recompress_pillow(
     from PIL import Image, ImageOps
 
     with pillow_decoding(fmt, max_pixels):
-        img = open_checked(data, fmt, max_pixels)
-        if max_dimension and max(img.size) > max_dimension and fmt == "JPEG":
-            img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        drop_large_icc(img, max_icc_bytes)
-        img = to_srgb(img, background=background, source_format=fmt)
-        if max_dimension and max(img.size) > max_dimension:
-            img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
+        with timed("decode"):  # decoded, oriented, in sRGB and at its output size
+            img = open_checked(data, fmt, max_pixels)
+            if max_dimension and max(img.size) > max_dimension and fmt == "JPEG":
+                img.draft("RGB", (max_dimension, max_dimension))  # DCT scaling: decode fewer pixels
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            drop_large_icc(img, max_icc_bytes)
+            img = to_srgb(img, background=background, source_format=fmt)
+            if max_dimension and max(img.size) > max_dimension:
+                img.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         # Metadata stripped: no exif/icc passed, and `info` emptied (Pillow re-writes a JPEG comment from it).
         img.info = {}
-        img.save(out, "JPEG", quality=quality)
+        with timed("encode"):
+            img.save(out, "JPEG", quality=quality)
     encoded = out.getvalue()
     width, height = img.size
     kept = _keep(data, encoded, max_dimension) if fmt == "JPEG" else None

@@ -36,6 +36,7 @@ from image_pipeline.domain.images.codec import (
 )
 from image_pipeline.domain.images.colour import to_srgb
 from image_pipeline.domain.images.encoders import encode_rendition
+from image_pipeline.domain.telemetry.metrics import timed
 
 FORMATS = ("jpeg", "webp", "avif", "png", "auto")
 FITS = ("inside", "cover", "pad", "trim_pad")
@@ -131,9 +132,11 @@ def render_all(
         raise ValueError("no renditions")
     needs = [r.longest for r in renditions]
     draft = None if any(n is None for n in needs) else max(n for n in needs if n is not None)
-    decoded = decode(data, max_pixels, max_scans, draft, max_icc_bytes)
+    with timed("decode"):
+        decoded = decode(data, max_pixels, max_scans, draft, max_icc_bytes)
     try:
-        return [_render(decoded, r, score_crop) for r in renditions]
+        with timed("encode"):  # every rendition: its resize, crop or pad, its encoding (and score)
+            return [_render(decoded, r, score_crop) for r in renditions]
     except (OSError, ValueError) as exc:
         raise ImageError(f"could not encode the image: {exc}") from exc
 

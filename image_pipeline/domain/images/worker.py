@@ -29,6 +29,7 @@ from image_pipeline.domain.images.sync import SyncMemory
 from image_pipeline.domain.images.url_policy import FetchError, FetchPolicy
 from image_pipeline.domain.keys import image_key
 from image_pipeline.domain.objects import ObjectStore
+from image_pipeline.domain.telemetry.metrics import timed
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
@@ -296,12 +297,13 @@ async def _fetch_image(
     """The URL's body (a 200), or a 304 when `validators` asked for one; transient failures tried again."""
     # The per-host limit is taken by every hop with that hop's host: N names redirecting to one
     # server share that server's slots. A slot is held for one try, never across the wait between tries.
-    fetched = await fetch_with_retries(
-        lambda: fetch(client, item.url, policy, headers=validators or None, hold=host_limits.hold),
-        opts.fetch_retry,
-        host_limits,
-        what=f"request {request_id}, URL {item.idx}",
-    )
+    with timed("fetch"):  # with the wait for a slot of its host, and its in-run retries
+        fetched = await fetch_with_retries(
+            lambda: fetch(client, item.url, policy, headers=validators or None, hold=host_limits.hold),
+            opts.fetch_retry,
+            host_limits,
+            what=f"request {request_id}, URL {item.idx}",
+        )
     if fetched.status == 304 and validators:
         return fetched
     if fetched.status != 200:
@@ -335,7 +337,8 @@ async def _store_outputs(
     for n, out in enumerate(outs):
         key = key_of(n, out)
         try:
-            await _store(io_pool, store, key, out.data, out.content_type if renditions else "image/jpeg", opts)
+            with timed("store"):  # with its retries
+                await _store(io_pool, store, key, out.data, out.content_type if renditions else "image/jpeg", opts)
         except Exception as exc:
             log.exception("storing %s failed", key)
             raise _StoreFailed() from exc

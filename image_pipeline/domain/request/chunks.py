@@ -39,6 +39,8 @@ from image_pipeline.domain.objects import ObjectNotFound
 from image_pipeline.domain.profiles import profile_from_json
 from image_pipeline.domain.request.context import RequestCanceled, RequestContext, RequestFailed, iter_rows
 from image_pipeline.domain.request.progress import ProgressRecorder
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.metrics import record_result
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,23 @@ def read_manifest(ctx: RequestContext, chunk: Chunk) -> list[dict]:
 
 def process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     """Fetch and recompress one chunk's URLs (those not already done), then write its manifest."""
+    with tracing.span(
+        "chunk", request_id=chunk.request_id, chunk=chunk.number, urls=chunk.count, first_url=chunk.start
+    ) as span:
+        summary = _process_chunk(ctx, chunk)
+        span.set_attributes({"done": summary.done, "failed": summary.failed, "skipped": summary.skipped})
+    log.info(
+        "chunk %d: %d URLs, %d done, %d failed, %d already stored",
+        chunk.number,
+        summary.total,
+        summary.done,
+        summary.failed,
+        summary.skipped,
+    )
+    return summary
+
+
+def _process_chunk(ctx: RequestContext, chunk: Chunk) -> ChunkSummary:
     ctx.stop_if_canceled(chunk.request_id)
     if ctx.store.exists(chunk.manifest_key):
         earlier = read_manifest(ctx, chunk)
@@ -227,6 +246,7 @@ def _process(
         def on_result(r: repo.UrlResult) -> None:
             results[r.idx] = r
             recorder(r)
+            record_result(r)
 
         try:
             asyncio.run(

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, sessionmaker
 
 from image_pipeline.domain.db import requests as repo
-from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, SENSOR_NAME, fast_path_tags
+from image_pipeline.domain.runs import JOB_NAME, PARTITIONS_DEF_NAME, SENSOR_NAME, TRACEPARENT_TAG, fast_path_tags
+from image_pipeline.domain.telemetry import tracing
 
 if TYPE_CHECKING:
     from image_pipeline.domain.settings import Settings
@@ -179,6 +180,8 @@ class FastLauncher:
         if added["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
             raise LaunchError(f"addDynamicPartition: {added['__typename']}: {added.get('message')}")
         tags = fast_path_tags(request_id, owner, rows, urls, self.settings)
+        if parent := tracing.traceparent():  # the upload's span (this runs in its context): the run joins its trace
+            tags[TRACEPARENT_TAG] = parent
         params = {
             "selector": {**repo_sel, "jobName": JOB_NAME},
             "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},

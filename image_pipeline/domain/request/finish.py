@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 from image_pipeline.domain.catalog.csv_output import write_output_csv
 from image_pipeline.domain.catalog.manifest import ManifestWriter
+from image_pipeline.domain.clock import as_utc, utcnow
 from image_pipeline.domain.db import requests as repo
 from image_pipeline.domain.db.models import ImageRequest
 from image_pipeline.domain.keys import manifest_key, output_csv_key
 from image_pipeline.domain.profiles import profile_from_json
 from image_pipeline.domain.request.chunks import iter_manifest_results, load_plan
 from image_pipeline.domain.request.context import RequestContext, RequestFailed, iter_rows
-from image_pipeline.domain.status import COMPLETED, final_status
+from image_pipeline.domain.status import COMPLETED, final_status, is_final
+from image_pipeline.domain.telemetry.metrics import record_request_end
 from image_pipeline.domain.webhooks.delivery import SentAttempt, send_deliveries
 from image_pipeline.domain.webhooks.outbox import enqueue_final_event
+
+log = logging.getLogger(__name__)
 
 
 def request_counts(ctx: RequestContext, request_id: str) -> ImageRequest:
@@ -32,7 +38,8 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     ctx.stop_if_canceled(request_id)
     rows = iter_rows(ctx, request_id)
     results = iter_manifest_results(ctx, load_plan(ctx, request_id))
-    profile = profile_from_json(request_counts(ctx, request_id).profile)
+    before = request_counts(ctx, request_id)
+    profile = profile_from_json(before.profile)
     further = [r.name for r in profile.renditions[1:]] if profile else []
     done = total = 0
     current: dict = {}
@@ -78,7 +85,14 @@ def write_output(ctx: RequestContext, request_id: str) -> tuple[str, str]:
     with ctx.sessions() as s:
         repo.finish(s, request_id, status, output_csv_key=key, error=error)
         ctx.publish_status(s, request_id)
+    if not is_final(before.status):  # its first end; a re-run of a finished request is not timed again
+        _record_duration(before, status)
+    log.info("request %s: %s, %d of %d images done", request_id, status, done, total)
     return key, status
+
+
+def _record_duration(req: ImageRequest, status: str) -> None:
+    record_request_end(status, (utcnow() - as_utc(req.created_at)).total_seconds())
 
 
 def notify(ctx: RequestContext, request_id: str, rerun_error: str | None = None) -> SentAttempt | None:
@@ -101,6 +115,8 @@ def fail_request(ctx: RequestContext, request_id: str, reason: str) -> SentAttem
     """Mark a request failed (unless already final: a failed re-run leaves the outcome of the run before
     it) and send its final event, or the re-run's `request.updated` event with `reason` as its `rerun_error`."""
     with ctx.sessions() as s:
-        repo.fail_unless_final(s, request_id, reason)
+        failed_now = repo.fail_unless_final(s, request_id, reason)
         ctx.publish_status(s, request_id)
+    if failed_now:
+        _record_duration(request_counts(ctx, request_id), "failed")
     return notify(ctx, request_id, rerun_error=reason)

@@ -40,6 +40,8 @@ from image_pipeline.domain.db.models import (
 from image_pipeline.domain.db.webhook_secrets import signing_secrets
 from image_pipeline.domain.images.url_policy import FetchPolicy
 from image_pipeline.domain.settings import parse_retry_schedule
+from image_pipeline.domain.telemetry import tracing
+from image_pipeline.domain.telemetry.metrics import record_webhook_attempt
 from image_pipeline.domain.webhooks.events import Attempt, Secrets, deliver
 
 if TYPE_CHECKING:
@@ -167,6 +169,7 @@ def record_attempt(
         )
     )
     outcome = outcome_of(attempt)
+    record_webhook_attempt(outcome)
     delay = policy.next_delay(delivery.attempts, rng) if outcome == "retry" else None
     if outcome == "retry" and delay is not None:
         delivery.state, delivery.next_attempt_at = DELIVERY_PENDING, now + timedelta(seconds=delay)
@@ -190,14 +193,25 @@ async def _isolated(delivery: WebhookDelivery, secret: Secrets | Exception, web:
     """One attempt that never raises: an unforeseen exception (a bug, an input no check foresaw) becomes a
     failed attempt of this delivery alone, retried on the schedule, instead of escaping the batch."""
     start = time.monotonic()
-    try:
-        if isinstance(secret, Exception):
-            raise secret  # the tenant's secrets could not be read: this delivery fails, not the batch
-        return await deliver(delivery.url, delivery.payload, delivery.event_id, secret, web)
-    except Exception as exc:
-        log.exception("webhook delivery %s: unexpected error", delivery.id)
-        error = f"internal error: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        return Attempt(None, error, int((time.monotonic() - start) * 1000))
+    with tracing.span(
+        "webhook.delivery",
+        request_id=delivery.request_id,
+        delivery_id=delivery.id,
+        event_type=delivery.event_type,
+        attempt=delivery.attempts + 1,
+    ) as span:
+        try:
+            if isinstance(secret, Exception):
+                raise secret  # the tenant's secrets could not be read: this delivery fails, not the batch
+            attempt = await deliver(delivery.url, delivery.payload, delivery.event_id, secret, web)
+        except Exception as exc:
+            log.exception("webhook delivery %s: unexpected error", delivery.id)
+            error = f"internal error: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            attempt = Attempt(None, error, int((time.monotonic() - start) * 1000))
+        span.set_attribute("outcome", outcome_of(attempt))
+        if attempt.status_code is not None:
+            span.set_attribute("http.response.status_code", attempt.status_code)
+        return attempt
 
 
 def send_deliveries(
