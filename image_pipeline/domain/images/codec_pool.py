@@ -123,23 +123,25 @@ async def recompress_in(pool: CodecPool, body: bytes, opts: ProcessOptions):  # 
     return await run_in(pool, recompress, args, opts.decode_timeout)
 
 
-async def render_in(
-    pool: CodecPool, body: bytes, renditions: tuple, opts: ProcessOptions, score_crop: int | None = None
-):  # -> list[Rendered]
-    """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit;
-    each scored on its centre crop of `score_crop` pixels when given."""
+async def render_in(pool: CodecPool, body: bytes, renditions: tuple, opts: ProcessOptions):  # -> list[Rendered]
+    """Every rendition of `body` from one decode (`renditions.render_source`), within the same limit."""
     from image_pipeline.domain.images.renditions import render_source
 
-    args = (body, renditions, opts.max_pixels, opts.max_scans, opts.max_icc_bytes, score_crop)
+    args = (body, renditions, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
     return await run_in(pool, render_source, args, opts.decode_timeout)
 
 
-async def score_in(pool: CodecPool, body: bytes, output: bytes, opts: ProcessOptions, crop: int) -> float | None:
-    """The seed output's score (`renditions.score_output`): a second decode, on sampled URLs only."""
-    from image_pipeline.domain.images.renditions import score_output
+async def score_in(pool: CodecPool, body: bytes, renditions: tuple, outs: list, opts: ProcessOptions) -> list:
+    """The scores of a sampled URL's outputs (`renditions.score_outputs`: a second decode), within the
+    same limit. SciPy's import (seconds on a cold, loaded machine) is done first, outside the limit, so
+    it is never taken for a slow image."""
+    from image_pipeline.domain.images import quality
+    from image_pipeline.domain.images.renditions import score_outputs
 
-    args = (body, output, crop, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
-    return await run_in(pool, score_output, args, opts.decode_timeout)
+    await asyncio.to_thread(quality.load)
+    outputs = [(out.data, out.kept_original) for out in outs]
+    args = (body, renditions, outputs, opts.score_crop, opts.max_pixels, opts.max_scans, opts.max_icc_bytes)
+    return await run_in(pool, score_outputs, args, opts.decode_timeout)
 
 
 async def run_in(pool: CodecPool, fn, args: tuple, timeout: float):

@@ -14,6 +14,7 @@ rendition with a `target`, used for the per-image quality search.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 
@@ -22,6 +23,12 @@ DEFAULT_CROP = 256
 MIN_SIDE = 16
 QUALITY_RANGE = (20, 95)  # the search's bounds: below 20 no format looks like a photo, above 95 only bytes grow
 QUALITY_STEP = 3  # the search stops when the bounds are this close: a step below is invisible
+
+
+@functools.cache
+def load() -> None:
+    """Import the metric (and SciPy under it) once per process, ahead of the first score."""
+    import ssimulacra2  # noqa: F401
 
 
 def centre_crop(img, side: int):  # PIL.Image -> PIL.Image

@@ -99,7 +99,6 @@ class Rendered:
     quality: int
     kept_original: bool = False
     source_size: tuple[int, int] = (0, 0)  # the source as decoded (orientation applied)
-    score: float | None = None  # SSIMULACRA2 of the centre crop against the unencoded rendition
 
     @property
     def content_type(self) -> str:
@@ -124,10 +123,8 @@ def render_all(
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
-    score_crop: int | None = None,
 ) -> list[Rendered]:
-    """Every rendition of `data`, from one decode. Raises ImageError with a reason. With `score_crop`,
-    each output is scored (SSIMULACRA2 on its centre crop of that side) against the image it encodes."""
+    """Every rendition of `data`, from one decode. Raises ImageError with a reason."""
     if not renditions:
         raise ValueError("no renditions")
     needs = [r.longest for r in renditions]
@@ -135,8 +132,8 @@ def render_all(
     with timed("decode"):
         decoded = decode(data, max_pixels, max_scans, draft, max_icc_bytes)
     try:
-        with timed("encode"):  # every rendition: its resize, crop or pad, its encoding (and score)
-            return [_render(decoded, r, score_crop) for r in renditions]
+        with timed("encode"):  # every rendition: its resize, crop or pad, its encoding
+            return [_render(decoded, r) for r in renditions]
     except (OSError, ValueError) as exc:
         raise ImageError(f"could not encode the image: {exc}") from exc
 
@@ -203,14 +200,12 @@ def _trim(img, tolerance: int):  # PIL.Image -> PIL.Image
     return img.crop(box) if box else img
 
 
-def _render(decoded: Decoded, r: Rendition, score_crop: int | None) -> Rendered:
+def _render(decoded: Decoded, r: Rendition) -> Rendered:
     img = prepare(decoded, r)
     exif = _exif_bytes(decoded.exif) if r.keep_copyright else None
     enc = encode_rendition(img, r.format, r.quality, r.target, r.progressive, exif)
-    # The search's score is of its crop encoded alone; the evidence is the stored output's own.
-    score = perceptual.score_encoded(img, enc.data, score_crop) if score_crop else None
     w, h = img.size
-    return Rendered(r.name, enc.data, enc.format, w, h, enc.quality, False, decoded.image.size, score)
+    return Rendered(r.name, enc.data, enc.format, w, h, enc.quality, False, decoded.image.size)
 
 
 def prepare(decoded: Decoded, r: Rendition):  # -> PIL.Image
@@ -256,14 +251,12 @@ def render_source(
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
-    score_crop: int | None = None,
 ) -> list[Rendered]:
     """`render_all`, then the never-larger rule where it makes sense: same format (JPEG), same size,
-    no metadata kept, and the source's own coded image smaller than ours. A kept original has no score:
-    it is the source's own coded image, not an encode of ours."""
+    no metadata kept, and the source's own coded image smaller than ours."""
     from image_pipeline.domain.images.codec import _is_plain_jpeg, kept_jpeg
 
-    rendered = render_all(data, renditions, max_pixels, max_scans, max_icc_bytes, score_crop)
+    rendered = render_all(data, renditions, max_pixels, max_scans, max_icc_bytes)
     if sniff_format(data) != "JPEG":
         return rendered
     out: list[Rendered] = []
@@ -285,23 +278,35 @@ def _same_size_as_source(data: bytes, r: Rendered) -> bool:
         return img.size == (r.width, r.height)
 
 
-def score_output(
+def score_outputs(
     data: bytes,
-    output: bytes,
+    specs: tuple[Rendition, ...],
+    outputs: list[tuple[bytes, bool]],
     crop: int,
     max_pixels: int = 50_000_000,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
-) -> float | None:
-    """SSIMULACRA2 of the seed path's `output` (one JPEG, the source's size or scaled inside a box)
-    against the source decoded again (sRGB, flattened on white, scaled to the output's size)."""
+) -> list[float | None]:
+    """SSIMULACRA2 of each stored output (its bytes, and whether it is a kept original) against its own
+    unencoded pixels: the source decoded again and prepared as its rendition `specs[n]` was (no specs:
+    the seed's one JPEG, the source scaled to the output's size). A kept original has no score: it is
+    the source's own file, not an encode of ours. Done apart from the encode, on sampled URLs only, so
+    a score that fails or is slow costs the evidence, never the image."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(output)) as out:
-        size = out.size
-    spec = Rendition("score", "jpeg", width=size[0], height=size[1], upscale=True)
-    decoded = decode(data, max_pixels, max_scans, max(size), max_icc_bytes)
-    img = prepare(decoded, spec)
-    if img.size != size:  # rounding of an odd aspect: the output's own size is the truth
-        img = img.resize(size, Image.Resampling.LANCZOS)
-    return perceptual.score_encoded(img, output, crop)
+    sizes = []
+    for out, _kept in outputs:
+        with Image.open(io.BytesIO(out)) as img:
+            sizes.append(img.size)
+    decoded = decode(data, max_pixels, max_scans, None if specs else max(sizes[0]), max_icc_bytes)
+    scores: list[float | None] = []
+    for n, ((out, kept), size) in enumerate(zip(outputs, sizes, strict=True)):
+        if kept:
+            scores.append(None)
+            continue
+        spec = specs[n] if specs else Rendition("image", "jpeg", width=size[0], height=size[1], upscale=True)
+        img = prepare(decoded, spec)
+        if img.size != size:  # rounding of an odd aspect: the output's own size is the truth
+            img = img.resize(size, Image.Resampling.LANCZOS)
+        scores.append(perceptual.score_encoded(img, out, crop))
+    return scores

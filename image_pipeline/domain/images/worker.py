@@ -184,8 +184,8 @@ async def _process_plain(
 
     try:
         fetched = await _fetch_image(client, item, request_id, policy, opts, host_limits)
-        outs, score = await _encode(codec_pool, fetched.body, renditions, opts, item.idx)
-        made = await _store_outputs(io_pool, store, outs, key_of, renditions, opts, score)
+        outs, scores = await _encode(codec_pool, fetched.body, renditions, opts, item.idx)
+        made = await _store_outputs(io_pool, store, outs, key_of, renditions, opts, scores)
     except Exception as exc:  # one URL's failure stays its own
         return _failed(item, request_id, exc)
     return UrlResult(item.idx, item.row, item.url, "done", bytes_in=len(fetched.body), **made)
@@ -264,9 +264,9 @@ async def _encode_once(
     mine: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
     memory.encodes[digest] = mine
     try:
-        outs, score = await _encode(codec_pool, body, renditions, opts, idx)
+        outs, scores = await _encode(codec_pool, body, renditions, opts, idx)
         made = await _store_outputs(
-            io_pool, store, outs, lambda n, out: memory.key(digest, n, _extension(out)), renditions, opts, score
+            io_pool, store, outs, lambda n, out: memory.key(digest, n, _extension(out)), renditions, opts, scores
         )
     except BaseException as exc:
         del memory.encodes[digest]  # a later URL with these bytes tries again
@@ -314,13 +314,18 @@ async def _fetch_image(
 async def _encode(
     codec_pool: CodecPool, body: bytes, renditions: tuple[Rendition, ...], opts: ProcessOptions, idx: int
 ):
-    """The outputs of one decode, and the seed output's score when URL `idx` is in the scored sample."""
-    crop = opts.score_crop if opts.scores(idx) else None
+    """The outputs of one decode, and their scores when URL `idx` is in the scored sample (else Nones)."""
     if renditions:
-        return await render_in(codec_pool, body, renditions, opts, crop), None
-    outs = [await recompress_in(codec_pool, body, opts)]
-    scored = crop and not outs[0].kept_original  # a kept original is the source itself, not our encode
-    return outs, (await score_in(codec_pool, body, outs[0].data, opts, crop) if scored else None)
+        outs = await render_in(codec_pool, body, renditions, opts)
+    else:
+        outs = [await recompress_in(codec_pool, body, opts)]
+    scores: list[float | None] = [None] * len(outs)
+    if opts.scores(idx):
+        try:
+            scores = await score_in(codec_pool, body, renditions, outs, opts)
+        except Exception:  # the evidence is lost, not the image: its outputs are made and good
+            log.warning("URL %d: scoring its outputs failed", idx, exc_info=True)
+    return outs, scores
 
 
 async def _store_outputs(
@@ -330,7 +335,7 @@ async def _store_outputs(
     key_of: Callable,
     renditions: tuple[Rendition, ...],
     opts: ProcessOptions,
-    score: float | None,
+    scores: list[float | None],
 ) -> dict:
     """Store each output under `key_of(n, out)`; the result's fields describing them. Raises _StoreFailed."""
     keys: list[str] = []
@@ -346,8 +351,8 @@ async def _store_outputs(
     made = [
         {"name": out.name, "key": key, "format": out.format, "width": out.width, "height": out.height,
          "bytes": len(out.data), "quality": out.quality, "kept_original": out.kept_original,
-         "source_width": out.source_size[0], "source_height": out.source_size[1], "score": out.score}
-        for out, key in zip(outs, keys, strict=True)
+         "source_width": out.source_size[0], "source_height": out.source_size[1], "score": score}
+        for out, key, score in zip(outs, keys, scores, strict=True)
     ] if renditions else None  # fmt: skip
     first = outs[0]
     return {
@@ -357,7 +362,7 @@ async def _store_outputs(
         "output_key": keys[0],
         "kept_original": first.kept_original,
         "renditions": made,
-        "score": outs[0].score if renditions else score,
+        "score": scores[0],
     }
 
 

@@ -11,10 +11,16 @@ from PIL import Image
 from bench.photos import make_photo
 from image_pipeline.domain.images import quality
 from image_pipeline.domain.images.encoders import encode
-from image_pipeline.domain.images.renditions import Rendition, render_all, render_source, score_output
+from image_pipeline.domain.images.renditions import Rendition, render_all, render_source, score_outputs
 from image_pipeline.domain.request.chunks import _scores_of, score_table
 
 PHOTO = make_photo(7, (240, 180), quality=95)  # the whole photo is inside one score crop
+
+
+def _scored(data: bytes, specs: tuple[Rendition, ...], crop: int = 256):
+    """Each rendition of `data` with the score of its stored output, as a sampled URL gets them."""
+    outs = render_source(data, specs)
+    return list(zip(outs, score_outputs(data, specs, [(o.data, o.kept_original) for o in outs], crop), strict=True))
 
 
 def _rgb(data: bytes) -> Image.Image:
@@ -34,10 +40,10 @@ def test_score_ranks_distortions_and_an_exact_copy_is_near_perfect() -> None:
 
 @pytest.mark.parametrize("fmt", ["jpeg", "webp", "avif"])
 def test_a_target_is_reached_at_the_lowest_quality(fmt: str) -> None:
-    low, high = (render_all(PHOTO, [Rendition("r", fmt, target=t)], score_crop=256)[0] for t in (60, 85))
-    for out, target in ((low, 60), (high, 85)):
+    (low, low_score), (high, high_score) = (_scored(PHOTO, (Rendition("r", fmt, target=t),))[0] for t in (60, 85))
+    for out, score, target in ((low, low_score, 60), (high, high_score, 85)):
         # The search judges the crop encoded alone; the stored output's own crop lands within a few points.
-        assert out.score is not None and out.score >= target - 4, (fmt, target, out.quality, out.score)
+        assert score is not None and score >= target - 4, (fmt, target, out.quality, score)
     assert low.quality < high.quality and len(low.data) < len(high.data)
     # The lowest quality: three steps below it misses the target on the crop.
     ref = quality.centre_crop(_rgb(PHOTO), 256)
@@ -56,24 +62,22 @@ def test_auto_takes_the_smallest_format_at_the_target() -> None:
 
 
 def test_a_quality_number_without_target_is_used_as_given() -> None:
-    [out] = render_all(PHOTO, [Rendition("r", "webp", 42)], score_crop=128)
-    assert out.quality == 42 and out.score is not None and 0 < out.score < 100
-    [unscored] = render_all(PHOTO, [Rendition("r", "webp", 42)])
-    assert unscored.score is None
+    [(out, score)] = _scored(PHOTO, (Rendition("r", "webp", 42),), crop=128)
+    assert out.quality == 42 and score is not None and 0 < score < 100
 
 
 def test_the_seed_output_is_scored_against_the_source_decoded_again() -> None:
     ref = _rgb(PHOTO).resize((160, 120), Image.Resampling.LANCZOS)
     small = encode(ref, "jpeg", 50)
-    s50 = score_output(PHOTO, small, 256)
-    s95 = score_output(PHOTO, encode(ref.copy(), "jpeg", 95), 256)
+    [s50] = score_outputs(PHOTO, (), [(small, False)], 256)
+    [s95] = score_outputs(PHOTO, (), [(encode(ref.copy(), "jpeg", 95), False)], 256)
     assert s50 is not None and s95 is not None and s95 > s50 > 30
 
 
 def test_a_kept_original_has_no_score() -> None:
     tiny = make_photo(3, (200, 150), quality=40)  # already smaller than our q90 re-encode
-    [out] = render_source(tiny, [Rendition("r", "jpeg", 90)], score_crop=256)
-    assert out.kept_original and out.score is None
+    [(out, score)] = _scored(tiny, (Rendition("r", "jpeg", 90),))
+    assert out.kept_original and score is None
 
 
 def test_request_scores_per_rendition() -> None:
