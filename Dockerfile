@@ -27,7 +27,7 @@ COPY dagster.yaml workspace.yaml $DAGSTER_HOME/
 # is configured) are its own. A numeric USER, so Kubernetes' runAsNonRoot can check it.
 RUN groupadd --system --gid 10001 imgpipe \
  && useradd --system --uid 10001 --gid imgpipe --home-dir $DAGSTER_HOME --no-create-home imgpipe \
- && mkdir -p $IMGPIPE_DATA_DIR \
+ && mkdir -p $IMGPIPE_DATA_DIR/metrics \
  && chown -R 10001:10001 $DAGSTER_HOME $IMGPIPE_DATA_DIR
 USER 10001:10001
 EXPOSE 8000 3000 4000

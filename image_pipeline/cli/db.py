@@ -22,11 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also create IMGPIPE_S3_BUCKET when it is missing (a store the deployment runs itself)",
     )
+    mig.add_argument(
+        "--reset-metrics",
+        action="store_true",
+        help="also empty $PROMETHEUS_MULTIPROC_DIR, the metrics directory the deployment's processes share "
+        "(once per start of the whole deployment, before they start)",
+    )
     mig.set_defaults(func=_migrate)
     db = sub.add_parser("db", help="app database")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     up = dbsub.add_parser("upgrade", help="apply migrations to IMGPIPE_DATABASE_URL (the same as `imgpipe migrate`)")
-    up.set_defaults(func=_migrate, dagster=False, create_bucket=False)
+    up.set_defaults(func=_migrate, dagster=False, create_bucket=False, reset_metrics=False)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -52,4 +58,12 @@ def _migrate(args: argparse.Namespace) -> int:
             return 2
         made = store.create_bucket_if_missing()
         print(f"bucket {settings.s3_bucket} {'created' if made else 'exists'}")
+    if args.reset_metrics:
+        from image_pipeline.domain.telemetry.metrics import multiprocess_dir, reset_multiprocess_dir
+
+        where = multiprocess_dir()
+        if where is None:
+            print("--reset-metrics: PROMETHEUS_MULTIPROC_DIR is not set")
+            return 2
+        print(f"metrics directory {where}: {reset_multiprocess_dir(where)} old file(s) removed")
     return 0

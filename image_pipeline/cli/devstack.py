@@ -139,10 +139,10 @@ def _metrics_dir(data_dir: Path) -> Path:
     """Where every process of the stack writes its metrics, which the API's /metrics adds up
     (docs/observability.md). Emptied at each start, as prometheus_client's multiprocess mode requires:
     files of processes gone since would otherwise keep adding old counts to the new ones."""
+    from image_pipeline.domain.telemetry.metrics import reset_multiprocess_dir
+
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.db"):
-        old.unlink()
+    reset_multiprocess_dir(path)
     return path
 
 

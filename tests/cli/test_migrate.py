@@ -53,11 +53,15 @@ def test_migrate_prepares_the_app_database_dagster_and_the_bucket(fresh_db, tmp_
             "IMGPIPE_DATABASE_URL": fresh_db,
             "IMGPIPE_S3_BUCKET": bucket,
             "IMGPIPE_S3_ENDPOINT_URL": s3_endpoint,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         }
-        cmd = [IMGPIPE, "migrate", "--dagster", "--create-bucket"]
+        (tmp_path / "metrics").mkdir()
+        (tmp_path / "metrics" / "counter_4242.db").write_bytes(b"a previous start's process")
+        cmd = [IMGPIPE, "migrate", "--dagster", "--create-bucket", "--reset-metrics"]
         first = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert first.returncode == 0, first.stderr[-3000:]
         assert f"bucket {bucket} created" in first.stdout
+        assert "1 old file(s) removed" in first.stdout and not list((tmp_path / "metrics").iterdir())
         assert {"imgpipe_alembic_version", "requests", "api_keys"} <= tables(fresh_db)
         assert {"runs", "event_logs", "concurrency_limits"} <= tables(dagster_db)
         make_s3_client(s3_endpoint, "us-east-1").head_bucket(Bucket=bucket)  # raises when it is not there

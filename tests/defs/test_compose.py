@@ -101,13 +101,22 @@ def test_migrate_runs_once_and_everything_of_ours_waits_for_it() -> None:
     assert migrate["restart"] == "no"
     args = build_parser().parse_args(migrate["command"][1:])  # our CLI accepts the command as written
     assert migrate["command"][0] == "imgpipe" and args.func.__name__ == "_migrate"
-    assert args.dagster and args.create_bucket
+    assert args.dagster and args.create_bucket and args.reset_metrics
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert migrate["depends_on"]["s3"]["condition"] == "service_healthy"
     for name, svc in OURS.items():
         assert svc["environment"]["IMGPIPE_MIGRATE_ON_START"] == "false", name
         if name != "migrate":
             assert svc["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_every_process_of_ours_shares_one_metrics_directory() -> None:
+    """The API's /metrics adds up the files every process writes (prometheus_client multiprocess mode):
+    without one shared directory it showed the API's own counters only, never a run's."""
+    for name, svc in OURS.items():
+        where = svc["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        assert f"metrics:{where}" in svc["volumes"], name
+    assert "metrics" in yaml.safe_load(COMPOSE.read_text())["volumes"]
 
 
 def test_the_api_image_carries_no_executor_and_the_workers_carry_theirs() -> None:

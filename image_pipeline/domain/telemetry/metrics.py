@@ -107,6 +107,20 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+def reset_multiprocess_dir(path: str | os.PathLike) -> int:
+    """Empty a deployment's shared metrics directory before its processes start, as prometheus_client's
+    multiprocess mode requires (files of processes gone since would keep adding their old counts to
+    the new ones); made if missing. The number of files removed."""
+    from pathlib import Path
+
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    old = list(root.glob("*.db"))
+    for f in old:
+        f.unlink()
+    return len(old)
+
+
 def exposition(extra: Iterable[Collector] = ()) -> bytes:
     """The text a scrape gets: every process's samples (multiprocess mode) or this process's, plus
     `extra` collectors evaluated now (the database gauges)."""
