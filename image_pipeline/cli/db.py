@@ -39,6 +39,14 @@ def _migrate(args: argparse.Namespace) -> int:
     from image_pipeline.domain.db.engine import upgrade
     from image_pipeline.domain.settings import Settings
 
+    if args.reset_metrics:
+        from image_pipeline.domain.telemetry.metrics import multiprocess_dir, reset_multiprocess_dir
+
+        where = multiprocess_dir()
+        if where is None:
+            print("--reset-metrics: PROMETHEUS_MULTIPROC_DIR is not set")
+            return 2
+        print(f"metrics directory {where}: {reset_multiprocess_dir(where)} old file(s) removed")
     settings = Settings()
     url = settings.resolved_database_url
     upgrade(url)
@@ -58,12 +66,4 @@ def _migrate(args: argparse.Namespace) -> int:
             return 2
         made = store.create_bucket_if_missing()
         print(f"bucket {settings.s3_bucket} {'created' if made else 'exists'}")
-    if args.reset_metrics:
-        from image_pipeline.domain.telemetry.metrics import multiprocess_dir, reset_multiprocess_dir
-
-        where = multiprocess_dir()
-        if where is None:
-            print("--reset-metrics: PROMETHEUS_MULTIPROC_DIR is not set")
-            return 2
-        print(f"metrics directory {where}: {reset_multiprocess_dir(where)} old file(s) removed")
     return 0
