@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.inputs import csv_bytes, make_image
+from tests.support.metrics import moved, samples
 from tests.support.spans import OtlpReceiver, find, render, shape, tree
 from tests.support.stack import KEY, Stack, running_stack
 
@@ -49,16 +49,7 @@ def scrape(api: str) -> dict[tuple[str, tuple], float]:
     """Every sample of GET /metrics, keyed by (name, sorted labels)."""
     r = httpx.get(f"{api}/metrics", timeout=30)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def moved(before: dict, after: dict, name: str, **labels: str) -> float:
-    key = (name, tuple(sorted(labels.items())))
-    return after.get(key, 0.0) - before.get(key, 0.0)
+    return samples(r.text)
 
 
 def json_lines(text: str) -> list[dict]:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from tests.support.api import AUTH, GOOD
+from tests.support.metrics import moved, samples
 from tests.support.services import create_pg_database, drop_pg_database
 
 
@@ -28,16 +28,7 @@ def own_db() -> Iterator[str]:
 def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def moved(before: dict, after: dict, name: str, **labels: str) -> float:
-    key = (name, tuple(sorted(labels.items())))
-    return after.get(key, 0.0) - before.get(key, 0.0)
+    return samples(r.text)
 
 
 def test_upload_outcomes_routes_and_queue_gauges(make_settings, bucket, own_db) -> None:
