@@ -193,17 +193,3 @@ def submit(settings):
     yield _submit
     engine.dispose()
 
-
-# Longest first: xdist hands out tests in collection order, and in path order the stacks of tests/e2e and
-# tests/faults (tens of seconds each, the run_endings group minutes) came last, so the suite ended on one
-# worker finishing them while the others were idle. Started first, the short tests fill in behind them.
-_SLOW_FIRST = ("tests/faults/test_run_endings.py", "tests/faults/", "tests/e2e/", "tests/browser/", "tests/cli/")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.replace("\\", "/")
-        return next((n for n, prefix in enumerate(_SLOW_FIRST) if path.startswith(prefix)), len(_SLOW_FIRST))
-
-    items.sort(key=rank)  # stable: the order inside each rank stays the collection's
