@@ -192,4 +192,3 @@ def submit(settings):
 
     yield _submit
     engine.dispose()
-
