@@ -23,7 +23,6 @@ class Encoded:
     format: str  # jpeg | webp | avif | png
     data: bytes
     quality: int  # the encoder's quality number used (searched, for a target)
-    score: float | None = None  # SSIMULACRA2 of the sample crop, when the search measured it
 
 
 def encode(img, fmt: str, quality: int, progressive: bool = False, exif: bytes | None = None) -> bytes:
@@ -70,5 +69,6 @@ def encode_rendition(
         return min(candidates, key=lambda c: len(c.data))
     if target is None or fmt == "png":
         return Encoded(fmt, encode(img, fmt, quality, progressive, exif), quality)
-    q, s = perceptual.search_quality(img, target, lambda sample, q: encode(sample, fmt, q, progressive), crop)
-    return Encoded(fmt, encode(img, fmt, q, progressive, exif), q, s)
+    # The search's own score is of the crop encoded alone: the evidence is the stored output's (score_outputs).
+    q, _ = perceptual.search_quality(img, target, lambda sample, q: encode(sample, fmt, q, progressive), crop)
+    return Encoded(fmt, encode(img, fmt, q, progressive, exif), q)
